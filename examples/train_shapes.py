@@ -1,0 +1,394 @@
+"""Train a small anchor-free detector on synthetic shapes, with an exact COCO metric and W&B logging.
+
+Everything is generated locally (see ``shapes_data.py``), the detector is plain
+PyTorch (see ``shapes_model.py``), and the defaults finish in a few minutes on
+two CPU cores.
+
+Usage::
+
+    # train with the defaults (W&B in offline mode), then print the COCO summary
+    python examples/train_shapes.py
+
+    # pick the evaluation backend, or log online
+    python examples/train_shapes.py --backend faster_coco_eval --wandb-mode online
+
+    # 2 processes on one machine (gloo on CPU, nccl on GPU) ...
+    python examples/train_shapes.py --nproc-per-node 2
+    # ... or launched by torchrun
+    torchrun --nproc_per_node 2 examples/train_shapes.py
+
+    # evaluate a checkpoint only
+    python examples/train_shapes.py --eval-only --checkpoint runs/shapes/checkpoints/best_model_9_AP=0.6000.pt
+
+    # upload an offline run afterwards
+    wandb sync runs/shapes/wandb/offline-run-...
+
+The environment variables ``WANDB_MODE``, ``WANDB_DIR`` and ``WANDB_PROJECT``
+are used when the corresponding flags are not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ignite
+import ignite.distributed as idist
+from ignite.contrib.handlers import ProgressBar
+from ignite.engine import Engine, Events
+from ignite.handlers import (
+    CosineAnnealingScheduler,
+    EarlyStopping,
+    ModelCheckpoint,
+    create_lr_scheduler_with_warmup,
+    global_step_from_engine,
+)
+from ignite.utils import manual_seed, setup_logger
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    from ignite_det import STAT_NAMES, CocoMetric
+except ImportError:  # running from a source checkout without installing the package
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from ignite_det import STAT_NAMES, CocoMetric
+
+from shapes_data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, collate  # noqa: E402
+from shapes_model import DetectionLoss, ShapesDetector, decode  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=32, help="total batch size (split over processes)")
+    parser.add_argument("--lr", type=float, default=4e-3, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--warmup-iters", type=int, default=50, help="linear warm-up iterations")
+    parser.add_argument("--image-size", type=int, default=128, help="square image side in pixels")
+    parser.add_argument("--train-images", type=int, default=1024)
+    parser.add_argument("--val-images", type=int, default=192)
+    parser.add_argument("--width", type=int, default=24, help="model width (channels at stride 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default="runs/shapes", help="checkpoints, results.json and (by default) W&B")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: cores/procs)")
+    parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (with --eval-only)")
+    parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop when AP stalls")
+    parser.add_argument("--nproc-per-node", type=int, default=None, help="spawn N processes (gloo on CPU)")
+    parser.add_argument("--wandb-mode", default=None, choices=["online", "offline", "disabled"],
+                        help="default: $WANDB_MODE or offline")  # fmt: skip
+    parser.add_argument("--wandb-project", default=None, help="default: $WANDB_PROJECT or ignite-det-shapes")
+    parser.add_argument("--wandb-dir", default=None, help="default: $WANDB_DIR or --output-dir")
+    parser.add_argument("--log-every", type=int, default=10, help="log the training loss every N iterations")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def get_config(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
+    """The parser's defaults, updated with ``config`` (dashes or underscores in keys)."""
+    cfg = vars(get_args_parser().parse_args([]))
+    if isinstance(config, argparse.Namespace):
+        config = vars(config)
+    for key, value in (config or {}).items():
+        key = key.replace("-", "_")
+        if key not in cfg:
+            raise KeyError(f"unknown option {key!r}")
+        cfg[key] = value
+    return cfg
+
+
+# ----------------------------------------------------------------------------- W&B
+
+
+def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> Any:
+    """Create the W&B logger and attach it (call on rank 0 only). Returns the logger, or None when disabled."""
+    mode = config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
+    if mode == "disabled":
+        return None
+    from ignite.handlers.wandb_logger import WandBLogger
+
+    wandb_dir = config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["output_dir"]
+    os.makedirs(wandb_dir, exist_ok=True)
+    wandb_logger = WandBLogger(
+        project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-shapes",
+        mode=mode,
+        dir=wandb_dir,
+        config={k: v for k, v in config.items() if k not in ("checkpoint",)},
+        tags=["shapes", "ignite-det"],
+    )
+    wandb_logger.attach_output_handler(
+        trainer,
+        event_name=Events.ITERATION_COMPLETED(every=config["log_every"]),
+        tag="train",
+        output_transform=lambda loss: {"loss": loss},
+    )
+    wandb_logger.attach_opt_params_handler(
+        trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
+    )
+    # the metric: the 12 COCO numbers, at the trainer's step
+    wandb_logger.attach_output_handler(
+        evaluator,
+        event_name=Events.COMPLETED,
+        tag="val",
+        metric_names=list(STAT_NAMES),
+        global_step_transform=global_step_from_engine(trainer),
+    )
+    return wandb_logger
+
+
+def wandb_run_dir(wandb_logger: Any) -> str | None:
+    """The local directory of the run (what ``wandb sync`` takes)."""
+    if wandb_logger is None:
+        return None
+    run = wandb_logger._wandb.run
+    if run is None or not getattr(run, "dir", None):
+        return None
+    return str(Path(run.dir).parent)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class RunMeta:
+    """Saved next to the weights: the model/data config and the metrics at save time."""
+
+    def __init__(self, config: dict[str, Any], trainer: Engine | None = None, evaluator: Engine | None = None):
+        self.config = {k: config[k] for k in ("width", "image_size", "val_images", "train_images", "seed")}
+        self.trainer, self.evaluator = trainer, evaluator
+
+    def state_dict(self) -> dict[str, Any]:
+        metrics = {}
+        if self.evaluator is not None and self.evaluator.state is not None:
+            metrics = {k: float(self.evaluator.state.metrics[k]) for k in STAT_NAMES if k in self.evaluator.state.metrics}
+        epoch = self.trainer.state.epoch if self.trainer is not None else None
+        return {"config": dict(self.config), "metrics": metrics, "epoch": epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.config = dict(state.get("config", {}))
+
+
+def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def create_evaluator(model: torch.nn.Module, config: dict[str, Any], device: torch.device) -> Engine:
+    image_size = config["image_size"]
+
+    @torch.no_grad()
+    def eval_step(engine: Engine, batch: tuple[torch.Tensor, list[dict[str, Any]]]) -> tuple[list, list]:
+        model.eval()
+        images, targets = batch
+        preds = decode(model(images.to(device, non_blocking=True)), image_size, top_k=100)
+        return [{k: v.cpu() for k, v in p.items()} for p in preds], targets
+
+    evaluator = Engine(eval_step)
+    evaluator.logger = setup_logger("evaluator", level=30)
+    metric = CocoMetric(box_format="xyxy", backend=config["backend"], class_names=CLASS_NAMES)
+    metric.attach(evaluator, "coco")
+    return evaluator
+
+
+def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(state_metrics[k]) for k in STAT_NAMES}
+
+
+def training(local_rank: int, config: dict[str, Any]) -> None:
+    """What every process runs (under ``idist.Parallel``)."""
+    rank, world = idist.get_rank(), idist.get_world_size()
+    threads = config["threads"] or max(1, (os.cpu_count() or 1) // max(1, idist.get_nproc_per_node()))
+    torch.set_num_threads(threads)
+    manual_seed(config["seed"] + rank)
+    if world > 1 or config["device"] is None:
+        device = idist.device()
+    else:
+        device = torch.device(config["device"])
+    out_dir = Path(config["output_dir"])
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    show_progress = rank == 0 and not config["no_progress"]
+
+    val_ds = ShapesDataset(config["val_images"], config["image_size"], config["seed"], "val")
+    val_loader = idist.auto_dataloader(
+        val_ds, batch_size=config["batch_size"], shuffle=False, drop_last=False, collate_fn=collate, num_workers=0
+    )
+    model = ShapesDetector(NUM_CLASSES, width=config["width"])
+
+    if config["eval_only"]:
+        if not config["checkpoint"]:
+            raise ValueError("--eval-only needs --checkpoint PATH")
+        ckpt = torch.load(config["checkpoint"], map_location="cpu", weights_only=True)
+        saved = ckpt.get("meta", {})
+        if saved.get("config", {}).get("width", model.width) != model.width:
+            model = ShapesDetector(NUM_CLASSES, width=saved["config"]["width"])
+        model.load_state_dict(ckpt["model"])
+        model = idist.auto_model(model)
+        evaluator = create_evaluator(model, config, device)
+        if show_progress:
+            ProgressBar(desc="eval").attach(evaluator)
+        state = evaluator.run(val_loader)
+        result = {
+            "metrics": _metrics_dict(state.metrics),
+            "checkpoint": str(config["checkpoint"]),
+            "checkpoint_metrics": saved.get("metrics"),
+            "wandb_dir": None,
+            "world_size": world,
+        }
+        if rank == 0:
+            print(state.metrics["coco"])
+            print(f"checkpoint: {config['checkpoint']} (epoch {saved.get('epoch')})")
+            (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+        idist.barrier()
+        return
+
+    train_ds = ShapesDataset(config["train_images"], config["image_size"], config["seed"], "train", hflip=True)
+    train_loader = idist.auto_dataloader(
+        train_ds, batch_size=config["batch_size"], shuffle=True, drop_last=True, collate_fn=collate, num_workers=0
+    )
+    model = idist.auto_model(model)
+    optimizer = idist.auto_optim(
+        torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    )
+    criterion = DetectionLoss(NUM_CLASSES)
+
+    def train_step(engine: Engine, batch: tuple[torch.Tensor, list[dict[str, Any]]]) -> float:
+        model.train()
+        images, targets = batch
+        outputs = model(images.to(device, non_blocking=True))
+        loss, _ = criterion(outputs, _to_device(targets, device))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        return loss.item()
+
+    trainer = Engine(train_step)
+    trainer.logger = setup_logger("trainer", level=30)
+    iters_per_epoch = len(train_loader)
+    total_iters = config["epochs"] * iters_per_epoch
+    warmup = max(2, min(config["warmup_iters"], total_iters // 4))
+    cosine = CosineAnnealingScheduler(
+        optimizer, "lr", start_value=config["lr"], end_value=config["lr"] * 0.02, cycle_size=max(2, total_iters - warmup)
+    )
+    scheduler = create_lr_scheduler_with_warmup(
+        cosine, warmup_start_value=config["lr"] * 0.05, warmup_duration=warmup
+    )
+    trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
+
+    evaluator = create_evaluator(model, config, device)
+    history: list[dict[str, float]] = []
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def validate(engine: Engine) -> None:
+        state = evaluator.run(val_loader)
+        history.append(_metrics_dict(state.metrics))
+        if rank == 0:
+            m = history[-1]
+            print(
+                f"epoch {engine.state.epoch:3d}: AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}  "
+                f"APs {m['APs']:.4f}  APm {m['APm']:.4f}  APl {m['APl']:.4f}  AR100 {m['AR100']:.4f}",
+                flush=True,
+            )
+
+    meta = RunMeta(config, trainer, evaluator)
+    best = ModelCheckpoint(
+        dirname=out_dir / "checkpoints",
+        filename_prefix="best",
+        n_saved=1,
+        score_function=lambda engine: engine.state.metrics["AP"],
+        score_name="AP",
+        global_step_transform=global_step_from_engine(trainer),
+        require_empty=False,
+    )
+    evaluator.add_event_handler(Events.COMPLETED, best, {"model": model, "meta": meta})
+    if config["early_stopping"]:
+        stopper = EarlyStopping(config["early_stopping"], lambda engine: engine.state.metrics["AP"], trainer)
+        evaluator.add_event_handler(Events.COMPLETED, stopper)
+
+    if show_progress:
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+        ProgressBar(persist=False, desc="eval").attach(evaluator)
+
+    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer) if rank == 0 else None
+
+    start = time.time()
+    trainer.run(train_loader, max_epochs=config["epochs"])
+    elapsed = time.time() - start
+
+    run_dir = wandb_run_dir(wandb_logger)
+    if wandb_logger is not None:
+        wandb_logger.close()
+    checkpoint = str(best.last_checkpoint) if best.last_checkpoint is not None else None
+    result = {
+        "metrics": history[-1],
+        "checkpoint": checkpoint,
+        "checkpoint_metrics": best_metrics(history),
+        "wandb_dir": run_dir,
+        "history": history,
+        "epochs_run": trainer.state.epoch,
+        "train_seconds": elapsed,
+        "world_size": world,
+    }
+    if rank == 0:
+        print(evaluator.state.metrics["coco"])
+        print(f"trained {trainer.state.epoch} epochs in {elapsed:.1f} s on {world} process(es), device {device}")
+        print(f"best checkpoint: {checkpoint}")
+        if run_dir:
+            print(f"W&B run dir: {run_dir}")
+            if (config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline") == "offline":
+                print(f"upload it with: wandb sync {run_dir}")
+        (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    idist.barrier()
+
+
+def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
+    """The evaluation that ModelCheckpoint kept: the first one with the highest AP."""
+    if not history:
+        return None
+    best = history[0]
+    for m in history[1:]:
+        if m["AP"] > best["AP"]:
+            best = m
+    return best
+
+
+def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
+    """Train (or, with ``eval_only``, evaluate) and return a dict with ``metrics`` (the 12 COCO numbers of the
+    last evaluation), ``checkpoint`` (best-AP checkpoint path), ``checkpoint_metrics`` and ``wandb_dir``."""
+    cfg = get_config(config)
+    use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
+    backend = "nccl" if use_cuda else "gloo"
+    nproc = cfg["nproc_per_node"]
+    results_file = Path(cfg["output_dir"]) / "results.json"
+    if results_file.exists() and idist.get_rank() == 0 and "WORLD_SIZE" not in os.environ:
+        results_file.unlink()
+    if nproc and nproc > 1:
+        parallel = idist.Parallel(backend=backend, nproc_per_node=nproc)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
+        parallel = idist.Parallel(backend=backend)
+    else:
+        parallel = idist.Parallel(backend=None)
+    with parallel:
+        parallel.run(training, cfg)
+    return json.loads(results_file.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.eval_only and not args.checkpoint:
+        get_args_parser().error("--eval-only needs --checkpoint PATH")
+    print(f"ignite {ignite.__version__}, torch {torch.__version__}")
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,9 @@
+"""ignite-det: exact COCO detection metrics for PyTorch-Ignite, logged to Weights & Biases."""
+
+from ignite_det.metric import CocoMetric
+from ignite_det.operating_point import F1Point
+from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
+
+__version__ = "0.1.0"
+
+__all__ = ["STAT_NAMES", "ClassResult", "CocoMetric", "CocoResult", "F1Point", "__version__"]

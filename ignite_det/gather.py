@@ -1,0 +1,110 @@
+"""Bring every process's detections together, and count each image once.
+
+The gather uses a fixed number of collectives on flat float64 tensors (one for the sizes,
+one each for images, detections and ground truth), never pickled Python objects.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+
+from ignite_det.store import Detections
+
+
+def gather_detections(local: Detections, has_image_ids: bool) -> Detections:
+    """All processes' detections, rank after rank, on every process (the local ones alone without distribution)."""
+    world_size = idist.get_world_size()
+    if world_size == 1:
+        return local
+    if not has_image_ids:
+        warnings.warn(
+            "CocoMetric under distribution without 'image_id' in the targets: images are numbered rank after "
+            "rank, so an image that a DistributedSampler repeats to pad the last batch counts twice. "
+            "Give every target its image_id.",
+            stacklevel=3,
+        )
+    device = idist.device()
+    sizes = torch.tensor([[len(local.image_ids), len(local.det_scores), len(local.gt_labels)]], device=device)
+    sizes = idist.all_gather(sizes).cpu().tolist()
+    images, dets, gts = _pack(local)
+    parts = zip(
+        _gather(images, [s[0] for s in sizes], device),
+        _gather(dets, [s[1] for s in sizes], device),
+        _gather(gts, [s[2] for s in sizes], device),
+    )
+    joined = Detections.concatenate([_unpack(*part) for part in parts])
+    if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
+        joined = _renumbered(joined)
+    return joined
+
+
+def deduplicate(detections: Detections) -> Detections:
+    """Keep the first occurrence of each ``image_id``.
+
+    Raises:
+        ValueError: if two occurrences of one image_id carry different ground truth
+            (image ids that are not unique, rather than a padded repeat).
+    """
+    ids = detections.image_ids
+    _, first = np.unique(ids, return_index=True)
+    if len(first) == len(ids):
+        return detections
+    keep = np.zeros(len(ids), dtype=bool)
+    keep[first] = True
+    _check_repeats_match(detections, keep)
+    return detections.select_images(keep)
+
+
+def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
+    ids = detections.image_ids
+    first_position = {int(ids[p]): p for p in np.flatnonzero(keep)}
+    order = np.argsort(detections.gt_position, kind="stable")
+    bounds = np.searchsorted(detections.gt_position[order], np.arange(len(ids) + 1))
+    table = np.column_stack(
+        [detections.gt_boxes, detections.gt_area, detections.gt_labels, detections.gt_crowd]
+    )[order]
+    for position in np.flatnonzero(~keep):
+        original = first_position[int(ids[position])]
+        repeat_rows = table[bounds[position] : bounds[position + 1]]
+        original_rows = table[bounds[original] : bounds[original + 1]]
+        if not np.array_equal(repeat_rows, original_rows):
+            raise ValueError(
+                f"image_id {int(ids[position])} was given more than once with different ground truth "
+                f"({len(original_rows)} vs {len(repeat_rows)} boxes); image ids must be unique per image"
+            )
+
+
+def _pack(d: Detections) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images = d.image_ids.astype(np.float64).reshape(-1, 1)
+    dets = np.column_stack([d.det_boxes, d.det_scores, d.det_labels, d.det_position]).astype(np.float64)
+    gts = np.column_stack([d.gt_boxes, d.gt_area, d.gt_labels, d.gt_crowd, d.gt_position]).astype(np.float64)
+    return torch.from_numpy(images), torch.from_numpy(dets.reshape(-1, 7)), torch.from_numpy(gts.reshape(-1, 8))
+
+
+def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> Detections:
+    return Detections(
+        image_ids=images[:, 0].astype(np.int64),
+        det_boxes=dets[:, :4].copy(),
+        det_scores=dets[:, 4].copy(),
+        det_labels=dets[:, 5].astype(np.int64),
+        det_position=dets[:, 6].astype(np.int64),
+        gt_boxes=gts[:, :4].copy(),
+        gt_area=gts[:, 4].copy(),
+        gt_labels=gts[:, 5].astype(np.int64),
+        gt_crowd=gts[:, 6].astype(np.int64),
+        gt_position=gts[:, 7].astype(np.int64),
+    )
+
+
+def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[np.ndarray]:
+    width = tensor.shape[1]
+    gathered = idist.all_gather_tensors_with_shapes(tensor.to(device), [[n, width] for n in rows])
+    return [t.cpu().numpy() for t in gathered]
+
+
+def _renumbered(d: Detections) -> Detections:
+    return Detections(**{**d.__dict__, "image_ids": np.arange(len(d.image_ids), dtype=np.int64)})

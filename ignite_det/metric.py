@@ -1,0 +1,204 @@
+"""CocoMetric: COCO box AP/AR for an Ignite evaluator, exactly as pycocotools computes it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.exceptions import NotComputableError
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced
+
+from ignite_det.coco_backend import check_backend, evaluate
+from ignite_det.confusion import confusion_matrix
+from ignite_det.gather import deduplicate, gather_detections
+from ignite_det.inputs import BOX_FORMATS, normalize_batch
+from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
+from ignite_det.params import EvalParams
+from ignite_det.result import CocoResult
+from ignite_det.store import Detections, DetectionStore, category_index
+
+
+class CocoMetric(Metric):
+    """COCO bounding-box evaluation as an Ignite metric, equal to pycocotools' ``COCOeval`` to the last bit.
+
+    ``update((y_pred, y))`` takes one dict per image in torchvision's detection convention
+    (see :mod:`ignite_det.inputs` for the full table):
+
+    ==============  =====================================================================
+    ``y_pred[i]``   ``boxes`` float (N, 4), ``scores`` float (N,), ``labels`` int (N,)
+    ``y[i]``        ``boxes`` float (M, 4), ``labels`` int (M,), optional ``iscrowd`` (M,),
+                    optional ``area`` (M,), optional ``image_id`` (int or 0-d tensor)
+    ==============  =====================================================================
+
+    ``compute()`` returns a :class:`~ignite_det.CocoResult`: a read-only mapping of the 12 COCO
+    numbers (``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl``) that Ignite spreads
+    into ``engine.state.metrics``, carrying per-class results, PR curves, the best-F1 operating point
+    and a confusion matrix.
+
+    Exactness: images are evaluated in sorted ``image_id`` order and boxes in arrival order, as
+    COCOeval breaks score ties; the ``area`` field drives small/medium/large; crowd regions follow
+    COCO's rules; annotation ids start at 1; thresholds are pycocotools' float64 ``np.linspace``.
+    Each ``image_id`` counts once (a repeat, such as a ``DistributedSampler``'s padding, is dropped;
+    a repeat with different ground truth is an error). Under ``ignite.distributed``, ``compute()``
+    gathers all processes' boxes with a fixed number of collectives, evaluates on rank 0 and
+    broadcasts, so every rank returns the same result.
+
+    Args:
+        box_format: ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``, in absolute pixels.
+        backend: ``"pycocotools"`` (the reference) or ``"faster_coco_eval"`` (same numbers, faster;
+            ``pip install 'ignite-det[fast]'``).
+        class_names: names for the category ids, as a list indexed by label or a mapping from label
+            to name. Named categories are evaluated even when no ground truth has them (their AP is -1).
+        iou_thresholds: IoU thresholds; default ``np.linspace(0.5, 0.95, 10)``.
+        rec_thresholds: recall thresholds; default ``np.linspace(0, 1, 101)``.
+        max_detections: detections kept per image *and category*; default ``(1, 10, 100)``.
+        area_ranges: ``{name: (low, high)}`` in pixels², replacing small/medium/large; the "all"
+            range is always evaluated.
+        f1_iou_threshold: IoU threshold of the best-F1 operating point and the confusion matrix; it
+            must be one of ``iou_thresholds``. Default 0.5.
+        output_transform: turns the engine's ``state.output`` into ``(y_pred, y)``.
+        device: where collectives run under distribution; inputs may be on any device.
+
+    Raises:
+        ValueError: for an unknown ``box_format`` or ``backend``, or thresholds out of range.
+        ModuleNotFoundError: ``backend="faster_coco_eval"`` without faster-coco-eval installed.
+
+    Example:
+        .. code-block:: python
+
+            from ignite.engine import Engine
+            from ignite_det import CocoMetric
+
+            evaluator = Engine(lambda engine, batch: (model(batch[0]), batch[1]))
+            CocoMetric(box_format="xyxy").attach(evaluator, "coco")
+            state = evaluator.run(val_loader)
+            print(state.metrics["AP"], state.metrics["AP50"])
+            print(state.metrics["coco"])        # the COCO summary and a per-class table
+    """
+
+    def __init__(
+        self,
+        box_format: str = "xyxy",
+        backend: str = "pycocotools",
+        class_names: Sequence[str] | Mapping[int, str] | None = None,
+        iou_thresholds: Sequence[float] | None = None,
+        rec_thresholds: Sequence[float] | None = None,
+        max_detections: Sequence[int] | None = None,
+        area_ranges: Mapping[str, tuple[float, float]] | None = None,
+        f1_iou_threshold: float = 0.5,
+        output_transform: Callable[[Any], Any] = lambda x: x,
+        device: str | torch.device = torch.device("cpu"),
+    ) -> None:
+        if box_format not in BOX_FORMATS:
+            raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
+        check_backend(backend)
+        self.box_format = box_format
+        self.backend = backend
+        self.class_names = _names(class_names)
+        self.params = EvalParams.create(iou_thresholds, rec_thresholds, max_detections, area_ranges)
+        f1_index = self.params.iou_index(f1_iou_threshold)
+        if f1_index is None:
+            raise ValueError(
+                f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds "
+                f"{self.params.iou_thresholds.tolist()}"
+            )
+        self._f1_index = f1_index
+        super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._store = DetectionStore()
+
+    @reinit__is_reduced
+    def update(self, output: Sequence[Sequence[Mapping[str, Any]]]) -> None:
+        batch = normalize_batch(output, self.box_format)
+        self._store.append(batch)
+
+    def compute(self) -> CocoResult:
+        detections = gather_detections(self._store.collect(), self._store.has_image_ids)
+        detections = deduplicate(detections)
+        if len(detections.image_ids) == 0:
+            raise NotComputableError("CocoMetric must have at least one image before it can be computed")
+        category_ids = np.unique(np.r_[detections.gt_labels, list(self.class_names)].astype(np.int64))
+        det_k = category_index(detections.det_labels, category_ids)
+        num_gt = np.bincount(category_index(detections.gt_labels, category_ids)[detections.gt_crowd == 0],
+                             minlength=len(category_ids))
+        num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
+        arrays = self._evaluate(detections, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
+        arrays = _broadcast(arrays, self._shapes(len(category_ids)))
+        return CocoResult(
+            params=self.params,
+            category_ids=tuple(int(c) for c in category_ids),
+            class_names=self.class_names,
+            precision=arrays["precision"],
+            recall=arrays["recall"],
+            scores=arrays["scores"],
+            num_gt=num_gt,
+            num_det=num_det,
+            class_f1=[F1Point(*map(float, row)) for row in arrays["class_f1"]],
+            best_f1=F1Point(*map(float, arrays["best_f1"])),
+            f1_curve=arrays["f1_curve"],
+            confusion_matrix=arrays["confusion_matrix"].astype(np.int64),
+            f1_iou_threshold=float(self.params.iou_thresholds[self._f1_index]),
+            num_images=len(detections.image_ids),
+        )
+
+    def _evaluate(
+        self, detections: Detections, category_ids: np.ndarray, det_k: np.ndarray, num_gt: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        evaluation = evaluate(detections, category_ids.tolist(), self.params, self.backend, self._f1_index)
+        class_f1, best = best_f1_points(detections.det_scores, det_k, evaluation.det_outcome, num_gt)
+        threshold = best.threshold if np.isfinite(best.threshold) else np.inf
+        return {
+            "precision": evaluation.precision,
+            "recall": evaluation.recall,
+            "scores": evaluation.scores,
+            "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
+            "best_f1": best.as_array(),
+            "f1_curve": f1_curve(detections.det_scores, evaluation.det_outcome, int(num_gt.sum())),
+            "confusion_matrix": confusion_matrix(
+                detections, category_ids, threshold, float(self.params.iou_thresholds[self._f1_index])
+            ),
+        }
+
+    def _shapes(self, k: int) -> dict[str, tuple[int, ...]]:
+        t, r = len(self.params.iou_thresholds), len(self.params.rec_thresholds)
+        a, m = len(self.params.area_ranges), len(self.params.max_detections)
+        return {
+            "precision": (t, r, k, a, m),
+            "recall": (t, k, a, m),
+            "scores": (t, r, k, a, m),
+            "class_f1": (k, 4),
+            "best_f1": (4,),
+            "f1_curve": (CURVE_POINTS, 4),
+            "confusion_matrix": (k + 1, k + 1),
+        }
+
+
+def _broadcast(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Rank 0's arrays on every rank, in one float64 broadcast (shapes are known everywhere)."""
+    if idist.get_world_size() == 1:
+        assert arrays is not None
+        return arrays
+    sizes = [int(np.prod(shape)) for shape in shapes.values()]
+    if arrays is None:
+        flat = torch.zeros(sum(sizes), dtype=torch.float64)
+    else:
+        flat = torch.from_numpy(np.concatenate([arrays[name].astype(np.float64).ravel() for name in shapes]))
+    flat = idist.broadcast(flat.to(idist.device()), src=0).cpu().numpy()
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}
+
+
+def _names(class_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:
+    if class_names is None:
+        return {}
+    if isinstance(class_names, Mapping):
+        return {int(k): str(v) for k, v in class_names.items()}
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names must be a list indexed by label or a dict label -> name, got {type(class_names).__name__}")
+    return {i: str(name) for i, name in enumerate(class_names)}

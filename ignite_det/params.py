@@ -1,0 +1,77 @@
+"""Evaluation parameters, built in float64 exactly as pycocotools' ``Params`` builds them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# cocoeval.py Params.setDetParams: np.arange "causes trouble", so linspace with a rounded count.
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+COCO_REC_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+COCO_MAX_DETECTIONS = (1, 10, 100)
+COCO_AREA_RANGES: dict[str, tuple[float, float]] = {
+    "small": (0**2, 32**2),
+    "medium": (32**2, 96**2),
+    "large": (96**2, 1e5**2),
+}
+ALL_AREAS = (0**2, 1e5**2)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """What COCOeval is asked to compute. Axes of the result arrays follow these orders.
+
+    ``area_names[0]`` is always ``"all"``; ``max_detections`` is sorted ascending, as COCOeval sorts it.
+    """
+
+    iou_thresholds: np.ndarray  # float64 (T,)
+    rec_thresholds: np.ndarray  # float64 (R,)
+    max_detections: tuple[int, ...]  # (M,)
+    area_names: tuple[str, ...]  # (A,)
+    area_ranges: tuple[tuple[float, float], ...]  # (A,) inclusive [lo, hi]
+
+    @staticmethod
+    def create(
+        iou_thresholds: Sequence[float] | None = None,
+        rec_thresholds: Sequence[float] | None = None,
+        max_detections: Sequence[int] | None = None,
+        area_ranges: Mapping[str, tuple[float, float]] | None = None,
+    ) -> EvalParams:
+        areas = dict(COCO_AREA_RANGES if area_ranges is None else area_ranges)
+        if "all" in areas:
+            raise ValueError("area_ranges must not contain 'all': that range (0, 1e10) is always evaluated first")
+        for name, bounds in areas.items():
+            if len(bounds) != 2 or not 0 <= float(bounds[0]) <= float(bounds[1]):
+                raise ValueError(f"area_ranges['{name}'] must be (low, high) with 0 <= low <= high, got {bounds}")
+        return EvalParams(
+            iou_thresholds=_thresholds("iou_thresholds", iou_thresholds, COCO_IOU_THRESHOLDS),
+            rec_thresholds=_thresholds("rec_thresholds", rec_thresholds, COCO_REC_THRESHOLDS),
+            max_detections=_max_detections(max_detections),
+            area_names=("all", *areas),
+            area_ranges=(ALL_AREAS, *((float(lo), float(hi)) for lo, hi in areas.values())),
+        )
+
+    def iou_index(self, iou: float) -> int | None:
+        """Index of an IoU threshold, tolerant of float noise such as ``np.arange``'s 0.7500000000000002."""
+        hits = np.flatnonzero(np.abs(self.iou_thresholds - iou) < 1e-9)
+        return int(hits[0]) if len(hits) else None
+
+
+def _thresholds(name: str, given: Sequence[float] | None, default: np.ndarray) -> np.ndarray:
+    if given is None:
+        return default.copy()
+    values = np.asarray([float(v) for v in given], dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0 or not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(f"{name} must be a non-empty list of numbers in [0, 1], got {list(given)}")
+    return values
+
+
+def _max_detections(given: Sequence[int] | None) -> tuple[int, ...]:
+    if given is None:
+        return COCO_MAX_DETECTIONS
+    values = sorted({int(v) for v in given})
+    if not values or values[0] < 1 or any(int(v) != v for v in given):
+        raise ValueError(f"max_detections must be a non-empty list of positive integers, got {list(given)}")
+    return tuple(values)

@@ -1,0 +1,259 @@
+"""The result of one COCO evaluation: the 12 numbers as a read-only mapping, and everything behind them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ignite_det.operating_point import F1Point
+from ignite_det.params import EvalParams
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+_AREA_SUFFIX = {"small": "s", "medium": "m", "large": "l"}
+
+
+@dataclass(frozen=True)
+class ClassResult:
+    """One category's numbers, sliced from the same arrays as the overall ones (-1.0: undefined, no ground truth).
+
+    ``AR100`` is at the largest ``max_detections``; ``num_gt`` counts non-crowd ground truths and
+    ``num_det`` every detection of the category; ``f1`` is the category's best-F1 operating point.
+    """
+
+    category_id: int
+    name: str
+    AP: float
+    AP50: float
+    AP75: float
+    APs: float
+    APm: float
+    APl: float
+    AR100: float
+    num_gt: int
+    num_det: int
+    f1: F1Point
+
+
+class CocoResult(Mapping[str, float]):
+    """A read-only ``Mapping`` of the COCO summary numbers, plus per-class results, curves and arrays.
+
+    With the default parameters the keys are ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100,
+    ARs, ARm, ARl`` (see :data:`STAT_NAMES`), as plain floats, -1.0 where undefined (no ground truth).
+    Unlike pycocotools' ``summarize()``, the AP family always uses the largest ``max_detections``
+    (pycocotools uses 100 whatever was asked, and gives -1 when 100 is not among them), and AR keys
+    follow the ``max_detections`` given (``AR1, AR10, AR300`` for ``[1, 10, 300]``).
+
+    Array axes, as in pycocotools' ``accumulate``:
+
+    - ``precision``: (T, R, K, A, M) interpolated precision at each IoU threshold (T), recall
+      threshold (R), category (K, order of ``category_ids``), area range (A, "all" first) and
+      max detections (M); -1 where the category has no ground truth in that area range.
+    - ``scores``: (T, R, K, A, M) the detection score at which each precision is reached.
+    - ``recall``: (T, K, A, M) the highest recall reached.
+
+    Example:
+        >>> result = evaluator.state.metrics["coco"]          # doctest: +SKIP
+        >>> result["AP"], result.best_f1.precision, result.per_class[0].AP50  # doctest: +SKIP
+        >>> print(result)                                     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        params: EvalParams,
+        category_ids: tuple[int, ...],
+        class_names: Mapping[int, str],
+        precision: np.ndarray,
+        recall: np.ndarray,
+        scores: np.ndarray,
+        num_gt: np.ndarray,
+        num_det: np.ndarray,
+        class_f1: list[F1Point],
+        best_f1: F1Point,
+        f1_curve: np.ndarray,
+        confusion_matrix: np.ndarray,
+        f1_iou_threshold: float,
+        num_images: int,
+    ) -> None:
+        self.params = params
+        self.category_ids = category_ids
+        self.class_names = {k: class_names.get(k, str(k)) for k in category_ids}
+        self.precision = _read_only(precision)
+        self.recall = _read_only(recall)
+        self.scores = _read_only(scores)
+        self.best_f1 = best_f1
+        self.f1_iou_threshold = f1_iou_threshold
+        self.confusion_matrix = _read_only(confusion_matrix)
+        self.num_images = num_images
+        self._f1_curve = _read_only(f1_curve)
+        self._stats = summarize(self.precision, self.recall, params)
+        self.per_class = tuple(
+            self._class_result(k, int(num_gt[k]), int(num_det[k]), class_f1[k]) for k in range(len(category_ids))
+        )
+
+    # --- Mapping ---
+    def __getitem__(self, key: str) -> float:
+        return self._stats[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stats)
+
+    def __len__(self) -> int:
+        return len(self._stats)
+
+    def __repr__(self) -> str:
+        numbers = ", ".join(f"{k}={v:.4f}" for k, v in self._stats.items())
+        return f"CocoResult({numbers})"
+
+    # --- curves ---
+    def pr_curve(
+        self, category_id: int | None = None, iou_threshold: float = 0.5, area: str = "all"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(recall thresholds (R,), precision (R,)) at one IoU threshold and the largest max_detections.
+
+        ``category_id=None`` gives the mean over categories that have ground truth; precision is -1
+        where undefined.
+        """
+        t = self._iou_index(iou_threshold)
+        a = self._area_index(area)
+        curves = self.precision[t, :, :, a, -1]  # (R, K)
+        if category_id is not None:
+            return self.params.rec_thresholds, curves[:, self._category_index(category_id)].copy()
+        valid = curves > -1
+        counts = valid.sum(axis=1)
+        sums = np.where(valid, curves, 0).sum(axis=1)
+        return self.params.rec_thresholds, np.where(counts > 0, sums / np.maximum(counts, 1), -1.0)
+
+    def f1_curve(self) -> dict[str, np.ndarray]:
+        """Pooled precision, recall and F1 against the confidence threshold (101 points)."""
+        columns = ("threshold", "precision", "recall", "f1")
+        return {name: self._f1_curve[:, i].copy() for i, name in enumerate(columns)}
+
+    # --- presentation ---
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready report: the numbers under their names, per-class rows, the operating point."""
+        return {
+            **self._stats,
+            "per_class": [_json_ready(asdict(row)) for row in self.per_class],
+            "best_f1": _json_ready(asdict(self.best_f1)),
+            "f1_iou_threshold": self.f1_iou_threshold,
+            "num_images": self.num_images,
+            "iou_thresholds": self.params.iou_thresholds.tolist(),
+            "max_detections": list(self.params.max_detections),
+            "area_ranges": dict(zip(self.params.area_names, map(list, self.params.area_ranges))),
+        }
+
+    def summary(self) -> str:
+        """The 12 lines of pycocotools' ``summarize()``, in its layout."""
+        return "\n".join(_summary_lines(self._stats, self.params))
+
+    def class_table(self) -> str:
+        """A fixed-width table with one row per category."""
+        header = f"{'class':<20} {'AP':>6} {'AP50':>6} {'AP75':>6} {'APs':>6} {'APm':>6} {'APl':>6} {'AR100':>6} {'GT':>6} {'dets':>7} {'thr':>6} {'P':>6} {'R':>6} {'F1':>6}"
+        rows = [header, "-" * len(header)]
+        for c in self.per_class:
+            numbers = (c.AP, c.AP50, c.AP75, c.APs, c.APm, c.APl, c.AR100)
+            f1 = (c.f1.threshold, c.f1.precision, c.f1.recall, c.f1.f1)
+            rows.append(
+                f"{c.name[:20]:<20} " + " ".join(f"{v:>6.3f}" for v in numbers)
+                + f" {c.num_gt:>6d} {c.num_det:>7d} " + " ".join(f"{v:>6.3f}" for v in f1)
+            )
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        f = self.best_f1
+        operating = (
+            f"Best F1 at IoU={self.f1_iou_threshold:.2f}: threshold={f.threshold:.3f} "
+            f"precision={f.precision:.3f} recall={f.recall:.3f} F1={f.f1:.3f}"
+        )
+        return f"{self.summary()}\n{operating}\n\n{self.class_table()}"
+
+    # --- helpers ---
+    def _class_result(self, k: int, num_gt: int, num_det: int, f1: F1Point) -> ClassResult:
+        p, r = self.precision[:, :, k : k + 1], self.recall[:, k : k + 1]
+        stats = summarize(p, r, self.params)
+        return ClassResult(
+            category_id=self.category_ids[k],
+            name=self.class_names[self.category_ids[k]],
+            AP=stats["AP"],
+            AP50=stats.get("AP50", -1.0),
+            AP75=stats.get("AP75", -1.0),
+            APs=stats.get("APs", -1.0),
+            APm=stats.get("APm", -1.0),
+            APl=stats.get("APl", -1.0),
+            AR100=_mean_valid(r[:, :, 0, -1]),
+            num_gt=num_gt,
+            num_det=num_det,
+            f1=f1,
+        )
+
+    def _iou_index(self, iou: float) -> int:
+        t = self.params.iou_index(iou)
+        if t is None:
+            raise ValueError(f"IoU threshold {iou} was not evaluated; evaluated: {self.params.iou_thresholds.tolist()}")
+        return t
+
+    def _area_index(self, area: str) -> int:
+        if area not in self.params.area_names:
+            raise ValueError(f"area must be one of {list(self.params.area_names)}, got {area!r}")
+        return self.params.area_names.index(area)
+
+    def _category_index(self, category_id: int) -> int:
+        if category_id not in self.category_ids:
+            raise ValueError(f"category {category_id} was not evaluated; evaluated: {list(self.category_ids)}")
+        return self.category_ids.index(category_id)
+
+
+def summarize(precision: np.ndarray, recall: np.ndarray, params: EvalParams) -> dict[str, float]:
+    """The summary numbers, each computed as pycocotools' ``_summarize`` computes it (same slices, same mean)."""
+    stats: dict[str, float] = {}
+    top = len(params.max_detections) - 1
+    for name, t in (("AP", None), ("AP50", params.iou_index(0.5)), ("AP75", params.iou_index(0.75))):
+        if name == "AP" or t is not None:
+            stats[name] = _mean_valid((precision if t is None else precision[t : t + 1])[:, :, :, 0, top])
+        else:
+            stats[name] = -1.0
+    for a, area in enumerate(params.area_names[1:], start=1):
+        stats[_area_key("AP", area)] = _mean_valid(precision[:, :, :, a, top])
+    for m, max_det in enumerate(params.max_detections):
+        stats[f"AR{max_det}"] = _mean_valid(recall[:, :, 0, m])
+    for a, area in enumerate(params.area_names[1:], start=1):
+        stats[_area_key("AR", area)] = _mean_valid(recall[:, :, a, top])
+    return stats
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    valid = values[values > -1]
+    return float(np.mean(valid)) if len(valid) else -1.0
+
+
+def _area_key(prefix: str, area: str) -> str:
+    return prefix + _AREA_SUFFIX[area] if area in _AREA_SUFFIX else f"{prefix}_{area}"
+
+
+def _summary_lines(stats: dict[str, float], params: EvalParams) -> list[str]:
+    iou_all = f"{params.iou_thresholds[0]:0.2f}:{params.iou_thresholds[-1]:0.2f}"
+    top = params.max_detections[-1]
+    rows = [("AP", iou_all, "all", top, "AP"), ("AP", "0.50", "all", top, "AP50"), ("AP", "0.75", "all", top, "AP75")]
+    rows += [("AP", iou_all, area, top, _area_key("AP", area)) for area in params.area_names[1:]]
+    rows += [("AR", iou_all, "all", m, f"AR{m}") for m in params.max_detections]
+    rows += [("AR", iou_all, area, top, _area_key("AR", area)) for area in params.area_names[1:]]
+    title = {"AP": "Average Precision", "AR": "Average Recall"}
+    return [
+        f" {title[kind]:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_det:>3d} ] = {stats[key]:0.3f}"
+        for kind, iou, area, max_det, key in rows
+    ]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    array.flags.writeable = False
+    return array
+
+
+def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
+    """NaN is not JSON: undefined values become None."""
+    return {k: (_json_ready(v) if isinstance(v, dict) else None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}

@@ -1,0 +1,138 @@
+"""Compact accumulation of normalised batches: a few growing lists of numpy arrays, no per-box objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ignite_det.inputs import DetectionBatch
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Everything one evaluation needs, as flat arrays.
+
+    Images are numbered by *position* (arrival order, 0..I-1); boxes point at their image's
+    position, so an image that arrives twice (a padded ``DistributedSampler``) can be told apart
+    from its copy and dropped.
+    """
+
+    image_ids: np.ndarray  # int64 (I,)  the image_id at each position
+    det_boxes: np.ndarray  # float64 (N, 4) xywh
+    det_scores: np.ndarray  # float64 (N,)
+    det_labels: np.ndarray  # int64 (N,)
+    det_position: np.ndarray  # int64 (N,)
+    gt_boxes: np.ndarray  # float64 (M, 4) xywh
+    gt_labels: np.ndarray  # int64 (M,)
+    gt_crowd: np.ndarray  # int64 (M,)
+    gt_area: np.ndarray  # float64 (M,)
+    gt_position: np.ndarray  # int64 (M,)
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections(
+            image_ids=np.zeros(0, np.int64),
+            det_boxes=np.zeros((0, 4)),
+            det_scores=np.zeros(0),
+            det_labels=np.zeros(0, np.int64),
+            det_position=np.zeros(0, np.int64),
+            gt_boxes=np.zeros((0, 4)),
+            gt_labels=np.zeros(0, np.int64),
+            gt_crowd=np.zeros(0, np.int64),
+            gt_area=np.zeros(0),
+            gt_position=np.zeros(0, np.int64),
+        )
+
+    @staticmethod
+    def concatenate(parts: list[Detections]) -> Detections:
+        """Join evaluations image after image (positions are renumbered)."""
+        if not parts:
+            return Detections.empty()
+        offsets = np.cumsum([0] + [len(p.image_ids) for p in parts[:-1]])
+        joined = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Detections)}
+        joined["det_position"] = np.concatenate([p.det_position + o for p, o in zip(parts, offsets)])
+        joined["gt_position"] = np.concatenate([p.gt_position + o for p, o in zip(parts, offsets)])
+        return Detections(**joined)
+
+    def select_images(self, keep: np.ndarray) -> Detections:
+        """Keep the images at positions where ``keep`` (bool, (I,)) is true, with their boxes."""
+        if keep.all():
+            return self
+        new_position = np.cumsum(keep) - 1
+        det = keep[self.det_position]
+        gt = keep[self.gt_position]
+        return Detections(
+            image_ids=self.image_ids[keep],
+            det_boxes=self.det_boxes[det],
+            det_scores=self.det_scores[det],
+            det_labels=self.det_labels[det],
+            det_position=new_position[self.det_position[det]],
+            gt_boxes=self.gt_boxes[gt],
+            gt_labels=self.gt_labels[gt],
+            gt_crowd=self.gt_crowd[gt],
+            gt_area=self.gt_area[gt],
+            gt_position=new_position[self.gt_position[gt]],
+        )
+
+
+def category_index(labels: np.ndarray, category_ids: np.ndarray) -> np.ndarray:
+    """Index of each label in the sorted ``category_ids``, -1 for labels that are not evaluated."""
+    if len(category_ids) == 0:
+        return np.full(len(labels), -1, dtype=np.int64)
+    k = np.minimum(np.searchsorted(category_ids, labels), len(category_ids) - 1)
+    return np.where(category_ids[k] == labels, k, -1)
+
+
+class DetectionStore:
+    """Appends batches; images without an ``image_id`` are numbered in arrival order."""
+
+    def __init__(self) -> None:
+        self._parts: list[Detections] = []
+        self._num_images = 0
+        self.has_image_ids: bool | None = None  # decided by the first non-empty batch
+
+    @property
+    def num_images(self) -> int:
+        return self._num_images
+
+    def check(self, batch: DetectionBatch) -> None:
+        """Refuse a batch whose use of ``image_id`` differs from earlier batches (before storing anything)."""
+        if batch.num_images == 0 or self.has_image_ids is None:
+            return
+        if (batch.image_ids is not None) != self.has_image_ids:
+            state = "had" if self.has_image_ids else "had no"
+            now = "has one" if batch.image_ids is not None else "has none"
+            raise ValueError(
+                f"y[0] {now} 'image_id', but the targets of earlier batches {state} 'image_id'; "
+                "give every target an image_id or none of them (call reset() between evaluations)"
+            )
+
+    def append(self, batch: DetectionBatch) -> None:
+        if batch.num_images == 0:
+            return
+        self.check(batch)
+        self.has_image_ids = batch.image_ids is not None
+        ids = batch.image_ids
+        if ids is None:
+            ids = np.arange(self._num_images, self._num_images + batch.num_images, dtype=np.int64)
+        self._parts.append(
+            Detections(
+                image_ids=ids,
+                det_boxes=batch.det_boxes,
+                det_scores=batch.det_scores,
+                det_labels=batch.det_labels,
+                det_position=batch.det_image,
+                gt_boxes=batch.gt_boxes,
+                gt_labels=batch.gt_labels,
+                gt_crowd=batch.gt_crowd,
+                gt_area=batch.gt_area,
+                gt_position=batch.gt_image,
+            )
+        )
+        self._num_images += batch.num_images
+
+    def collect(self) -> Detections:
+        joined = Detections.concatenate(self._parts)
+        self._parts = [joined]  # later updates append after it; concatenating again is cheap
+        return joined
