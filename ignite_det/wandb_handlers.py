@@ -112,7 +112,7 @@ def _per_class_rows(result: CocoResult) -> list[list[Any]]:
 
 def _line(xs: Iterable[float], ys: Iterable[float]) -> tuple[list[float], list[float]]:
     """The points of a curve that are defined: COCO's -1 and NaN are dropped rather than drawn."""
-    points = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if math.isfinite(y) and y >= 0]
+    points = [(float(x), float(y)) for x, y in zip(xs, ys) if math.isfinite(y) and y >= 0]
     return [x for x, _ in points], [y for _, y in points]
 
 
@@ -250,6 +250,10 @@ class CocoReportHandler(BaseHandler):
         include_stats: also log the 12 COCO numbers. Leave it ``False`` when an ``OutputHandler`` already
             logs them, so each number is logged once. Default ``False``.
 
+    Raises:
+        TypeError: if ``global_step_transform`` is not callable, or (when called) returns no int.
+        RuntimeError: when called with a logger that is not a ``WandBLogger``.
+
     Example:
         .. code-block:: python
 
@@ -284,7 +288,8 @@ class CocoReportHandler(BaseHandler):
         if result is None:
             warnings.warn(
                 f"CocoReportHandler: metric '{self.metric_name}' is missing in engine's state metrics: "
-                f"{list(engine.state.metrics)}; attach the CocoMetric before this handler."
+                f"{list(engine.state.metrics)}; attach the CocoMetric before this handler.",
+                stacklevel=2,
             )
             return
         step = _step(self, engine, event_name, run)
@@ -454,12 +459,12 @@ def _box_layers(
         labels.setdefault(int(c), str(int(c)))
     predictions = [
         _box(box, label, f"{labels[int(label)]} {score:.2f} {'TP' if hit else 'FP'}", score)
-        for box, label, score, hit in zip(sample.pred_boxes, sample.pred_labels, sample.pred_scores, tp, strict=True)
+        for box, label, score, hit in zip(sample.pred_boxes, sample.pred_labels, sample.pred_scores, tp)
         if score >= score_threshold
     ]
     ground_truth = [
         _box(box, label, labels[int(label)] + (" (crowd)" if crowd else ""))
-        for box, label, crowd in zip(sample.gt_boxes, sample.gt_labels, sample.gt_iscrowd, strict=True)
+        for box, label, crowd in zip(sample.gt_boxes, sample.gt_labels, sample.gt_iscrowd)
     ]
     return {
         "predictions": {"box_data": predictions, "class_labels": labels},
@@ -513,7 +518,9 @@ class DetectionImagesHandler(BaseHandler):
         key: the name under ``tag``. Default ``"detections"``.
 
     Raises:
-        ValueError: if ``num_images`` is not in [1, 50] or ``box_format`` is unknown.
+        ValueError: if ``num_images`` is not in [1, 50] or ``box_format`` is unknown; when called, if a
+            batch's images, predictions and targets differ in number.
+        RuntimeError: when called with a logger that is not a ``WandBLogger``.
     """
 
     def __init__(
@@ -559,7 +566,13 @@ class DetectionImagesHandler(BaseHandler):
     def _capture(self, engine: Engine) -> None:
         images = self.batch_transform(engine.state.batch)
         y_pred, y = self.output_transform(engine.state.output)
-        for image, pred, target in zip(images, y_pred, y, strict=True):
+        if not len(images) == len(y_pred) == len(y):
+            raise ValueError(
+                f"DetectionImagesHandler: the batch has {len(images)} images for {len(y_pred)} predictions and "
+                f"{len(y)} targets; pass a batch_transform that returns the images in the order of y "
+                "(the default takes batch[0])."
+            )
+        for image, pred, target in zip(images, y_pred, y):
             image_id = int(target["image_id"]) if "image_id" in target else self._position
             self._position += 1
             if self._wanted(image_id):
@@ -609,7 +622,8 @@ class DetectionImagesHandler(BaseHandler):
         warnings.warn(
             "DetectionImagesHandler captured no images: attach it with "
             "wandb_logger.attach(evaluator, handler, Events.ITERATION_COMPLETED | Events.COMPLETED). "
-            "It now captures from the next evaluation on."
+            "It now captures from the next evaluation on.",
+            stacklevel=2,
         )
         self._frozen = False
         engine.add_event_handler(Events.ITERATION_COMPLETED, self, logger, Events.ITERATION_COMPLETED)
