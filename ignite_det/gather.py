@@ -102,7 +102,10 @@ def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> Detections
 
 def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[np.ndarray]:
     width = tensor.shape[1]
-    gathered = idist.all_gather_tensors_with_shapes(tensor.to(device), [[n, width] for n in rows])
+    with warnings.catch_warnings():
+        # Ignite 0.5 indexes with a list inside this helper, which torch 2.x deprecates; the result is right.
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+        gathered = idist.all_gather_tensors_with_shapes(tensor.to(device), [[n, width] for n in rows])
     return [t.cpu().numpy() for t in gathered]
 
 

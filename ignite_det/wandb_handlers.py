@@ -56,6 +56,7 @@ StepTransform = Callable[[Engine, Any], int]
 
 BACKGROUND = "background"
 MAX_IMAGES = 50  # W&B recommends fewer than 50 images per step (and keeps at most 108 per key)
+MAX_TABLE_ROWS = 200_000  # wandb.Table's limit (MAX_ARTIFACT_ROWS)
 PER_CLASS_COLUMNS = (
     "category_id",
     "class",
@@ -151,10 +152,15 @@ def _f1_lines(result: CocoResult) -> tuple[list[list[float]], list[list[float]],
 
 
 def _confusion_rows(result: CocoResult) -> list[list[Any]]:
-    """``[actual, predicted, count]`` for every cell of the confusion matrix, background last."""
+    """``[actual, predicted, count]`` for every cell of the confusion matrix, background last.
+
+    With so many classes that the full grid would pass W&B's table limit (over 446), only the non-zero
+    cells are kept.
+    """
     names = [result.class_names.get(cid, str(cid)) for cid in result.category_ids] + [BACKGROUND]
     matrix = np.asarray(result.confusion_matrix)
-    return [[names[i], names[j], int(matrix[i, j])] for i in range(len(names)) for j in range(len(names))]
+    rows = [[names[i], names[j], int(matrix[i, j])] for i in range(len(names)) for j in range(len(names))]
+    return rows if len(rows) <= MAX_TABLE_ROWS else [row for row in rows if row[2]][:MAX_TABLE_ROWS]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -162,38 +168,47 @@ def _confusion_rows(result: CocoResult) -> list[list[Any]]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _active_run(logger: Any, handler: BaseHandler) -> Any:
-    """The W&B run to log to, or ``None`` when logging is disabled or the run is finished."""
-    if not isinstance(logger, WandBLogger):  # RuntimeError, as Ignite's own WandB handlers raise
-        raise RuntimeError(  # noqa: TRY004
-            f"Handler '{type(handler).__name__}' works only with WandBLogger, got {type(logger)}."
-        )
-    run = logger._wandb.run
-    if run is None or getattr(run, "disabled", False):
-        return None
-    return run
-
-
-def _step(handler: Any, engine: Engine, event_name: Any, run: Any) -> int:
-    """The handler's step, raised to the run's current step when lower (W&B would drop the data)."""
-    step = handler.global_step_transform(engine, event_name)
-    if not isinstance(step, numbers.Integral):
-        raise TypeError(f"global_step must be int, got {type(step)}. Please check the output of global_step_transform.")
-    current = int(run.step)
-    if step < current:
-        warnings.warn(
-            f"{type(handler).__name__}: step {step} is lower than the W&B run's current step {current}; logging at "
-            f"{current} instead, because W&B drops data logged at a lower step. Pass "
-            "global_step_transform=global_step_from_engine(trainer) with the event your training logs use "
-            "(e.g. Events.ITERATION_COMPLETED) so validation lines up with training.",
-            stacklevel=2,
-        )
-        return current
-    return int(step)
-
-
 def _default_step(engine: Engine, event_name: Any) -> int:
     return engine.state.get_event_attrib_value(event_name)
+
+
+class _WandBHandler(BaseHandler):
+    """What both handlers share: finding the run, and a step W&B will not drop."""
+
+    global_step_transform: StepTransform
+    _warned_step = False
+
+    def _active_run(self, logger: Any) -> Any:
+        """The W&B run to log to, or ``None`` when logging is disabled or the run is finished."""
+        if not isinstance(logger, WandBLogger):  # RuntimeError, as Ignite's own WandB handlers raise
+            raise RuntimeError(  # noqa: TRY004
+                f"Handler '{type(self).__name__}' works only with WandBLogger, got {type(logger)}."
+            )
+        run = logger._wandb.run
+        if run is None or getattr(run, "disabled", False):
+            return None
+        return run
+
+    def _step(self, engine: Engine, event_name: Any, run: Any) -> int:
+        """The handler's step, raised to the run's current step when lower (W&B would drop the data)."""
+        step = self.global_step_transform(engine, event_name)
+        if not isinstance(step, numbers.Integral):
+            raise TypeError(
+                f"global_step must be int, got {type(step)}. Please check the output of global_step_transform."
+            )
+        current = int(run.step)
+        if step >= current:
+            return int(step)
+        if not self._warned_step:  # once: an evaluation every epoch would repeat it every epoch
+            self._warned_step = True
+            warnings.warn(
+                f"{type(self).__name__}: step {step} is lower than the W&B run's current step {current}; logging at "
+                f"{current} instead (and so on for later steps), because W&B drops data logged at a lower step. "
+                "Pass global_step_transform=global_step_from_engine(trainer) with the event your training logs "
+                "use (e.g. Events.ITERATION_COMPLETED) so validation lines up with training.",
+                stacklevel=3,
+            )
+        return current
 
 
 class _EvaluationCounter:
@@ -218,7 +233,7 @@ class _EvaluationCounter:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class CocoReportHandler(BaseHandler):
+class CocoReportHandler(_WandBHandler):
     """Log a :class:`~ignite_det.CocoResult` to W&B: scalars, per-class table, curves, confusion matrix.
 
     Attach it to the evaluator's ``Events.COMPLETED``, after the metric. Everything goes out in one
@@ -281,7 +296,7 @@ class CocoReportHandler(BaseHandler):
         self.best_step: int | None = None
 
     def __call__(self, engine: Engine, logger: WandBLogger, event_name: Any) -> None:
-        run = _active_run(logger, self)
+        run = self._active_run(logger)
         if run is None:
             return
         result = engine.state.metrics.get(self.metric_name)
@@ -292,7 +307,7 @@ class CocoReportHandler(BaseHandler):
                 stacklevel=2,
             )
             return
-        step = _step(self, engine, event_name, run)
+        step = self._step(engine, event_name, run)
         logger.log(self.payload(logger._wandb, result), step=step)
         self._update_best(run, result, step)
 
@@ -482,7 +497,7 @@ def _output_pair(output: Any) -> tuple[Sequence[Mapping[str, Any]], Sequence[Map
     return output[0], output[1]
 
 
-class DetectionImagesHandler(BaseHandler):
+class DetectionImagesHandler(_WandBHandler):
     """Log a fixed sample of validation images with predicted and ground truth boxes.
 
     The sample is the first ``num_images`` image ids the evaluator sees in its first run; later runs show
@@ -555,7 +570,7 @@ class DetectionImagesHandler(BaseHandler):
         self._position = 0
 
     def __call__(self, engine: Engine, logger: WandBLogger, event_name: Any) -> None:
-        run = _active_run(logger, self)
+        run = self._active_run(logger)
         if run is None:
             return
         if event_name == Events.ITERATION_COMPLETED:
@@ -614,7 +629,7 @@ class DetectionImagesHandler(BaseHandler):
             wandb.Image(s.image, caption=f"image_id {s.image_id}", boxes=_box_layers(s, names, self.score_threshold))
             for s in (samples[i] for i in self.image_ids if i in samples)
         ]
-        logger.log({f"{self.tag}/{self.key}": images}, step=_step(self, engine, event_name, run))
+        logger.log({f"{self.tag}/{self.key}": images}, step=self._step(engine, event_name, run))
 
     def _attach_capture(self, engine: Engine, logger: WandBLogger) -> None:
         if engine.has_event_handler(self, Events.ITERATION_COMPLETED):

@@ -1,0 +1,78 @@
+"""Real 2-process gloo groups: every rank returns the single-process result, padded repeats counted once."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import ignite.distributed as idist
+import numpy as np
+import pytest
+
+from ignite_det import CocoMetric
+from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
+
+SHARDS = {
+    "uneven": [list(range(0, 9)), list(range(9, 12))],
+    # DistributedSampler(shuffle=False) on 11 images: rank r takes r, r+2, ...; index 0 pads rank 1.
+    "padded_duplicate": [list(range(0, 11, 2)), list(range(1, 11, 2)) + [0]],
+    "rank_without_images": [list(range(12)), []],
+}
+
+
+def _worker(local_rank: int, shards: list[list[int]], backend: str, out_dir: str) -> None:
+    predictions, targets = random_case(21)
+    metric = CocoMetric(backend=backend, class_names={1: "a", 2: "b", 3: "c", 4: "d"})
+    mine = shards[idist.get_rank()]
+    for start in range(0, len(mine), 2):
+        batch = mine[start : start + 2]
+        metric.update(([predictions[i] for i in batch], [targets[i] for i in batch]))
+    result = metric.compute()
+    summary = {
+        "stats": dict(result),
+        "precision": result.precision,
+        "recall": result.recall,
+        "scores": result.scores,
+        "per_class": result.per_class,
+        "best_f1": result.best_f1,
+        "confusion": result.confusion_matrix,
+        "num_images": result.num_images,
+    }
+    Path(out_dir, f"rank{idist.get_rank()}.pkl").write_bytes(pickle.dumps(summary))
+
+
+def _single_process(backend: str, images: list[int]) -> dict:
+    predictions, targets = random_case(21)
+    metric = CocoMetric(backend=backend, class_names={1: "a", 2: "b", 3: "c", 4: "d"})
+    metric.update(([predictions[i] for i in images], [targets[i] for i in images]))
+    result = metric.compute()
+    return {"result": result, "reference": run_cocoeval(*to_coco([predictions[i] for i in images], [targets[i] for i in images]))}
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("case", list(SHARDS))
+def test_two_gloo_processes_equal_one(tmp_path, case, backend):
+    shards = SHARDS[case]
+    idist.spawn("gloo", _worker, args=(shards, backend, str(tmp_path)), nproc_per_node=2)
+    ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
+    images = sorted(set(shards[0]) | set(shards[1]))
+    single = _single_process(backend, images)
+    reference = single["reference"]
+    for rank in ranks:
+        assert rank["stats"] == stats_dict(reference)
+        for name in ("precision", "recall", "scores"):
+            np.testing.assert_array_equal(rank[name], reference.eval[name])
+        assert rank["num_images"] == len(images)
+        assert _rows(rank["per_class"]) == _rows(single["result"].per_class)
+        np.testing.assert_array_equal(rank["confusion"], single["result"].confusion_matrix)
+    assert _same_f1(ranks[0]["best_f1"], ranks[1]["best_f1"])
+    assert _same_f1(ranks[0]["best_f1"], single["result"].best_f1)
+
+
+def _rows(per_class) -> list:
+    """Per-class rows comparable with == (NaN marks an undefined operating point)."""
+    return [repr(row) for row in per_class]
+
+
+def _same_f1(a, b) -> bool:
+    return np.array_equal(a.as_array(), b.as_array(), equal_nan=True)
