@@ -12,6 +12,7 @@ interpolation unless the second counted detection is a true positive too (precis
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ignite_det.matching import MatchCells
 from ignite_det.params import EvalParams
 from ignite_det.store import Detections, category_index
 
@@ -29,19 +31,15 @@ _ONE_TP_PRECISION = 1.0 / (0.0 + 1.0 + np.spacing(1))
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class CocoArrays:
     """COCOeval's accumulated arrays, axes as in pycocotools' ``accumulate``.
 
     ``precision`` and ``scores``: (T, R, K, A, M); ``recall``: (T, K, A, M); -1 where undefined.
-    ``det_outcome``: (N,) int8 per detection at ``f1_iou``, area "all", the largest maxDets:
-    1 true positive, 0 false positive, -1 not counted (matched to a crowd region, beyond maxDets,
-    or a category that is not evaluated).
     """
 
     precision: np.ndarray
     recall: np.ndarray
     scores: np.ndarray
-    det_outcome: np.ndarray
 
 
 def check_backend(backend: str) -> None:
@@ -56,23 +54,26 @@ def check_backend(backend: str) -> None:
             ) from error
 
 
-def evaluate(
-    detections: Detections,
-    category_ids: Sequence[int],
-    params: EvalParams,
-    backend: str,
-    f1_iou_index: int,
-) -> Evaluation:
-    """Run COCOeval's evaluate and accumulate on ``detections`` (one image id per position)."""
+def match_cells(d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str) -> MatchCells:
+    """The cells to match, with IoUs from the backend's own bbox IoU (the same C formula in both)."""
     if backend == "pycocotools":
-        return _pycocotools(detections, list(category_ids), params, f1_iou_index)
-    return _faster_coco_eval(detections, list(category_ids), params, f1_iou_index)
+        from pycocotools.mask import iou
+    else:
+        from faster_coco_eval.core.mask import iou
+    return MatchCells.build(d, list(category_ids), params.max_detections[-1], iou)
+
+
+def accumulate(d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str, cells: MatchCells) -> CocoArrays:
+    """Run COCOeval's evaluate and accumulate on ``d`` (one image id per position)."""
+    if backend == "pycocotools":
+        return _pycocotools(d, list(category_ids), params)
+    return _faster_coco_eval(d, list(category_ids), params, cells)
 
 
 # --- pycocotools ---------------------------------------------------------------------------------
 
 
-def _pycocotools(d: Detections, cat_ids: list[int], params: EvalParams, f1_t: int) -> Evaluation:
+def _pycocotools(d: Detections, cat_ids: list[int], params: EvalParams) -> CocoArrays:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -90,12 +91,7 @@ def _pycocotools(d: Detections, cat_ids: list[int], params: EvalParams, f1_t: in
         p.areaRngLbl = list(params.area_names)
         coco_eval.evaluate()
         coco_eval.accumulate()
-    outcome = _pycocotools_outcome(
-        coco_eval.evalImgs, len(img_ids), len(params.area_ranges), len(d.det_scores), f1_t
-    )
-    return Evaluation(
-        coco_eval.eval["precision"], coco_eval.eval["recall"], coco_eval.eval["scores"], outcome
-    )
+    return CocoArrays(coco_eval.eval["precision"], coco_eval.eval["recall"], coco_eval.eval["scores"])
 
 
 def _coco(coco_class: type, img_ids: list[int], cat_ids: list[int], annotations: list[dict]):
@@ -140,67 +136,66 @@ def _dt_annotations(d: Detections, evaluated: np.ndarray) -> list[dict]:
     ]
 
 
-def _pycocotools_outcome(eval_imgs: list, num_images: int, num_areas: int, num_dets: int, t: int) -> np.ndarray:
-    """Per-detection outcome at IoU index ``t`` from COCOeval's evalImgs (laid out category, area, image)."""
-    outcome = np.full(num_dets, -1, dtype=np.int8)
-    per_category = num_areas * num_images
-    for start in range(0, len(eval_imgs), per_category):
-        for e in eval_imgs[start : start + num_images]:  # area "all" comes first
-            if e is None or not e["dtIds"]:
-                continue
-            rows = np.asarray(e["dtIds"]) - 1
-            counted = ~e["dtIgnore"][t].astype(bool)
-            outcome[rows[counted]] = e["dtMatches"][t][counted] > 0
-    return outcome
-
-
 # --- faster-coco-eval ----------------------------------------------------------------------------
 
 
-def _faster_coco_eval(d: Detections, cat_ids: list[int], params: EvalParams, f1_t: int) -> Evaluation:
+def _faster_coco_eval(d: Detections, cat_ids: list[int], params: EvalParams, cells: MatchCells) -> CocoArrays:
     import faster_coco_eval.faster_eval_api_cpp as _C
-    from faster_coco_eval.core import mask as mask_utils
 
-    inputs = _FasterInputs.build(d, cat_ids, params.max_detections[-1])
-    gt_dataset, dt_dataset = _C.Dataset(), _C.Dataset()
-    for img, cat, ann in inputs.gt_refs:
-        gt_dataset.append_ref(img, cat, ann)
-    for img, cat, ann in inputs.dt_refs:
-        dt_dataset.append_ref(img, cat, ann)
-    ious = inputs.ious(mask_utils.iou, d, len(cat_ids))
+    gt_dataset, dt_dataset = _datasets(_C.Dataset, d, cat_ids)
+    ious = cells.iou_table()
     npig = _non_ignored_gt_counts(d, cat_ids, params)
     probes = np.unique(npig[npig >= 2])
-
-    def run(**overrides: object) -> dict:
-        settings = {
-            "iouThrs": params.iou_thresholds,
-            "recThrs": params.rec_thresholds,
-            "maxDets": list(params.max_detections),
-            "areaRng": [list(r) for r in params.area_ranges],
-            "areaRngLbl": list(params.area_names),
-            "useCats": 1,
-            "catIds": cat_ids,
-            "imgIds": inputs.img_ids,
-            **overrides,
-        }
-        return _C.COCOevalEvaluateAccumulate(
-            SimpleNamespace(**settings), ious, gt_dataset, dt_dataset, inputs.img_ids, cat_ids, True
-        )
-
-    result = run(recThrs=np.concatenate([params.rec_thresholds, 1.5 / probes]))
+    settings = SimpleNamespace(
+        iouThrs=params.iou_thresholds,
+        recThrs=np.concatenate([params.rec_thresholds, 1.5 / probes]),
+        maxDets=list(params.max_detections),
+        areaRng=[list(r) for r in params.area_ranges],
+        areaRngLbl=list(params.area_names),
+        useCats=1,
+        catIds=cat_ids,
+        imgIds=cells.img_ids,
+    )
+    result = _C.COCOevalEvaluateAccumulate(settings, ious, gt_dataset, dt_dataset, cells.img_ids, cat_ids, True)
     r = len(params.rec_thresholds)
     precision = np.array(result["precision"][:, :r])
     _restore_one_tp_precision(precision, result["precision"][:, r:], npig, probes)
-    # The matches at one IoU threshold and area "all" alone, for the per-detection outcome.
-    single = run(
-        iouThrs=params.iou_thresholds[f1_t : f1_t + 1],
-        recThrs=np.zeros(1),
-        maxDets=[params.max_detections[-1]],
-        areaRng=[list(params.area_ranges[0])],
-        areaRngLbl=["all"],
-    )
-    outcome = inputs.outcome(single["matched"], d, params.area_ranges[0])
-    return Evaluation(precision, np.array(result["recall"]), np.array(result["scores"][:, :r]), outcome)
+    return CocoArrays(precision, np.array(result["recall"]), np.array(result["scores"][:, :r]))
+
+
+def _datasets(dataset_class: type, d: Detections, cat_ids: list[int]):
+    """faster-coco-eval's datasets filled straight from arrays, skipping COCO objects and loadRes.
+
+    Annotations carry only what its C++ core reads (id, score, area, iscrowd, ignore); ids are
+    row index + 1, and boxes are appended in arrival order (its stable sort keeps ties in that order).
+    """
+    gt_dataset, dt_dataset = dataset_class(), dataset_class()
+    image_ids = d.image_ids.tolist()
+    with _gc_paused():  # half a million small dicts: the cyclic collector would rescan them over and over
+        for i, position, cat, area, crowd in zip(
+            range(1, len(d.gt_labels) + 1), d.gt_position.tolist(), d.gt_labels.tolist(),
+            d.gt_area.tolist(), d.gt_crowd.tolist(),
+        ):
+            gt_dataset.append_ref(image_ids[position], cat, {"id": i, "area": area, "iscrowd": crowd, "ignore": crowd})
+        rows = np.flatnonzero(np.isin(d.det_labels, cat_ids))
+        det_area = d.det_boxes[rows, 2] * d.det_boxes[rows, 3]
+        for i, position, cat, score, area in zip(
+            (rows + 1).tolist(), d.det_position[rows].tolist(), d.det_labels[rows].tolist(),
+            d.det_scores[rows].tolist(), det_area.tolist(),
+        ):
+            dt_dataset.append_ref(image_ids[position], cat, {"id": i, "score": score, "area": area})
+    return gt_dataset, dt_dataset
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _non_ignored_gt_counts(d: Detections, cat_ids: list[int], params: EvalParams) -> np.ndarray:
@@ -224,97 +219,3 @@ def _restore_one_tp_precision(precision: np.ndarray, probed: np.ndarray, npig: n
                 second_is_tp[:, k, a, :] = probed[:, slot, k, a, :] == 1.0
     wrong = (precision == 1.0) & ~second_is_tp[:, None]
     precision[wrong] = _ONE_TP_PRECISION
-
-
-@dataclass(frozen=True)
-class _FasterInputs:
-    """faster-coco-eval's inputs built straight from arrays, skipping COCO objects and loadRes.
-
-    Annotations carry only what its C++ core reads (id, score, area, iscrowd, ignore); ids are
-    row index + 1. Images are in sorted image-id order, as COCOeval sorts them for tie-breaking.
-    """
-
-    img_ids: list[int]
-    gt_refs: list[tuple[int, int, dict]]
-    dt_refs: list[tuple[int, int, dict]]
-    counted: np.ndarray  # bool (N,): a detection within the top maxDets of its (image, category)
-    pair_dets: list[np.ndarray]  # per (image, category) pair with both: det rows, best score first
-    pair_gts: list[np.ndarray]  # the pair's ground-truth rows in arrival order
-    pair_cells: list[tuple[int, int]]  # (image index, category index) of each pair
-
-    @staticmethod
-    def build(d: Detections, cat_ids: list[int], max_det: int) -> _FasterInputs:
-        order = np.argsort(d.image_ids, kind="stable")
-        img_rank = np.empty_like(order)
-        img_rank[order] = np.arange(len(order))
-        cats = np.asarray(cat_ids, dtype=np.int64)
-        det_k = category_index(d.det_labels, cats)
-        gt_k = category_index(d.gt_labels, cats)
-        evaluated = det_k >= 0
-        image_ids = d.image_ids.tolist()
-
-        gt_img = [image_ids[p] for p in d.gt_position.tolist()]
-        gt_refs = [
-            (img, cat, {"id": i, "area": area, "iscrowd": crowd, "ignore": crowd})
-            for i, img, cat, area, crowd in zip(
-                range(1, len(gt_img) + 1), gt_img, d.gt_labels.tolist(), d.gt_area.tolist(), d.gt_crowd.tolist()
-            )
-        ]
-        rows = np.flatnonzero(evaluated)
-        det_area = d.det_boxes[:, 2] * d.det_boxes[:, 3]
-        dt_refs = [
-            (image_ids[p], cat, {"id": i, "score": score, "area": area})
-            for i, p, cat, score, area in zip(
-                (rows + 1).tolist(),
-                d.det_position[rows].tolist(),
-                d.det_labels[rows].tolist(),
-                d.det_scores[rows].tolist(),
-                det_area[rows].tolist(),
-            )
-        ]
-
-        # Detections of one (image, category), best score first, ties in arrival order (a stable sort).
-        det_key = img_rank[d.det_position[rows]] * len(cats) + det_k[rows]
-        det_rows = rows[np.lexsort((np.arange(len(rows)), -d.det_scores[rows], det_key))]
-        det_key = img_rank[d.det_position[det_rows]] * len(cats) + det_k[det_rows]
-        det_starts, det_ends = _runs(det_key)
-        rank = np.arange(len(det_rows)) - np.repeat(det_starts, det_ends - det_starts)
-        counted = np.zeros(len(d.det_scores), dtype=bool)
-        counted[det_rows[rank < max_det]] = True
-
-        gt_key = img_rank[d.gt_position] * len(cats) + gt_k
-        gt_rows = np.argsort(gt_key, kind="stable")
-        gt_starts, gt_ends = _runs(gt_key[gt_rows])
-        _, det_at, gt_at = np.intersect1d(det_key[det_starts], gt_key[gt_rows][gt_starts], return_indices=True)
-        pair_dets = [det_rows[det_starts[i] : min(det_ends[i], det_starts[i] + max_det)] for i in det_at]
-        pair_gts = [gt_rows[gt_starts[i] : gt_ends[i]] for i in gt_at]
-        keys = det_key[det_starts[det_at]]
-        cells = list(zip((keys // max(len(cats), 1)).tolist(), (keys % max(len(cats), 1)).tolist()))
-        return _FasterInputs(
-            [image_ids[p] for p in order.tolist()], gt_refs, dt_refs, counted, pair_dets, pair_gts, cells
-        )
-
-    def ious(self, iou, d: Detections, num_categories: int) -> list[list]:
-        """IoU matrices nested image -> category, computed by faster-coco-eval's own bbox IoU."""
-        table: list[list] = [[[] for _ in range(num_categories)] for _ in self.img_ids]
-        for (i, k), dets, gts in zip(self.pair_cells, self.pair_dets, self.pair_gts):
-            table[i][k] = iou(d.det_boxes[dets], d.gt_boxes[gts], d.gt_crowd[gts].tolist())
-        return table
-
-    def outcome(self, matched: dict[str, float], d: Detections, all_range: tuple[float, float]) -> np.ndarray:
-        outcome = np.full(len(d.det_scores), -1, dtype=np.int8)
-        area = d.det_boxes[:, 2] * d.det_boxes[:, 3]
-        in_range = (area >= all_range[0]) & (area <= all_range[1])
-        outcome[self.counted & in_range] = 0
-        if matched:
-            pairs = np.array([key.split("_") for key in matched], dtype=np.int64) - 1
-            outcome[pairs[:, 0]] = np.where(d.gt_crowd[pairs[:, 1]] == 0, 1, -1)
-        return outcome
-
-
-def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end of each run of equal values in a sorted array."""
-    if len(sorted_keys) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    return starts, np.r_[starts[1:], len(sorted_keys)]

@@ -37,10 +37,12 @@ def best_f1_points(
     scores: np.ndarray, category_index: np.ndarray, outcome: np.ndarray, num_gt: np.ndarray
 ) -> tuple[list[F1Point], F1Point]:
     """The best-F1 operating point of each category (``num_gt`` per category) and of all pooled."""
-    counted = outcome >= 0
+    counted = np.flatnonzero((outcome >= 0) & (category_index >= 0))
+    by_class = counted[np.argsort(category_index[counted], kind="stable")]
+    bounds = np.searchsorted(category_index[by_class], np.arange(len(num_gt) + 1))
     per_class = [
-        _best(scores[counted & (category_index == k)], outcome[counted & (category_index == k)], int(n))
-        for k, n in enumerate(num_gt)
+        _best(scores[by_class[lo:hi]], outcome[by_class[lo:hi]], int(n))
+        for lo, hi, n in zip(bounds[:-1], bounds[1:], num_gt)
     ]
     pooled = _best(scores[counted], outcome[counted], int(num_gt.sum()))
     return per_class, pooled

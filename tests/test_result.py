@@ -178,3 +178,42 @@ def test_to_dict_is_json_ready(real):
     assert report["AP"] == real["AP"]
     assert len(report["per_class"]) == len(real.per_class)
     assert set(report["best_f1"]) == {"threshold", "precision", "recall", "f1"}
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_matching_equals_pycocotools_evalimgs(seed, backend):
+    """The per-detection outcome (our greedy matcher on the backend's IoUs) equals pycocotools' evalImgs."""
+    from ignite_det.coco_backend import match_cells
+    from ignite_det.inputs import normalize_batch
+    from ignite_det.params import EvalParams
+    from ignite_det.store import DetectionStore
+
+    predictions, targets = random_case(seed)
+    store = DetectionStore()
+    store.append(normalize_batch((predictions, targets), "xyxy"))
+    detections = store.collect()
+    params = EvalParams.create()
+    categories = np.unique(detections.gt_labels).tolist()
+    cells = match_cells(detections, categories, params, backend)
+    coco_eval = run_cocoeval(*to_coco(predictions, targets))
+    for t in (0, 5, 9):
+        matcher = cells.outcome(detections, float(params.iou_thresholds[t]), params.area_ranges[0])
+        np.testing.assert_array_equal(matcher, _evalimgs_outcome(coco_eval, t, len(detections.det_scores)))
+        if t == 0:  # the case holds true positives, false positives and uncounted detections
+            assert {-1, 0, 1} <= set(matcher.tolist())
+
+
+def _evalimgs_outcome(coco_eval, t: int, num_dets: int) -> np.ndarray:
+    """Per detection (results in arrival order): 1 matched, 0 unmatched, -1 ignored or never considered."""
+    outcome = np.full(num_dets, -1, dtype=np.int8)
+    num_images = len(coco_eval.params.imgIds)
+    per_category = len(coco_eval.params.areaRng) * num_images
+    for start in range(0, len(coco_eval.evalImgs), per_category):
+        for e in coco_eval.evalImgs[start : start + num_images]:  # area "all"
+            if e is None:
+                continue
+            for det_id, match, ignored in zip(e["dtIds"], e["dtMatches"][t], e["dtIgnore"][t]):
+                if not ignored:
+                    outcome[det_id - 1] = match > 0
+    return outcome
