@@ -239,19 +239,17 @@ class CocoReportHandler(_WandBHandler):
     Attach it to the evaluator's ``Events.COMPLETED``, after the metric. Everything goes out in one
     ``logger.log`` call, under these keys (``tag="val"``):
 
-    ==============================  =====================================================================
-    ``val/AP`` ... ``val/ARl``      the 12 COCO numbers (only with ``include_stats=True``)
-    ``val/precision``, ``val/recall``, ``val/F1``, ``val/best_f1_threshold``
-                                    the best-F1 operating point, pooled over classes at IoU 0.5
-    ``val/per_class``               table, one row per class (columns :data:`PER_CLASS_COLUMNS`;
-                                    undefined COCO values, -1, are empty cells)
-    ``val/pr_curve_iou50``, ``val/pr_curve_iou75``
-                                    line plots of precision against recall, per class and ``mean``
-    ``val/f1_curve``                line plot of F1, precision and recall against the confidence threshold
-    ``val/confusion_matrix``        heatmap at IoU 0.5 and the best-F1 threshold; rows (``Actual``) are
-                                    ground truth classes, columns (``Predicted``) detections; the
-                                    ``background`` row counts spurious detections, the column missed objects
-    ==============================  =====================================================================
+    - ``val/AP`` ... ``val/ARl``: the 12 COCO numbers (only with ``include_stats=True``);
+    - ``val/precision``, ``val/recall``, ``val/F1``, ``val/best_f1_threshold``: the best-F1 operating
+      point, pooled over classes (left out when undefined: no ground truth or no detection);
+    - ``val/per_class``: a table, one row per class, columns :data:`PER_CLASS_COLUMNS` (COCO's -1,
+      undefined, is an empty cell);
+    - ``val/pr_curve_iou50``, ``val/pr_curve_iou75``: line plots of precision against recall, one line per
+      class with ground truth and one for their ``mean``;
+    - ``val/f1_curve``: a line plot of F1, precision and recall against the confidence threshold;
+    - ``val/confusion_matrix``: a heatmap at the operating point; rows (``Actual``) are ground truth
+      classes, columns (``Predicted``) detections; the ``background`` row counts spurious detections,
+      the ``background`` column missed objects.
 
     The run summary keeps ``val/AP_best`` and ``val/AP_best_step``, the best AP so far and its step.
 
@@ -325,7 +323,11 @@ class CocoReportHandler(_WandBHandler):
         xs, ys, keys = _f1_lines(result)
         if keys:
             data[f"{tag}/f1_curve"] = wandb.plot.line_series(
-                xs=xs, ys=ys, keys=keys, title=f"{tag} F1 vs confidence @ IoU 0.5", xname="confidence"
+                xs=xs,
+                ys=ys,
+                keys=keys,
+                title=f"{tag} F1 vs confidence @ IoU {result.f1_iou_threshold}",
+                xname="confidence",
             )
         data[f"{tag}/confusion_matrix"] = self._confusion_plot(wandb, result)
         return data
@@ -337,7 +339,7 @@ class CocoReportHandler(_WandBHandler):
             "wandb/confusion_matrix/v1",
             table,
             {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-            {"title": f"{self.tag} confusion matrix @ IoU 0.5, score >= {threshold:.3f}"},
+            {"title": f"{self.tag} confusion matrix @ IoU {result.f1_iou_threshold}, score >= {threshold:.3f}"},
         )
 
     def _update_best(self, run: Any, result: CocoResult, step: int) -> None:
@@ -361,12 +363,14 @@ def _as_numpy(value: Any, dtype: Any) -> np.ndarray:
 
 
 def _to_hwc_uint8(image: Any) -> np.ndarray:
-    """An image as an ``(H, W, 3)`` uint8 array.
+    """An image as an ``(H, W, 3)`` uint8 array (``(H, W, 4)`` for RGBA).
 
     A ``torch.Tensor`` is read as ``(C, H, W)`` or ``(H, W)`` (torchvision's layout), anything else
     (numpy array, PIL image) as ``(H, W, C)`` or ``(H, W)``. Float values are taken to be in [0, 1].
     """
     is_tensor = isinstance(image, torch.Tensor)
+    if is_tensor and image.is_floating_point():
+        image = image.float()  # numpy has no bfloat16
     array = image.detach().cpu().numpy() if is_tensor else np.asarray(image)
     if array.ndim == 2:
         array = array[..., None] if not is_tensor else array[None]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,8 @@ def _payloads(data: bytes) -> Iterator[bytes]:
         if kind == 0 and length == 0:  # zero-filled tail of a file that was preallocated
             break
         pos += _CHUNK_HEADER.size
+        if pos + length > len(data):  # a chunk still being written
+            break
         chunk, pos = data[pos : pos + length], pos + length
         if kind == _FULL:
             yield chunk
@@ -89,11 +92,30 @@ def _payloads(data: bytes) -> Iterator[bytes]:
             raise ValueError(f"bad chunk type {kind} at byte {pos - length - _CHUNK_HEADER.size}")
 
 
-def read_records(run_dir: str | Path) -> list[pb.Record]:
-    """Every ``Record`` in the run's log, in the order written."""
+def read_records(run_dir: str | Path, timeout: float = 30.0) -> list[Any]:
+    """Every ``wandb_internal_pb2.Record`` in the run's log, in the order written.
+
+    ``wandb.finish()`` can return before ``wandb-core`` has written the last records (the final history
+    row among them), so this waits, up to ``timeout`` seconds, for the run's ``exit`` record and for the
+    file to stop growing.
+    """
+    deadline = time.monotonic() + timeout
+    size = -1
+    while True:
+        data = _log_file(run_dir).read_bytes()
+        records = _parse(data)
+        if len(data) == size and any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the W&B log in {run_dir} has no exit record after {timeout} s: was the run finished?")
+        size = len(data)
+        time.sleep(0.05)
+
+
+def _parse(data: bytes) -> list[Any]:
     records = []
-    for payload in _payloads(_log_file(run_dir).read_bytes()):
-        record = pb.Record()
+    for payload in _payloads(data):
+        record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf code
         record.ParseFromString(payload)
         records.append(record)
     return records
@@ -196,5 +218,5 @@ def load_images(run_dir: str | Path, value: dict[str, Any]) -> list[dict[str, An
             "caption": caption,
             "boxes": {layer: load_json_file(run_dir, meta["path"]) for layer, meta in boxes.items()},
         }
-        for filename, caption, boxes in zip(value["filenames"], captions, all_boxes, strict=True)
+        for filename, caption, boxes in zip(value["filenames"], captions, all_boxes)
     ]
