@@ -3,7 +3,18 @@
 from ignite_det.metric import CocoMetric
 from ignite_det.operating_point import F1Point
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
+from ignite_det.wandb_handlers import CocoReportHandler, DetectionImagesHandler, attach_wandb_logging
 
 __version__ = "0.1.0"
 
-__all__ = ["STAT_NAMES", "ClassResult", "CocoMetric", "CocoResult", "F1Point", "__version__"]
+__all__ = [
+    "STAT_NAMES",
+    "ClassResult",
+    "CocoMetric",
+    "CocoReportHandler",
+    "CocoResult",
+    "DetectionImagesHandler",
+    "F1Point",
+    "__version__",
+    "attach_wandb_logging",
+]
