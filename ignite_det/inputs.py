@@ -62,30 +62,56 @@ class DetectionBatch:
 
 
 def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
-    """Validate ``(y_pred, y)`` as documented above and return its canonical form."""
+    """Validate ``(y_pred, y)`` as documented above and return its canonical form.
+
+    Structure (keys, types, shapes, lengths) is checked sample by sample; values (finite, in
+    range) on the whole batch at once, going back to the sample only to name it in an error.
+    """
     y_pred, y = _split_output(output)
     for index, (prediction, target) in enumerate(zip(y_pred, y)):
         _check_prediction(index, prediction)
         _check_target(index, target)
     image_ids = _image_ids(y)
-    det_boxes = _concat_boxes([p["boxes"] for p in y_pred])
-    gt_boxes = _concat_boxes([t["boxes"] for t in y])
     _check_box_values("y_pred", [p["boxes"] for p in y_pred], box_format)
     _check_box_values("y", [t["boxes"] for t in y], box_format)
-    gt_xywh = _to_xywh(gt_boxes, box_format)
+    det_image = _image_index([len(p["labels"]) for p in y_pred])
+    gt_image = _image_index([len(t["labels"]) for t in y])
+    det_scores = _concat_float([p["scores"] for p in y_pred])
+    det_labels = _concat_int([p["labels"] for p in y_pred])
+    gt_labels = _concat_int([t["labels"] for t in y])
+    gt_crowd = _crowd(y)
+    gt_xywh = _to_xywh(_concat_boxes([t["boxes"] for t in y]), box_format)
+    gt_area = _area(y, gt_xywh)
+    _refuse_rows("y_pred", "scores", ~np.isfinite(det_scores), det_image, det_scores, "must be finite")
+    _refuse_rows("y_pred", "labels", np.abs(det_labels) >= _MAX_ID, det_image, det_labels,
+                 "must be smaller than 2**53 in magnitude")
+    _refuse_rows("y", "labels", np.abs(gt_labels) >= _MAX_ID, gt_image, gt_labels,
+                 "must be smaller than 2**53 in magnitude")
+    _refuse_rows("y", "iscrowd", (gt_crowd != 0) & (gt_crowd != 1), gt_image, gt_crowd, "must hold only 0 and 1")
+    _refuse_rows("y", "area", ~np.isfinite(gt_area), gt_image, gt_area, "must be finite")
+    _refuse_rows("y", "area", gt_area < 0, gt_image, gt_area, "must be >= 0")
     return DetectionBatch(
         num_images=len(y),
         image_ids=image_ids,
-        det_boxes=_to_xywh(det_boxes, box_format),
-        det_scores=_concat_float([p["scores"] for p in y_pred]),
-        det_labels=_concat_int([p["labels"] for p in y_pred]),
-        det_image=_image_index([len(p["labels"]) for p in y_pred]),
+        det_boxes=_to_xywh(_concat_boxes([p["boxes"] for p in y_pred]), box_format),
+        det_scores=det_scores,
+        det_labels=det_labels,
+        det_image=det_image,
         gt_boxes=gt_xywh,
-        gt_labels=_concat_int([t["labels"] for t in y]),
-        gt_crowd=_crowd(y),
-        gt_area=_area(y, gt_xywh),
-        gt_image=_image_index([len(t["labels"]) for t in y]),
+        gt_labels=gt_labels,
+        gt_crowd=gt_crowd,
+        gt_area=gt_area,
+        gt_image=gt_image,
     )
+
+
+def _refuse_rows(name: str, key: str, bad: np.ndarray, image: np.ndarray, values: np.ndarray, rule: str) -> None:
+    """Raise for the first sample holding a bad value, naming it and showing its bad values."""
+    if not bad.any():
+        return
+    index = int(image[np.argmax(bad)])
+    shown = torch.from_numpy(values[bad & (image == index)])
+    raise ValueError(f"{name}[{index}]['{key}'] {rule}, got {_sample(shown)}")
 
 
 def _split_output(output: Any) -> tuple[Sequence[Mapping], Sequence[Mapping]]:
@@ -111,8 +137,6 @@ def _check_prediction(index: int, prediction: Any) -> None:
     n = _check_boxes_shape(where, prediction["boxes"])
     _check_vector(where, "scores", prediction["scores"], n, floating=True)
     _check_vector(where, "labels", prediction["labels"], n, floating=False)
-    _check_finite(where, "scores", prediction["scores"])
-    _check_id_range(where, "labels", prediction["labels"])
 
 
 def _check_target(index: int, target: Any) -> None:
@@ -120,18 +144,10 @@ def _check_target(index: int, target: Any) -> None:
     _check_mapping(where, target, ("boxes", "labels"))
     m = _check_boxes_shape(where, target["boxes"])
     _check_vector(where, "labels", target["labels"], m, floating=False)
-    _check_id_range(where, "labels", target["labels"])
     if target.get("iscrowd") is not None:
         _check_vector(where, "iscrowd", target["iscrowd"], m, floating=False)
-        crowd = torch.as_tensor(target["iscrowd"])
-        if bool(((crowd != 0) & (crowd != 1)).any()):
-            raise ValueError(f"{where}['iscrowd'] must hold only 0 and 1, got {_sample(crowd)}")
     if target.get("area") is not None:
         _check_vector(where, "area", target["area"], m, floating=None)
-        area = torch.as_tensor(target["area"])
-        _check_finite(where, "area", area)
-        if bool((area < 0).any()):
-            raise ValueError(f"{where}['area'] must be >= 0, got {_sample(area)}")
     if target.get("image_id") is not None:
         _image_id(where, target["image_id"])
 
@@ -173,16 +189,6 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
             f"{where}['{key}'] must be an integer tensor, got dtype {value.dtype}; "
             f"convert it with .long() if the values are whole numbers"
         )
-
-
-def _check_finite(where: str, key: str, value: torch.Tensor) -> None:
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{where}['{key}'] must be finite, got {_sample(value[~torch.isfinite(value)])}")
-
-
-def _check_id_range(where: str, key: str, value: torch.Tensor) -> None:
-    if value.numel() and bool((value.abs() >= _MAX_ID).any()):
-        raise ValueError(f"{where}['{key}'] must be smaller than 2**53 in magnitude, got {_sample(value)}")
 
 
 def _check_box_values(name: str, boxes: list[torch.Tensor], box_format: str) -> None:
