@@ -92,8 +92,20 @@ def _run_torchmetrics(workload, backend: str) -> tuple[float, float, list[float]
     updated = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         out = metric.compute()
-    keys = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-            "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+    keys = (
+        "map",
+        "map_50",
+        "map_75",
+        "map_small",
+        "map_medium",
+        "map_large",
+        "mar_1",
+        "mar_10",
+        "mar_100",
+        "mar_small",
+        "mar_medium",
+        "mar_large",
+    )
     return updated - start, time.perf_counter() - updated, [float(out[k]) for k in keys]
 
 
@@ -109,8 +121,18 @@ def child(method: str) -> None:
     run = {"recipe": _run_recipe, "ignite_det": _run_ignite_det, "torchmetrics": _run_torchmetrics}[kind]
     update_s, compute_s, stats = run(workload, backend)
     peak = _rss_kib("VmHWM")
-    print(json.dumps({"method": method, "update_s": update_s, "compute_s": compute_s,
-                      "total_s": update_s + compute_s, "peak_mib": (peak - before) / 1024, "stats": stats}))
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "update_s": update_s,
+                "compute_s": compute_s,
+                "total_s": update_s + compute_s,
+                "peak_mib": (peak - before) / 1024,
+                "stats": stats,
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,18 +147,23 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {m: [] for m in args.methods}
     for repeat in range(args.repeats):
         for method in args.methods:  # interleaved, so drift on a shared machine hits every method alike
-            out = subprocess.run([sys.executable, __file__, "--child", method], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", method], capture_output=True, text=True, check=True
+            )
             runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"repeat {repeat + 1}: {method}: {runs[method][-1]['total_s']:.2f} s", file=sys.stderr)
     reference = runs.get("recipe:pycocotools", [None])[0]
-    print(f"{'method':<30} {'update s':>9} {'compute s':>9} {'total s':>8} {'peak MiB':>9} {'max |diff|':>11} {'x recipe':>9}")
+    columns = ("update s", "compute s", "total s", "peak MiB", "max |diff|", "x recipe")
+    print(f"{'method':<30} " + " ".join(f"{c:>10}" for c in columns))
     for method, results in runs.items():
         med = {k: statistics.median(r[k] for r in results) for k in ("update_s", "compute_s", "total_s", "peak_mib")}
         diff = max(abs(a - b) for a, b in zip(results[0]["stats"], reference["stats"])) if reference else float("nan")
         recipe = runs.get("recipe:" + method.split(":")[1])
         ratio = med["total_s"] / statistics.median(r["total_s"] for r in recipe) if recipe else float("nan")
-        print(f"{method:<30} {med['update_s']:>9.2f} {med['compute_s']:>9.2f} {med['total_s']:>8.2f} "
-              f"{med['peak_mib']:>9.0f} {diff:>11.2e} {ratio:>9.2f}")
+        print(
+            f"{method:<30} {med['update_s']:>10.2f} {med['compute_s']:>10.2f} {med['total_s']:>10.2f} "
+            f"{med['peak_mib']:>10.0f} {diff:>10.2e} {ratio:>10.2f}"
+        )
     return 0
 
 

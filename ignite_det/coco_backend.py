@@ -63,7 +63,9 @@ def match_cells(d: Detections, category_ids: Sequence[int], params: EvalParams, 
     return MatchCells.build(d, list(category_ids), params.max_detections[-1], iou)
 
 
-def accumulate(d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str, cells: MatchCells) -> CocoArrays:
+def accumulate(
+    d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str, cells: MatchCells
+) -> CocoArrays:
     """Run COCOeval's evaluate and accumulate on ``d`` (one image id per position)."""
     if backend == "pycocotools":
         return _pycocotools(d, list(category_ids), params)
@@ -125,7 +127,15 @@ def _dt_annotations(d: Detections, evaluated: np.ndarray) -> list[dict]:
     # ids are index + 1 so that matches map back to our rows.
     index = np.flatnonzero(evaluated)
     return [
-        {"id": i, "image_id": img, "category_id": cat, "bbox": box, "score": score, "area": box[2] * box[3], "iscrowd": 0}
+        {
+            "id": i,
+            "image_id": img,
+            "category_id": cat,
+            "bbox": box,
+            "score": score,
+            "area": box[2] * box[3],
+            "iscrowd": 0,
+        }
         for i, img, cat, box, score in zip(
             (index + 1).tolist(),
             d.image_ids[d.det_position[index]].tolist(),
@@ -173,15 +183,21 @@ def _datasets(dataset_class: type, d: Detections, cat_ids: list[int]):
     image_ids = d.image_ids.tolist()
     with _gc_paused():  # half a million small dicts: the cyclic collector would rescan them over and over
         for i, position, cat, area, crowd in zip(
-            range(1, len(d.gt_labels) + 1), d.gt_position.tolist(), d.gt_labels.tolist(),
-            d.gt_area.tolist(), d.gt_crowd.tolist(),
+            range(1, len(d.gt_labels) + 1),
+            d.gt_position.tolist(),
+            d.gt_labels.tolist(),
+            d.gt_area.tolist(),
+            d.gt_crowd.tolist(),
         ):
             gt_dataset.append_ref(image_ids[position], cat, {"id": i, "area": area, "iscrowd": crowd, "ignore": crowd})
         rows = np.flatnonzero(np.isin(d.det_labels, cat_ids))
         det_area = d.det_boxes[rows, 2] * d.det_boxes[rows, 3]
         for i, position, cat, score, area in zip(
-            (rows + 1).tolist(), d.det_position[rows].tolist(), d.det_labels[rows].tolist(),
-            d.det_scores[rows].tolist(), det_area.tolist(),
+            (rows + 1).tolist(),
+            d.det_position[rows].tolist(),
+            d.det_labels[rows].tolist(),
+            d.det_scores[rows].tolist(),
+            det_area.tolist(),
         ):
             dt_dataset.append_ref(image_ids[position], cat, {"id": i, "score": score, "area": area})
     return gt_dataset, dt_dataset

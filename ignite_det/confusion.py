@@ -36,7 +36,9 @@ def confusion_matrix(
     for image in range(len(d.image_ids)):
         ds = slice(det_bounds[image], det_bounds[image + 1])
         gs = slice(gt_bounds[image], gt_bounds[image + 1])
-        _add_image(matrix, det_boxes[ds], det_cls[ds], gt_boxes[gs], gt_cls[gs], gt_crowd[gs], iou_threshold, background)
+        _add_image(
+            matrix, det_boxes[ds], det_cls[ds], gt_boxes[gs], gt_cls[gs], gt_crowd[gs], iou_threshold, background
+        )
     return matrix
 
 
@@ -60,8 +62,12 @@ def _add_image(matrix, det_boxes, det_cls, gt_boxes, gt_cls, gt_crowd, iou_thres
 
 
 def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    w = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    w = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(
+        a[:, None, 0], b[None, :, 0]
+    )
+    h = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(
+        a[:, None, 1], b[None, :, 1]
+    )
     return np.clip(w, 0, None) * np.clip(h, 0, None)
 
 

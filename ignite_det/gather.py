@@ -7,6 +7,7 @@ one each for images, detections and ground truth), never pickled Python objects.
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import ignite.distributed as idist
 import numpy as np
@@ -15,11 +16,26 @@ import torch
 from ignite_det.store import Detections
 
 
-def gather_detections(local: Detections, has_image_ids: bool) -> Detections:
-    """All processes' detections, rank after rank, on every process (the local ones alone without distribution)."""
-    world_size = idist.get_world_size()
-    if world_size == 1:
+def gather_detections(local: Detections, has_image_ids: bool | None) -> Detections:
+    """All processes' detections, rank after rank, on every process (the local ones alone without distribution).
+
+    ``has_image_ids`` is None on a process that saw no image.
+
+    Raises:
+        ValueError: if some processes' targets carried ``image_id`` and others' did not.
+    """
+    if idist.get_world_size() == 1:
         return local
+    device = idist.device()
+    flag = -1 if has_image_ids is None else int(has_image_ids)
+    mine = torch.tensor([[len(local.image_ids), len(local.det_scores), len(local.gt_labels), flag]], device=device)
+    sizes = cast(torch.Tensor, idist.all_gather(mine)).cpu().tolist()
+    flags = {s[3] for s in sizes} - {-1}
+    if len(flags) > 1:
+        raise ValueError(
+            "some processes' targets carry 'image_id' and others' do not; give every target an image_id"
+        )
+    has_image_ids = flags != {0}
     if not has_image_ids:
         warnings.warn(
             "CocoMetric under distribution without 'image_id' in the targets: images are numbered rank after "
@@ -27,9 +43,6 @@ def gather_detections(local: Detections, has_image_ids: bool) -> Detections:
             "Give every target its image_id.",
             stacklevel=3,
         )
-    device = idist.device()
-    sizes = torch.tensor([[len(local.image_ids), len(local.det_scores), len(local.gt_labels)]], device=device)
-    sizes = idist.all_gather(sizes).cpu().tolist()
     images, dets, gts = _pack(local)
     parts = zip(
         _gather(images, [s[0] for s in sizes], device),
@@ -64,9 +77,7 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
     first_position = {int(ids[p]): p for p in np.flatnonzero(keep)}
     order = np.argsort(detections.gt_position, kind="stable")
     bounds = np.searchsorted(detections.gt_position[order], np.arange(len(ids) + 1))
-    table = np.column_stack(
-        [detections.gt_boxes, detections.gt_area, detections.gt_labels, detections.gt_crowd]
-    )[order]
+    table = np.column_stack([detections.gt_boxes, detections.gt_area, detections.gt_labels, detections.gt_crowd])[order]
     for position in np.flatnonzero(~keep):
         original = first_position[int(ids[position])]
         repeat_rows = table[bounds[position] : bounds[position + 1]]

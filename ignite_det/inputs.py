@@ -83,10 +83,17 @@ def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
     gt_xywh = _to_xywh(_concat_boxes([t["boxes"] for t in y]), box_format)
     gt_area = _area(y, gt_xywh)
     _refuse_rows("y_pred", "scores", ~np.isfinite(det_scores), det_image, det_scores, "must be finite")
-    _refuse_rows("y_pred", "labels", np.abs(det_labels) >= _MAX_ID, det_image, det_labels,
-                 "must be smaller than 2**53 in magnitude")
-    _refuse_rows("y", "labels", np.abs(gt_labels) >= _MAX_ID, gt_image, gt_labels,
-                 "must be smaller than 2**53 in magnitude")
+    _refuse_rows(
+        "y_pred",
+        "labels",
+        np.abs(det_labels) >= _MAX_ID,
+        det_image,
+        det_labels,
+        "must be smaller than 2**53 in magnitude",
+    )
+    _refuse_rows(
+        "y", "labels", np.abs(gt_labels) >= _MAX_ID, gt_image, gt_labels, "must be smaller than 2**53 in magnitude"
+    )
     _refuse_rows("y", "iscrowd", (gt_crowd != 0) & (gt_crowd != 1), gt_image, gt_crowd, "must hold only 0 and 1")
     _refuse_rows("y", "area", ~np.isfinite(gt_area), gt_image, gt_area, "must be finite")
     _refuse_rows("y", "area", gt_area < 0, gt_image, gt_area, "must be >= 0")
@@ -117,8 +124,7 @@ def _refuse_rows(name: str, key: str, bad: np.ndarray, image: np.ndarray, values
 def _split_output(output: Any) -> tuple[Sequence[Mapping], Sequence[Mapping]]:
     if not isinstance(output, Sequence) or len(output) != 2:
         raise TypeError(
-            "update() expects a pair (y_pred, y) of two lists with one dict per image, "
-            f"got {type(output).__name__}"
+            f"update() expects a pair (y_pred, y) of two lists with one dict per image, got {type(output).__name__}"
         )
     y_pred, y = output
     for name, value in (("y_pred", y_pred), ("y", y)):
@@ -285,7 +291,11 @@ def _area(y: Sequence[Mapping], gt_xywh: np.ndarray) -> np.ndarray:
     for t in y:
         m = len(t["labels"])
         given = t.get("area")
-        parts.append(box_area[start : start + m] if given is None else given.detach().reshape(-1).to("cpu", torch.float64).numpy())
+        parts.append(
+            box_area[start : start + m]
+            if given is None
+            else given.detach().reshape(-1).to("cpu", torch.float64).numpy()
+        )
         start += m
     return np.concatenate(parts)
 

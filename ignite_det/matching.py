@@ -14,7 +14,6 @@ import numpy as np
 
 from ignite_det.store import Detections, category_index
 
-
 IouFunction = Callable[[np.ndarray, np.ndarray, list], np.ndarray]  # (dets xywh, gts xywh, iscrowd) -> (D, G)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import ignite.distributed as idist
 import numpy as np
@@ -92,7 +92,7 @@ class CocoMetric(Metric):
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
         f1_iou_threshold: float = 0.5,
         output_transform: Callable[[Any], Any] = lambda x: x,
-        device: str | torch.device = torch.device("cpu"),
+        device: str | torch.device = "cpu",
     ) -> None:
         if box_format not in BOX_FORMATS:
             raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
@@ -126,8 +126,9 @@ class CocoMetric(Metric):
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
         category_ids = np.unique(np.r_[detections.gt_labels, list(self.class_names)].astype(np.int64))
         det_k = category_index(detections.det_labels, category_ids)
-        num_gt = np.bincount(category_index(detections.gt_labels, category_ids)[detections.gt_crowd == 0],
-                             minlength=len(category_ids))
+        num_gt = np.bincount(
+            category_index(detections.gt_labels, category_ids)[detections.gt_crowd == 0], minlength=len(category_ids)
+        )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
         arrays = self._evaluate(detections, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
         arrays = _broadcast(arrays, self._shapes(len(category_ids)))
@@ -151,10 +152,10 @@ class CocoMetric(Metric):
     def _evaluate(
         self, detections: Detections, category_ids: np.ndarray, det_k: np.ndarray, num_gt: np.ndarray
     ) -> dict[str, np.ndarray]:
-        cells = match_cells(detections, category_ids, self.params, self.backend)
+        cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
         # The backend's C++ core releases the GIL: the operating point is computed meanwhile.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            coco = pool.submit(accumulate, detections, category_ids, self.params, self.backend, cells)
+            coco = pool.submit(accumulate, detections, category_ids.tolist(), self.params, self.backend, cells)
             iou = float(self.params.iou_thresholds[self._f1_index])
             outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
             class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
@@ -192,8 +193,8 @@ def _broadcast(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int
         flat = torch.zeros(sum(sizes), dtype=torch.float64)
     else:
         flat = torch.from_numpy(np.concatenate([arrays[name].astype(np.float64).ravel() for name in shapes]))
-    flat = idist.broadcast(flat.to(idist.device()), src=0).cpu().numpy()
-    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    received = cast(torch.Tensor, idist.broadcast(flat.to(idist.device()), src=0)).cpu().numpy()
+    parts = np.split(received, np.cumsum(sizes)[:-1])
     return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}
 
 
@@ -203,5 +204,7 @@ def _names(class_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, s
     if isinstance(class_names, Mapping):
         return {int(k): str(v) for k, v in class_names.items()}
     if isinstance(class_names, str) or not isinstance(class_names, Sequence):
-        raise TypeError(f"class_names must be a list indexed by label or a dict label -> name, got {type(class_names).__name__}")
+        raise TypeError(
+            f"class_names must be a list indexed by label or a dict label -> name, got {type(class_names).__name__}"
+        )
     return {i: str(name) for i, name in enumerate(class_names)}

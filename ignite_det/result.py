@@ -152,14 +152,22 @@ class CocoResult(Mapping[str, float]):
 
     def class_table(self) -> str:
         """A fixed-width table with one row per category."""
-        header = f"{'class':<20} {'AP':>6} {'AP50':>6} {'AP75':>6} {'APs':>6} {'APm':>6} {'APl':>6} {'AR100':>6} {'GT':>6} {'dets':>7} {'thr':>6} {'P':>6} {'R':>6} {'F1':>6}"
+        names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+        header = (
+            f"{'class':<20} "
+            + " ".join(f"{n:>6}" for n in names)
+            + f" {'GT':>6} {'dets':>7} "
+            + " ".join(f"{n:>6}" for n in ("thr", "P", "R", "F1"))
+        )
         rows = [header, "-" * len(header)]
         for c in self.per_class:
             numbers = (c.AP, c.AP50, c.AP75, c.APs, c.APm, c.APl, c.AR100)
             f1 = (c.f1.threshold, c.f1.precision, c.f1.recall, c.f1.f1)
             rows.append(
-                f"{c.name[:20]:<20} " + " ".join(f"{v:>6.3f}" for v in numbers)
-                + f" {c.num_gt:>6d} {c.num_det:>7d} " + " ".join(f"{v:>6.3f}" for v in f1)
+                f"{c.name[:20]:<20} "
+                + " ".join(f"{v:>6.3f}" for v in numbers)
+                + f" {c.num_gt:>6d} {c.num_det:>7d} "
+                + " ".join(f"{v:>6.3f}" for v in f1)
             )
         return "\n".join(rows)
 
@@ -256,4 +264,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
     """NaN is not JSON: undefined values become None."""
-    return {k: (_json_ready(v) if isinstance(v, dict) else None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    return {
+        k: (_json_ready(v) if isinstance(v, dict) else None if isinstance(v, float) and math.isnan(v) else v)
+        for k, v in row.items()
+    }

@@ -46,7 +46,10 @@ def _single_process(backend: str, images: list[int]) -> dict:
     metric = CocoMetric(backend=backend, class_names={1: "a", 2: "b", 3: "c", 4: "d"})
     metric.update(([predictions[i] for i in images], [targets[i] for i in images]))
     result = metric.compute()
-    return {"result": result, "reference": run_cocoeval(*to_coco([predictions[i] for i in images], [targets[i] for i in images]))}
+    return {
+        "result": result,
+        "reference": run_cocoeval(*to_coco([predictions[i] for i in images], [targets[i] for i in images])),
+    }
 
 
 @pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])

@@ -11,8 +11,11 @@ from ignite_det import CocoMetric
 
 
 def pred(n: int = 2, **override):
-    sample = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]] * n), "scores": torch.full((n,), 0.5),
-              "labels": torch.ones(n, dtype=torch.int64)}
+    sample = {
+        "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]] * n),
+        "scores": torch.full((n,), 0.5),
+        "labels": torch.ones(n, dtype=torch.int64),
+    }
     return {**sample, **override}
 
 
@@ -22,53 +25,154 @@ def target(m: int = 1, **override):
 
 
 CASES = [
-    ("lists of different lengths", ([pred()], [target(), target()]), ValueError,
-     "y_pred and y must have one entry per image each, got 1 predictions and 2 targets"),
+    (
+        "lists of different lengths",
+        ([pred()], [target(), target()]),
+        ValueError,
+        "y_pred and y must have one entry per image each, got 1 predictions and 2 targets",
+    ),
     ("not a pair", ([pred()],), TypeError, "update() expects a pair (y_pred, y)"),
-    ("a tensor instead of a list", (torch.zeros(2, 4), [target()]), TypeError, "y_pred must be a list with one dict per image"),
+    (
+        "a tensor instead of a list",
+        (torch.zeros(2, 4), [target()]),
+        TypeError,
+        "y_pred must be a list with one dict per image",
+    ),
     ("a sample that is not a dict", ([pred(), "x"], [target(), target()]), TypeError, "y_pred[1] must be a dict"),
-    ("missing key", ([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], [target()]), ValueError,
-     "y_pred[0] is missing key(s) ['scores']"),
-    ("target missing labels", ([pred()], [{"boxes": torch.zeros(1, 4)}]), ValueError, "y[0] is missing key(s) ['labels']"),
-    ("boxes not (N, 4)", ([pred(boxes=torch.zeros(2, 5))], [target()]), ValueError,
-     "y_pred[0]['boxes'] must have shape (N, 4), got (2, 5)"),
-    ("boxes not a tensor", ([pred(boxes=[[0, 0, 1, 1]])], [target()]), TypeError,
-     "y_pred[0]['boxes'] must be a torch.Tensor of shape (N, 4), got list"),
-    ("integer boxes", ([pred(boxes=torch.zeros(2, 4, dtype=torch.int64))], [target()]), TypeError,
-     "y_pred[0]['boxes'] must be a floating point tensor, got dtype torch.int64"),
-    ("scores length", ([pred(scores=torch.ones(3))], [target()]), ValueError,
-     "y_pred[0]['scores'] has 3 entries but y_pred[0]['boxes'] has 2 boxes"),
-    ("labels length", ([pred(), pred(labels=torch.ones(1, dtype=torch.int64))], [target(), target()]), ValueError,
-     "y_pred[1]['labels'] has 1 entries but y_pred[1]['boxes'] has 2 boxes"),
-    ("target labels length", ([pred()], [target(labels=torch.ones(3, dtype=torch.int64))]), ValueError,
-     "y[0]['labels'] has 3 entries but y[0]['boxes'] has 1 boxes"),
-    ("scores not 1-D", ([pred(scores=torch.ones(2, 1))], [target()]), ValueError,
-     "y_pred[0]['scores'] must be 1-D with shape (2,), got shape (2, 1)"),
-    ("float labels", ([pred(labels=torch.ones(2))], [target()]), TypeError,
-     "y_pred[0]['labels'] must be an integer tensor, got dtype torch.float32; convert it with .long()"),
-    ("float target labels", ([pred()], [target(labels=torch.ones(1))]), TypeError,
-     "y[0]['labels'] must be an integer tensor, got dtype torch.float32"),
-    ("integer scores", ([pred(scores=torch.ones(2, dtype=torch.int64))], [target()]), TypeError,
-     "y_pred[0]['scores'] must be a floating point tensor, got dtype torch.int64"),
-    ("nan coordinate", ([pred(), pred(boxes=torch.tensor([[0.0, 0, 1, 1], [0, float("nan"), 1, 1]]))], [target(), target()]),
-     ValueError, "y_pred[1]['boxes'] must hold finite coordinates, got [0.0, nan, 1.0, 1.0]"),
-    ("inf target coordinate", ([pred()], [target(boxes=torch.tensor([[0.0, 0, float("inf"), 1]]))]), ValueError,
-     "y[0]['boxes'] must hold finite coordinates"),
-    ("nan score", ([pred(scores=torch.tensor([0.5, float("nan")]))], [target()]), ValueError,
-     "y_pred[0]['scores'] must be finite, got [nan]"),
-    ("x2 < x1", ([pred(boxes=torch.tensor([[0.0, 0, 10, 10], [10.0, 0, 5, 10]]))], [target()]), ValueError,
-     "y_pred[0]['boxes'] in format 'xyxy' must satisfy x2 >= x1 and y2 >= y1, got box [10.0, 0.0, 5.0, 10.0]; check the box_format"),
-    ("negative width in target", ([pred()], [target(boxes=torch.tensor([[0.0, 0, 10, -1]]))]), ValueError,
-     "y[0]['boxes'] in format 'xyxy' must satisfy x2 >= x1 and y2 >= y1, got box [0.0, 0.0, 10.0, -1.0]"),
-    ("iscrowd values", ([pred()], [target(iscrowd=torch.tensor([2]))]), ValueError, "y[0]['iscrowd'] must hold only 0 and 1, got [2]"),
-    ("negative area", ([pred()], [target(area=torch.tensor([-4.0]))]), ValueError, "y[0]['area'] must be >= 0, got [-4.0]"),
-    ("area length", ([pred()], [target(area=torch.tensor([4.0, 5.0]))]), ValueError,
-     "y[0]['area'] has 2 entries but y[0]['boxes'] has 1 boxes"),
+    (
+        "missing key",
+        ([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}], [target()]),
+        ValueError,
+        "y_pred[0] is missing key(s) ['scores']",
+    ),
+    (
+        "target missing labels",
+        ([pred()], [{"boxes": torch.zeros(1, 4)}]),
+        ValueError,
+        "y[0] is missing key(s) ['labels']",
+    ),
+    (
+        "boxes not (N, 4)",
+        ([pred(boxes=torch.zeros(2, 5))], [target()]),
+        ValueError,
+        "y_pred[0]['boxes'] must have shape (N, 4), got (2, 5)",
+    ),
+    (
+        "boxes not a tensor",
+        ([pred(boxes=[[0, 0, 1, 1]])], [target()]),
+        TypeError,
+        "y_pred[0]['boxes'] must be a torch.Tensor of shape (N, 4), got list",
+    ),
+    (
+        "integer boxes",
+        ([pred(boxes=torch.zeros(2, 4, dtype=torch.int64))], [target()]),
+        TypeError,
+        "y_pred[0]['boxes'] must be a floating point tensor, got dtype torch.int64",
+    ),
+    (
+        "scores length",
+        ([pred(scores=torch.ones(3))], [target()]),
+        ValueError,
+        "y_pred[0]['scores'] has 3 entries but y_pred[0]['boxes'] has 2 boxes",
+    ),
+    (
+        "labels length",
+        ([pred(), pred(labels=torch.ones(1, dtype=torch.int64))], [target(), target()]),
+        ValueError,
+        "y_pred[1]['labels'] has 1 entries but y_pred[1]['boxes'] has 2 boxes",
+    ),
+    (
+        "target labels length",
+        ([pred()], [target(labels=torch.ones(3, dtype=torch.int64))]),
+        ValueError,
+        "y[0]['labels'] has 3 entries but y[0]['boxes'] has 1 boxes",
+    ),
+    (
+        "scores not 1-D",
+        ([pred(scores=torch.ones(2, 1))], [target()]),
+        ValueError,
+        "y_pred[0]['scores'] must be 1-D with shape (2,), got shape (2, 1)",
+    ),
+    (
+        "float labels",
+        ([pred(labels=torch.ones(2))], [target()]),
+        TypeError,
+        "y_pred[0]['labels'] must be an integer tensor, got dtype torch.float32; convert it with .long()",
+    ),
+    (
+        "float target labels",
+        ([pred()], [target(labels=torch.ones(1))]),
+        TypeError,
+        "y[0]['labels'] must be an integer tensor, got dtype torch.float32",
+    ),
+    (
+        "integer scores",
+        ([pred(scores=torch.ones(2, dtype=torch.int64))], [target()]),
+        TypeError,
+        "y_pred[0]['scores'] must be a floating point tensor, got dtype torch.int64",
+    ),
+    (
+        "nan coordinate",
+        ([pred(), pred(boxes=torch.tensor([[0.0, 0, 1, 1], [0, float("nan"), 1, 1]]))], [target(), target()]),
+        ValueError,
+        "y_pred[1]['boxes'] must hold finite coordinates, got [0.0, nan, 1.0, 1.0]",
+    ),
+    (
+        "inf target coordinate",
+        ([pred()], [target(boxes=torch.tensor([[0.0, 0, float("inf"), 1]]))]),
+        ValueError,
+        "y[0]['boxes'] must hold finite coordinates",
+    ),
+    (
+        "nan score",
+        ([pred(scores=torch.tensor([0.5, float("nan")]))], [target()]),
+        ValueError,
+        "y_pred[0]['scores'] must be finite, got [nan]",
+    ),
+    (
+        "x2 < x1",
+        ([pred(boxes=torch.tensor([[0.0, 0, 10, 10], [10.0, 0, 5, 10]]))], [target()]),
+        ValueError,
+        "y_pred[0]['boxes'] in format 'xyxy' must satisfy x2 >= x1 and y2 >= y1, "
+        "got box [10.0, 0.0, 5.0, 10.0]; check the box_format",
+    ),
+    (
+        "negative width in target",
+        ([pred()], [target(boxes=torch.tensor([[0.0, 0, 10, -1]]))]),
+        ValueError,
+        "y[0]['boxes'] in format 'xyxy' must satisfy x2 >= x1 and y2 >= y1, got box [0.0, 0.0, 10.0, -1.0]",
+    ),
+    (
+        "iscrowd values",
+        ([pred()], [target(iscrowd=torch.tensor([2]))]),
+        ValueError,
+        "y[0]['iscrowd'] must hold only 0 and 1, got [2]",
+    ),
+    (
+        "negative area",
+        ([pred()], [target(area=torch.tensor([-4.0]))]),
+        ValueError,
+        "y[0]['area'] must be >= 0, got [-4.0]",
+    ),
+    (
+        "area length",
+        ([pred()], [target(area=torch.tensor([4.0, 5.0]))]),
+        ValueError,
+        "y[0]['area'] has 2 entries but y[0]['boxes'] has 1 boxes",
+    ),
     ("float image_id", ([pred()], [target(image_id=1.5)]), TypeError, "y[0]['image_id'] must be an int, got float 1.5"),
-    ("image_id tensor of two", ([pred()], [target(image_id=torch.tensor([1, 2]))]), TypeError,
-     "y[0]['image_id'] must be an int or a one-element integer tensor"),
-    ("image_id on some targets only", ([pred(), pred()], [target(image_id=1), target()]), ValueError,
-     "y[1] has no 'image_id' while other targets in the batch have one"),
+    (
+        "image_id tensor of two",
+        ([pred()], [target(image_id=torch.tensor([1, 2]))]),
+        TypeError,
+        "y[0]['image_id'] must be an int or a one-element integer tensor",
+    ),
+    (
+        "image_id on some targets only",
+        ([pred(), pred()], [target(image_id=1), target()]),
+        ValueError,
+        "y[1] has no 'image_id' while other targets in the batch have one",
+    ),
 ]
 
 
@@ -104,8 +208,12 @@ def test_repeated_image_id_with_different_ground_truth_is_refused():
 def test_empty_predictions_and_targets_are_valid():
     metric = CocoMetric()
     empty = torch.zeros(0)
-    metric.update(([{"boxes": torch.zeros(0, 4), "scores": empty, "labels": empty.long()}],
-                   [{"boxes": torch.zeros(0, 4), "labels": empty.long()}]))
+    metric.update(
+        (
+            [{"boxes": torch.zeros(0, 4), "scores": empty, "labels": empty.long()}],
+            [{"boxes": torch.zeros(0, 4), "labels": empty.long()}],
+        )
+    )
     metric.update(([pred()], [target()]))
     assert metric.compute()["AP"] == pytest.approx(1.0)
 

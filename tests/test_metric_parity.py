@@ -43,10 +43,13 @@ def test_real_coco_images_reproduce_published_numbers(backend, batch_size):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_real_coco_images_arrays_equal_pycocotools_on_the_files(backend):
-    from tests.coco_reference import GT_FILE, RESULTS_FILE
-    import contextlib, io
+    import contextlib
+    import io
+
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
+    from tests.coco_reference import GT_FILE, RESULTS_FILE
 
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(GT_FILE))

@@ -30,9 +30,10 @@ def real():
 
 
 def test_summary_is_pycocotools_summarize_output(real):
-    from tests.coco_reference import GT_FILE, RESULTS_FILE
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
+    from tests.coco_reference import GT_FILE, RESULTS_FILE
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -65,7 +66,9 @@ def test_per_class_numbers_equal_pycocotools_restricted_to_that_class(seed):
         assert (row.AP, row.AP50, row.AP75, row.APs, row.APm, row.APl, row.AR100) == tuple(
             float(reference[i]) for i in (0, 1, 2, 3, 4, 5, 8)
         )
-        assert row.num_gt == sum(1 for a in gt["annotations"] if a["category_id"] == row.category_id and not a["iscrowd"])
+        assert row.num_gt == sum(
+            1 for a in gt["annotations"] if a["category_id"] == row.category_id and not a["iscrowd"]
+        )
         assert row.num_det == sum(1 for p in predictions for label in p["labels"].tolist() if label == row.category_id)
 
 
@@ -122,7 +125,9 @@ def test_best_f1_equals_a_brute_force_sweep(backend, seed):
     predictions, targets = random_case(seed)
     result = _result(predictions, targets, backend=backend)
     expected = _brute_force_best_f1(predictions, targets)
-    assert (result.best_f1.threshold, result.best_f1.precision, result.best_f1.recall) == pytest.approx(expected[:3], abs=1e-12)
+    assert (result.best_f1.threshold, result.best_f1.precision, result.best_f1.recall) == pytest.approx(
+        expected[:3], abs=1e-12
+    )
     assert result.best_f1.f1 == pytest.approx(expected[3], abs=1e-12)
     for row in result.per_class:
         if row.num_gt == 0:
@@ -150,8 +155,12 @@ def _box(x, y, w=10.0, h=10.0):
 
 
 def test_confusion_matrix_counts_hits_confusions_misses_and_spurious_detections():
-    target = {"boxes": torch.tensor([_box(0, 0), _box(50, 0), _box(100, 0), _box(150, 0, 40, 40)]),
-              "labels": torch.tensor([1, 1, 2, 2]), "iscrowd": torch.tensor([0, 0, 0, 1]), "image_id": 1}
+    target = {
+        "boxes": torch.tensor([_box(0, 0), _box(50, 0), _box(100, 0), _box(150, 0, 40, 40)]),
+        "labels": torch.tensor([1, 1, 2, 2]),
+        "iscrowd": torch.tensor([0, 0, 0, 1]),
+        "image_id": 1,
+    }
     prediction = {
         "boxes": torch.tensor([_box(0, 0), _box(50, 0), _box(200, 200), _box(155, 5), _box(100, 0)]),
         "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.01]),
