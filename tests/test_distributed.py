@@ -79,3 +79,21 @@ def _rows(per_class) -> list:
 
 def _same_f1(a, b) -> bool:
     return np.array_equal(a.as_array(), b.as_array(), equal_nan=True)
+
+
+def _mixed_worker(local_rank: int, out_dir: str) -> None:
+    predictions, targets = random_case(4, with_image_ids=idist.get_rank() == 0)
+    metric = CocoMetric()
+    metric.update((predictions[:3], targets[:3]))
+    try:
+        metric.compute()
+        message = "no error"
+    except ValueError as error:
+        message = str(error)
+    Path(out_dir, f"rank{idist.get_rank()}.txt").write_text(message)
+
+
+def test_processes_disagreeing_on_image_ids_all_raise(tmp_path):
+    idist.spawn("gloo", _mixed_worker, args=(str(tmp_path),), nproc_per_node=2)
+    for rank in range(2):
+        assert "some processes' targets carry 'image_id' and others' do not" in (tmp_path / f"rank{rank}.txt").read_text()
