@@ -22,62 +22,66 @@ def confusion_matrix(
 ) -> np.ndarray:
     """(K+1, K+1) int64 counts in the order of ``category_ids``, background last."""
     k = len(category_ids)
-    background = k
     matrix = np.zeros((k + 1, k + 1), dtype=np.int64)
     det_k = category_index(d.det_labels, category_ids)
     gt_k = category_index(d.gt_labels, category_ids)
-    det_keep = (det_k >= 0) & (d.det_scores >= score_threshold)
-    gt_keep = gt_k >= 0
-    det_pos, gt_pos = d.det_position[det_keep], d.gt_position[gt_keep]
-    det_boxes, det_cls = d.det_boxes[det_keep], det_k[det_keep]
-    gt_boxes, gt_cls, gt_crowd = d.gt_boxes[gt_keep], gt_k[gt_keep], d.gt_crowd[gt_keep]
-    det_bounds = np.searchsorted(det_pos, np.arange(len(d.image_ids) + 1))
-    gt_bounds = np.searchsorted(gt_pos, np.arange(len(d.image_ids) + 1))
-    for image in range(len(d.image_ids)):
-        ds = slice(det_bounds[image], det_bounds[image + 1])
-        gs = slice(gt_bounds[image], gt_bounds[image + 1])
-        _add_image(
-            matrix, det_boxes[ds], det_cls[ds], gt_boxes[gs], gt_cls[gs], gt_crowd[gs], iou_threshold, background
-        )
+    dets = np.flatnonzero((det_k >= 0) & (d.det_scores >= score_threshold))
+    regular = np.flatnonzero((gt_k >= 0) & (d.gt_crowd == 0))
+    crowd = np.flatnonzero((gt_k >= 0) & (d.gt_crowd != 0))
+    num_images = len(d.image_ids)
+
+    # Greedy one-to-one pairing by decreasing IoU; images are independent, so one global order will do.
+    det_i, gt_i = _same_image_pairs(d.det_position[dets], d.gt_position[regular], num_images)
+    ious = _iou(d.det_boxes[dets[det_i]], d.gt_boxes[regular[gt_i]])
+    keep = ious >= iou_threshold
+    order = np.argsort(-ious[keep], kind="stable")
+    det_paired = np.zeros(len(dets), dtype=bool)
+    gt_paired = np.zeros(len(regular), dtype=bool)
+    pairs = []
+    for di, gi in zip(det_i[keep][order].tolist(), gt_i[keep][order].tolist()):
+        if not det_paired[di] and not gt_paired[gi]:
+            det_paired[di] = gt_paired[gi] = True
+            pairs.append((di, gi))
+    if pairs:
+        di, gi = np.array(pairs).T
+        np.add.at(matrix, (gt_k[regular[gi]], det_k[dets[di]]), 1)
+    np.add.at(matrix[:, k], gt_k[regular[~gt_paired]], 1)
+
+    spurious = ~det_paired
+    det_c, crowd_c = _same_image_pairs(d.det_position[dets], d.gt_position[crowd], num_images)
+    coverage = _coverage(d.det_boxes[dets[det_c]], d.gt_boxes[crowd[crowd_c]])
+    spurious[det_c[coverage >= iou_threshold]] = False
+    np.add.at(matrix[k], det_k[dets[spurious]], 1)
     return matrix
 
 
-def _add_image(matrix, det_boxes, det_cls, gt_boxes, gt_cls, gt_crowd, iou_threshold, background) -> None:
-    regular = gt_crowd == 0
-    ious = _iou(det_boxes, gt_boxes[regular])
-    det_paired = np.zeros(len(det_boxes), dtype=bool)
-    gt_paired = np.zeros(int(regular.sum()), dtype=bool)
-    regular_cls = gt_cls[regular]
-    candidates = np.argwhere(ious >= iou_threshold)
-    for di, gi in candidates[np.argsort(-ious[tuple(candidates.T)], kind="stable")]:
-        if not det_paired[di] and not gt_paired[gi]:
-            det_paired[di] = gt_paired[gi] = True
-            matrix[regular_cls[gi], det_cls[di]] += 1
-    np.add.at(matrix[:, background], regular_cls[~gt_paired], 1)
-    spurious = ~det_paired
-    if (~regular).any() and spurious.any():
-        covered = _coverage(det_boxes, gt_boxes[~regular]).max(axis=1) >= iou_threshold
-        spurious &= ~covered
-    np.add.at(matrix[background], det_cls[spurious], 1)
+def _same_image_pairs(
+    det_position: np.ndarray, gt_position: np.ndarray, num_images: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (detection, ground truth) index pair within one image; positions must be sorted."""
+    gt_count = np.bincount(gt_position, minlength=num_images)
+    gt_start = np.r_[0, np.cumsum(gt_count)[:-1]]
+    per_det = gt_count[det_position]
+    det_i = np.repeat(np.arange(len(det_position)), per_det)
+    first = np.r_[0, np.cumsum(per_det)[:-1]]
+    gt_i = np.arange(len(det_i)) - np.repeat(first, per_det) + np.repeat(gt_start[det_position], per_det)
+    return det_i, gt_i
 
 
 def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    w = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(
-        a[:, None, 0], b[None, :, 0]
-    )
-    h = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(
-        a[:, None, 1], b[None, :, 1]
-    )
+    """Intersection areas of paired xywh boxes ``a[i]`` and ``b[i]``."""
+    w = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    h = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
     return np.clip(w, 0, None) * np.clip(h, 0, None)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = _intersection(a, b)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _coverage(a: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     inter = _intersection(a, crowd)
-    area = (a[:, 2] * a[:, 3])[:, None]
+    area = a[:, 2] * a[:, 3]
     return np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)
