@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -181,7 +181,7 @@ def _datasets(dataset_class: type, d: Detections, cat_ids: list[int]):
     """
     gt_dataset, dt_dataset = dataset_class(), dataset_class()
     image_ids = d.image_ids.tolist()
-    with _gc_paused():  # half a million small dicts: the cyclic collector would rescan them over and over
+    with gc_paused():  # half a million small dicts: the cyclic collector would rescan them over and over
         for i, position, cat, area, crowd in zip(
             range(1, len(d.gt_labels) + 1),
             d.gt_position.tolist(),
@@ -204,7 +204,9 @@ def _datasets(dataset_class: type, d: Detections, cat_ids: list[int]):
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: bursts of millions of small containers (dicts, lists)
+    each trigger a collection that rescans every live container; measured 10-40 % of building them."""
     enabled = gc.isenabled()
     gc.disable()
     try:

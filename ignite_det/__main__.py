@@ -1,0 +1,5 @@
+"""``python -m ignite_det evaluate GT.json PREDICTIONS.json ...``: the ``ignite-det`` command."""
+
+from ignite_det.cli import main
+
+raise SystemExit(main())
