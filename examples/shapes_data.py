@@ -7,8 +7,8 @@ always gives bit-identical images and targets, and nothing is downloaded.
   family and a dark outline, on cluttered backgrounds (smooth colour gradients,
   blotches, random lines, pixel noise) in muted colours;
 * objects small, medium and large in COCO's sense (area < 32**2, 32**2 - 96**2,
-  > 96**2 pixels) at the chosen image size (160 px by default), sometimes
-  overlapping each other;
+  > 96**2 pixels) at the chosen image size (128 px by default), sometimes
+  overlapping each other (smaller shapes lie on top; none is more than 30 % hidden);
 * about 10 % of the images have no object at all and some hold a crowd region:
   a cluster of tiny shapes of one class annotated as a single ``iscrowd=1`` box.
 
@@ -20,7 +20,8 @@ float32 (M,) (the shape's true pixel area, not its box area) and ``image_id``
 
 Export a split as a COCO-format folder (``images/*.png`` + ``instances.json``)::
 
-    python examples/shapes_data.py --export-coco /tmp/shapes_val --num-images 200 --split val
+    # the validation set of train_shapes.py's defaults
+    python examples/shapes_data.py --export-coco /tmp/shapes_val --num-images 192 --split val --seed 0
 """
 
 from __future__ import annotations
@@ -94,6 +95,23 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _render_order(masks: list[np.ndarray]) -> list[int]:
+    """Largest first (stable), so that smaller shapes are drawn on top."""
+    return sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
+
+
+def _max_hidden(masks: list[np.ndarray]) -> float:
+    """The largest fraction of a shape that the shapes drawn after it cover."""
+    order = _render_order(masks)
+    worst = 0.0
+    above = np.zeros_like(masks[0])
+    for i in reversed(order):
+        m = masks[i]
+        worst = max(worst, float((m & above).sum()) / max(int(m.sum()), 1))
+        above |= m
+    return worst
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A cluttered float (size, size, 3) background in [0, 255], in muted colours."""
     # smooth low-frequency colour field: upsampled random grid
@@ -101,7 +119,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     grid = rng.uniform(60, 190, size=(g, g, 3)).astype(np.float32)
     grey = grid.mean(axis=2, keepdims=True)
     grid = grey + 0.35 * (grid - grey)  # desaturate
-    field = np.asarray(Image.fromarray(grid.astype(np.uint8)).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    field = np.asarray(
+        Image.fromarray(grid.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32
+    )
     img = Image.fromarray(field.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     # blotches and lines in muted colours
@@ -125,7 +145,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 def _sample_side(rng: np.random.Generator, size: int, bucket: int) -> float:
     """A shape's box side (pixels) for a COCO size bucket; absolute sizes, capped by the image."""
     if bucket == 0:  # small: areas well below 32**2
-        side = rng.uniform(8, 28)
+        side = rng.uniform(10, 28)
     elif bucket == 1:  # medium
         side = rng.uniform(38, 82)
     else:  # large: box side above ~105 px, so that most shapes' areas exceed 96**2
@@ -133,7 +153,7 @@ def _sample_side(rng: np.random.Generator, size: int, bucket: int) -> float:
     return float(min(side, 0.92 * size))
 
 
-def generate_sample(seed: int, split: str, index: int, image_size: int = 160) -> tuple[np.ndarray, dict[str, Any]]:
+def generate_sample(seed: int, split: str, index: int, image_size: int = 128) -> tuple[np.ndarray, dict[str, Any]]:
     """Generate one image (uint8 H x W x 3) and its annotations (numpy), deterministically."""
     rng = np.random.default_rng([seed, _SPLIT_IDS.get(split, 3), index])
     size = image_size
@@ -151,11 +171,11 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 160) ->
     labels: list[int] = []
     areas: list[float] = []
     crowd: list[int] = []
-    layers: list[tuple[np.ndarray, np.ndarray]] = []  # (mask, colour) drawn in order
-    occupied = np.zeros((size, size), dtype=np.int32)
+    objects: list[tuple[np.ndarray, np.ndarray]] = []  # (mask, colour) of the annotated shapes
+    layers: list[tuple[np.ndarray, np.ndarray]] = []  # (mask, colour) of the crowd's tiny shapes
 
     for _ in range(n_obj):
-        bucket = int(rng.choice(3, p=[0.42, 0.40, 0.18]))
+        bucket = int(rng.choice(3, p=[0.40, 0.35, 0.25]))
         if bucket == 2:
             if n_large_allowed == 0:
                 bucket = 1
@@ -174,16 +194,14 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 160) ->
             mask = _shape_mask(label, cx, cy, w, h, angle, size)
             if mask.sum() < 16:
                 continue
-            # allow partial overlap only: at most 25% of this shape may cover earlier shapes
-            overlap = (occupied[mask] > 0).mean()
-            if overlap <= 0.25:
+            # smaller shapes are drawn on top of larger ones: none may end up more than 30% hidden
+            if _max_hidden([o[0] for o in objects] + [mask]) <= 0.3:
                 break
         else:
             continue
         base = np.array(_CLASS_COLORS[label], dtype=np.float32)
         colour = np.clip(base + rng.normal(0, 12, 3), 0, 255)
-        layers.append((mask, colour))
-        occupied[mask] += 1
+        objects.append((mask, colour))
         ys, xs = np.nonzero(mask)
         boxes.append([float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
         labels.append(label)
@@ -194,8 +212,15 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 160) ->
         label = int(rng.integers(1, NUM_CLASSES + 1))
         base = np.array(_CLASS_COLORS[label], dtype=np.float32)
         span = min(rng.uniform(24, 44), size / 2)
-        x0 = rng.uniform(0, size - span)
-        y0 = rng.uniform(0, size - span)
+        for _attempt in range(10):  # a place that hides at most 15% of any shape
+            x0, y0 = rng.uniform(0, size - span), rng.uniform(0, size - span)
+            region = np.zeros((size, size), dtype=bool)
+            region[int(y0) : int(y0 + span) + 1, int(x0) : int(x0 + span) + 1] = True
+            if all((region & other).sum() <= 0.15 * other.sum() for other, _ in objects):
+                break
+        else:
+            has_crowd = False
+    if has_crowd:
         union = np.zeros((size, size), dtype=bool)
         for _ in range(int(rng.integers(8, 16))):
             t = rng.uniform(3, 6)
@@ -210,8 +235,10 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 160) ->
             areas.append(float(union.sum()))
             crowd.append(1)
 
-    # render: fill, then a dark outline (mask minus its erosion)
-    for mask, colour in layers:
+    # render, largest shapes first (so that smaller ones lie on top), the crowd last:
+    # fill, then a dark outline (mask minus its erosion)
+    ordered = [objects[i] for i in _render_order([o[0] for o in objects])]
+    for mask, colour in ordered + layers:
         canvas[mask] = colour
         edge = mask & ~_erode(mask)
         canvas[edge] = canvas[edge] * 0.25
@@ -237,7 +264,7 @@ class ShapesDataset(Dataset):
     """
 
     def __init__(
-        self, num_images: int, image_size: int = 160, seed: int = 0, split: str = "train", hflip: bool = False
+        self, num_images: int, image_size: int = 128, seed: int = 0, split: str = "train", hflip: bool = False
     ) -> None:
         self.num_images = int(num_images)
         self.image_size = int(image_size)
@@ -262,7 +289,9 @@ class ShapesDataset(Dataset):
         boxes = torch.from_numpy(t["boxes"].copy())
         if self.hflip and torch.rand(()) < 0.5:
             image = image.flip(-1)
-            boxes = torch.stack([self.image_size - boxes[:, 2], boxes[:, 1], self.image_size - boxes[:, 0], boxes[:, 3]], 1)
+            boxes = torch.stack(
+                [self.image_size - boxes[:, 2], boxes[:, 1], self.image_size - boxes[:, 0], boxes[:, 3]], 1
+            )
         target = {
             "boxes": boxes,
             "labels": torch.from_numpy(t["labels"].copy()),
@@ -336,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export-coco", metavar="DIR", required=True, help="write a COCO-format folder here")
     parser.add_argument("--num-images", type=int, default=200)
-    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="val", choices=sorted(_SPLIT_IDS))
     args = parser.parse_args(argv)

@@ -51,11 +51,14 @@ class ShapesDetector(nn.Module):
         self.smooth16 = _conv(2 * w, 2 * w)
         self.smooth8 = _conv(2 * w, 2 * w)
         self.smooth4 = _conv(2 * w, w)
-        self.hm_head = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(w, num_classes, 1))
-        self.box_head = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(w, 4, 1))
-        nn.init.constant_(self.hm_head[-1].bias, -math.log((1 - 0.01) / 0.01))
-        nn.init.normal_(self.box_head[-1].weight, std=0.01)
-        nn.init.constant_(self.box_head[-1].bias, math.log(4.0))  # ~16 px initial half-extent
+        hm_mid, hm_out = nn.Conv2d(w, w, 3, 1, 1), nn.Conv2d(w, num_classes, 1)
+        box_mid, box_out = nn.Conv2d(w, w, 3, 1, 1), nn.Conv2d(w, 4, 1)
+        assert hm_out.bias is not None and box_out.bias is not None
+        nn.init.constant_(hm_out.bias, -math.log((1 - 0.01) / 0.01))  # prior 0.01
+        nn.init.normal_(box_out.weight, std=0.01)
+        nn.init.constant_(box_out.bias, math.log(4.0))  # ~16 px initial distances
+        self.hm_head = nn.Sequential(hm_mid, nn.ReLU(inplace=True), hm_out)
+        self.box_head = nn.Sequential(box_mid, nn.ReLU(inplace=True), box_out)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (heatmap logits (B,C,H/4,W/4), ltrb distances in pixels (B,4,H/4,W/4))."""
@@ -104,7 +107,12 @@ def build_targets(
         for j in torch.argsort(areas, descending=True).tolist():
             x1, y1, x2, y2 = boxes[j].tolist()
             if crowd[j]:
-                ignore[i, 0, int(y1 // STRIDE) : int(math.ceil(y2 / STRIDE)), int(x1 // STRIDE) : int(math.ceil(x2 / STRIDE))] = True
+                ignore[
+                    i,
+                    0,
+                    int(y1 // STRIDE) : int(math.ceil(y2 / STRIDE)),
+                    int(x1 // STRIDE) : int(math.ceil(x2 / STRIDE)),
+                ] = True
                 continue
             cx, cy = (x1 + x2) / 2 / STRIDE, (y1 + y2) / 2 / STRIDE
             ix, iy = min(int(cx), out_w - 1), min(int(cy), out_h - 1)
@@ -115,7 +123,12 @@ def build_targets(
             hm[i, c] = torch.maximum(hm[i, c], g)
             hm[i, c, iy, ix] = 1.0
             # regression region: cells under the Gaussian that lie inside the box
-            inside = ((gx + 0.5) * STRIDE > x1) & ((gx + 0.5) * STRIDE < x2) & ((gy + 0.5) * STRIDE > y1) & ((gy + 0.5) * STRIDE < y2)
+            inside = (
+                ((gx + 0.5) * STRIDE > x1)
+                & ((gx + 0.5) * STRIDE < x2)
+                & ((gy + 0.5) * STRIDE > y1)
+                & ((gy + 0.5) * STRIDE < y2)
+            )
             region = g * (inside | ((gx == ix) & (gy == iy)))
             region = torch.where(region > 0.01, region, torch.zeros(()))
             mask = region > 0

@@ -1,8 +1,11 @@
 """Train a small anchor-free detector on synthetic shapes, with an exact COCO metric and W&B logging.
 
 Everything is generated locally (see ``shapes_data.py``), the detector is plain
-PyTorch (see ``shapes_model.py``), and the defaults finish in a few minutes on
-two CPU cores.
+PyTorch (see ``shapes_model.py``), and the defaults (1024 training and 192
+validation images of 128 px, 12 epochs) finish in about 2 minutes on two CPU
+cores with validation AP ~0.58 and AP50 ~0.92. The 12 COCO numbers of every
+evaluation, the best checkpoint and the W&B run directory end up in
+``<output-dir>/results.json`` (and in what ``run(config)`` returns).
 
 Usage::
 
@@ -18,7 +21,7 @@ Usage::
     torchrun --nproc_per_node 2 examples/train_shapes.py
 
     # evaluate a checkpoint only
-    python examples/train_shapes.py --eval-only --checkpoint runs/shapes/checkpoints/best_model_9_AP=0.6000.pt
+    python examples/train_shapes.py --eval-only --checkpoint runs/shapes/checkpoints/best_checkpoint_12_AP=0.5845.pt
 
     # upload an offline run afterwards
     wandb sync runs/shapes/wandb/offline-run-...
@@ -31,22 +34,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+# OpenMP threads that spin while they wait make a busy (shared) CPU several times slower; let them sleep.
+# (Only effective before torch is first imported.)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import ignite
+import ignite  # noqa: E402
 import ignite.distributed as idist
+import torch
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.handlers import (
     CosineAnnealingScheduler,
     EarlyStopping,
+    EMAHandler,
     ModelCheckpoint,
     create_lr_scheduler_with_warmup,
     global_step_from_engine,
@@ -59,6 +65,11 @@ try:
 except ImportError:  # running from a source checkout without installing the package
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from ignite_det import STAT_NAMES, CocoMetric
+
+try:
+    from ignite_det import attach_wandb_logging
+except ImportError:  # an ignite_det without the W&B helpers
+    attach_wandb_logging = None  # type: ignore[assignment]
 
 from shapes_data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, collate  # noqa: E402
 from shapes_model import DetectionLoss, ShapesDetector, decode  # noqa: E402
@@ -75,10 +86,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-images", type=int, default=1024)
     parser.add_argument("--val-images", type=int, default=192)
     parser.add_argument("--width", type=int, default=24, help="model width (channels at stride 4)")
+    parser.add_argument("--ema", type=float, default=0.02, help="EMA momentum of the evaluated weights (0: off)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="runs/shapes", help="checkpoints, results.json and (by default) W&B")
+    parser.add_argument(
+        "--output-dir",
+        default="runs/shapes",
+        help="checkpoints, results.json (eval_results.json with --eval-only) and (by default) W&B",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: cores/procs)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads per process (default: cores/procs)"
+    )
     parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
     parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
     parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (with --eval-only)")
@@ -134,14 +152,18 @@ def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, opti
     wandb_logger.attach_opt_params_handler(
         trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
     )
-    # the metric: the 12 COCO numbers, at the trainer's step
-    wandb_logger.attach_output_handler(
-        evaluator,
-        event_name=Events.COMPLETED,
-        tag="val",
-        metric_names=list(STAT_NAMES),
-        global_step_transform=global_step_from_engine(trainer),
-    )
+    # the metric, at the trainer's step: the 12 COCO numbers, the per-class report and sample images
+    # (ignite_det's helper when available, else Ignite's own OutputHandler with the 12 numbers)
+    if attach_wandb_logging is not None:
+        attach_wandb_logging(wandb_logger, evaluator, trainer, metric_name="coco", tag="val", class_names=CLASS_NAMES)
+    else:
+        wandb_logger.attach_output_handler(
+            evaluator,
+            event_name=Events.COMPLETED,
+            tag="val",
+            metric_names=list(STAT_NAMES),
+            global_step_transform=global_step_from_engine(trainer),
+        )
     return wandb_logger
 
 
@@ -168,7 +190,9 @@ class RunMeta:
     def state_dict(self) -> dict[str, Any]:
         metrics = {}
         if self.evaluator is not None and self.evaluator.state is not None:
-            metrics = {k: float(self.evaluator.state.metrics[k]) for k in STAT_NAMES if k in self.evaluator.state.metrics}
+            metrics = {
+                k: float(self.evaluator.state.metrics[k]) for k in STAT_NAMES if k in self.evaluator.state.metrics
+            }
         epoch = self.trainer.state.epoch if self.trainer is not None else None
         return {"config": dict(self.config), "metrics": metrics, "epoch": epoch}
 
@@ -220,15 +244,16 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
     val_loader = idist.auto_dataloader(
         val_ds, batch_size=config["batch_size"], shuffle=False, drop_last=False, collate_fn=collate, num_workers=0
     )
-    model = ShapesDetector(NUM_CLASSES, width=config["width"])
+    model: torch.nn.Module = ShapesDetector(NUM_CLASSES, width=config["width"])
 
     if config["eval_only"]:
         if not config["checkpoint"]:
             raise ValueError("--eval-only needs --checkpoint PATH")
         ckpt = torch.load(config["checkpoint"], map_location="cpu", weights_only=True)
         saved = ckpt.get("meta", {})
-        if saved.get("config", {}).get("width", model.width) != model.width:
-            model = ShapesDetector(NUM_CLASSES, width=saved["config"]["width"])
+        width = saved.get("config", {}).get("width", config["width"])  # the checkpoint knows its model's width
+        if width != config["width"]:
+            model = ShapesDetector(NUM_CLASSES, width=width)
         model.load_state_dict(ckpt["model"])
         model = idist.auto_model(model)
         evaluator = create_evaluator(model, config, device)
@@ -245,7 +270,7 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         if rank == 0:
             print(state.metrics["coco"])
             print(f"checkpoint: {config['checkpoint']} (epoch {saved.get('epoch')})")
-            (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+            (out_dir / _results_name(config)).write_text(json.dumps(result, indent=2))
         idist.barrier()
         return
 
@@ -276,25 +301,38 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
     total_iters = config["epochs"] * iters_per_epoch
     warmup = max(2, min(config["warmup_iters"], total_iters // 4))
     cosine = CosineAnnealingScheduler(
-        optimizer, "lr", start_value=config["lr"], end_value=config["lr"] * 0.02, cycle_size=max(2, total_iters - warmup)
+        optimizer,
+        "lr",
+        start_value=config["lr"],
+        end_value=config["lr"] * 0.02,
+        cycle_size=max(2, total_iters - warmup),
     )
-    scheduler = create_lr_scheduler_with_warmup(
-        cosine, warmup_start_value=config["lr"] * 0.05, warmup_duration=warmup
-    )
+    scheduler = create_lr_scheduler_with_warmup(cosine, warmup_start_value=config["lr"] * 0.05, warmup_duration=warmup)
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
 
-    evaluator = create_evaluator(model, config, device)
+    # evaluate (and checkpoint) an exponential moving average of the weights: smoother than the raw weights
+    if config["ema"]:
+        ema = EMAHandler(
+            model, momentum=config["ema"], momentum_warmup=0.2, warmup_iters=warmup, handle_buffers="update"
+        )
+        ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
+        eval_model = ema.ema_model
+    else:
+        eval_model = model
+    evaluator = create_evaluator(eval_model, config, device)
     history: list[dict[str, float]] = []
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def validate(engine: Engine) -> None:
+        t0 = time.time()
         state = evaluator.run(val_loader)
         history.append(_metrics_dict(state.metrics))
         if rank == 0:
             m = history[-1]
             print(
                 f"epoch {engine.state.epoch:3d}: AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}  "
-                f"APs {m['APs']:.4f}  APm {m['APm']:.4f}  APl {m['APl']:.4f}  AR100 {m['AR100']:.4f}",
+                f"APs {m['APs']:.4f}  APm {m['APm']:.4f}  APl {m['APl']:.4f}  AR100 {m['AR100']:.4f}  "
+                f"(eval {time.time() - t0:.1f} s, total {time.time() - start:.0f} s)",
                 flush=True,
             )
 
@@ -308,7 +346,7 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         global_step_transform=global_step_from_engine(trainer),
         require_empty=False,
     )
-    evaluator.add_event_handler(Events.COMPLETED, best, {"model": model, "meta": meta})
+    evaluator.add_event_handler(Events.COMPLETED, best, {"model": eval_model, "meta": meta})
     if config["early_stopping"]:
         stopper = EarlyStopping(config["early_stopping"], lambda engine: engine.state.metrics["AP"], trainer)
         evaluator.add_event_handler(Events.COMPLETED, stopper)
@@ -318,8 +356,8 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         ProgressBar(persist=False, desc="eval").attach(evaluator)
 
     wandb_logger = setup_wandb(config, trainer, evaluator, optimizer) if rank == 0 else None
-
     start = time.time()
+
     trainer.run(train_loader, max_epochs=config["epochs"])
     elapsed = time.time() - start
 
@@ -345,8 +383,12 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
             print(f"W&B run dir: {run_dir}")
             if (config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline") == "offline":
                 print(f"upload it with: wandb sync {run_dir}")
-        (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+        (out_dir / _results_name(config)).write_text(json.dumps(result, indent=2))
     idist.barrier()
+
+
+def _results_name(config: dict[str, Any]) -> str:
+    return "eval_results.json" if config["eval_only"] else "results.json"
 
 
 def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
@@ -367,7 +409,7 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
     use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
     backend = "nccl" if use_cuda else "gloo"
     nproc = cfg["nproc_per_node"]
-    results_file = Path(cfg["output_dir"]) / "results.json"
+    results_file = Path(cfg["output_dir"]) / _results_name(cfg)
     if results_file.exists() and idist.get_rank() == 0 and "WORLD_SIZE" not in os.environ:
         results_file.unlink()
     if nproc and nproc > 1:

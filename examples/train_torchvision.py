@@ -1,0 +1,492 @@
+"""Fine-tune a torchvision detector on a COCO-format folder, with an exact COCO metric and W&B logging.
+
+The model is Faster R-CNN with a MobileNet-v3 large FPN backbone by default (``--model`` picks another
+torchvision detector). It starts from scratch, or from a local state dict given with ``--weights``;
+nothing is downloaded. The data is a folder of images and a COCO ``instances.json`` (no pycocotools
+needed to read it); crowd boxes are left out of the training targets and kept for evaluation.
+
+This example needs torchvision, which on this project's machines only works as::
+
+    pip install torch==2.14.1 torchvision==0.29.1
+
+Usage::
+
+    # a COCO-format folder to try it on: 200 synthetic shapes images
+    python examples/shapes_data.py --export-coco /tmp/shapes --num-images 200 --split train
+    python examples/shapes_data.py --export-coco /tmp/shapes_val --num-images 50 --split val
+
+    # train (W&B in offline mode), evaluate every epoch, then print the COCO summary
+    python examples/train_torchvision.py --images /tmp/shapes/images --annotations /tmp/shapes/instances.json \\
+        --val-images /tmp/shapes_val/images --val-annotations /tmp/shapes_val/instances.json --image-size 160
+
+    # fine-tune from local weights (a state dict; heads whose shape differs are left initialised)
+    python examples/train_torchvision.py --images ... --annotations ... --weights fasterrcnn_mobilenet.pth
+
+    # a smoke run: 2 epochs of 3 iterations
+    python examples/train_torchvision.py --images ... --annotations ... --epochs 2 --max-iterations 3
+
+    # evaluate a checkpoint only
+    python examples/train_torchvision.py --eval-only \\
+        --checkpoint runs/torchvision/checkpoints/best_checkpoint_2_AP=0.1000.pt \\
+        --val-images /tmp/shapes_val/images --val-annotations /tmp/shapes_val/instances.json --image-size 160
+
+    # upload an offline run afterwards
+    wandb sync runs/torchvision/wandb/offline-run-...
+
+The environment variables ``WANDB_MODE``, ``WANDB_DIR`` and ``WANDB_PROJECT`` are used when the
+corresponding flags are not given. ``metrics.json`` in ``--output-dir`` holds the final numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.contrib.handlers import ProgressBar
+from ignite.engine import Engine, Events
+from ignite.handlers import (
+    CosineAnnealingScheduler,
+    ModelCheckpoint,
+    create_lr_scheduler_with_warmup,
+    global_step_from_engine,
+)
+from ignite.utils import manual_seed, setup_logger
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+try:
+    from ignite_det import STAT_NAMES, CocoMetric, attach_wandb_logging
+except ImportError:  # running from a source checkout without installing the package
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from ignite_det import STAT_NAMES, CocoMetric, attach_wandb_logging
+
+TORCHVISION_MISSING = "this example needs torchvision: pip install torch==2.14.1 torchvision==0.29.1 (see README)"
+# torchvision detectors whose builders take min_size/max_size (the model's own resize)
+MODELS = (
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+)
+Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default=None, help="folder of the training images")
+    parser.add_argument("--annotations", default=None, help="COCO instances json of the training images")
+    parser.add_argument("--val-images", default=None, help="folder of the validation images (default: --images)")
+    parser.add_argument("--val-annotations", default=None, help="COCO json of the validation (default: --annotations)")
+    parser.add_argument("--model", default="fasterrcnn_mobilenet_v3_large_fpn", choices=MODELS)
+    parser.add_argument("--weights", default=None, help="local state dict to start from (default: from scratch)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=0.005, help="peak learning rate (SGD, momentum 0.9)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--warmup-iters", type=int, default=100, help="linear warm-up iterations")
+    parser.add_argument(
+        "--image-size", type=int, default=800, help="min_size of the model's transform (max_size: 5/3 of it)"
+    )
+    parser.add_argument("--max-iterations", type=int, default=None, help="at most N training iterations per epoch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default="runs/torchvision", help="checkpoints, metrics.json, W&B")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (with --eval-only)")
+    parser.add_argument("--wandb-mode", default=None, choices=["online", "offline", "disabled"],
+                        help="default: $WANDB_MODE or offline")  # fmt: skip
+    parser.add_argument("--wandb-project", default=None, help="default: $WANDB_PROJECT or ignite-det-torchvision")
+    parser.add_argument("--wandb-dir", default=None, help="default: $WANDB_DIR or --output-dir")
+    parser.add_argument("--log-every", type=int, default=10, help="log the training losses every N iterations")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def get_config(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
+    """The parser's defaults, updated with ``config`` (dashes or underscores in keys)."""
+    cfg = vars(get_args_parser().parse_args([]))
+    if isinstance(config, argparse.Namespace):
+        config = vars(config)
+    for key, value in (config or {}).items():
+        key = key.replace("-", "_")
+        if key not in cfg:
+            raise KeyError(f"unknown option {key!r}")
+        cfg[key] = value
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class CocoDetectionDataset(Dataset):
+    """Images of a COCO ``instances`` json as ``(image, target)``, in torchvision's detection convention.
+
+    ``image`` is a float (3, H, W) tensor in [0, 1]; ``target`` has ``boxes`` (float32 (M, 4), xyxy pixels),
+    ``labels`` (int64 (M,), the category ids), ``iscrowd`` (int64 (M,)), ``area`` (float32 (M,), the json's
+    ``area``, box area where absent) and ``image_id`` (int). With ``train=True`` crowd regions and boxes
+    without area are dropped, as torchvision's detection models require; evaluation targets keep every box.
+    """
+
+    def __init__(self, images_dir: str | os.PathLike, annotations: str | os.PathLike, train: bool = False) -> None:
+        data = json.loads(Path(annotations).read_text())
+        self.root = Path(images_dir)
+        self.train = train
+        self.images = sorted(data["images"], key=lambda image: image["id"])
+        self.class_names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        if not self.class_names or min(self.class_names) < 1:
+            ids = sorted(self.class_names)
+            raise ValueError(f"{annotations}: category ids must be positive (0 is the background), got {ids}")
+        self._annotations: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for ann in sorted(data["annotations"], key=lambda a: a["id"]):
+            self._annotations[ann["image_id"]].append(ann)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        info = self.images[index]
+        with Image.open(self.root / info["file_name"]) as im:
+            image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float().div_(255.0)
+        anns = self._annotations.get(info["id"], [])
+        if self.train:
+            anns = [a for a in anns if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        target = {
+            "boxes": boxes.float(),
+            "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+            "iscrowd": torch.tensor([a.get("iscrowd", 0) for a in anns], dtype=torch.int64),
+            "area": torch.tensor([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], dtype=torch.float32),
+            "image_id": int(info["id"]),
+        }
+        return image, target
+
+
+def collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
+    """Lists of images and targets: torchvision's detectors take images of different sizes."""
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def make_loader(dataset: CocoDetectionDataset, config: dict[str, Any], train: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=config["batch_size"],
+        shuffle=train,
+        drop_last=train and len(dataset) >= config["batch_size"],
+        collate_fn=collate,
+        num_workers=config["num_workers"],
+    )
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def detection_models() -> Any:
+    """``torchvision.models.detection``, or an ImportError that says how to install it."""
+    try:
+        from torchvision.models import detection
+    except Exception as error:  # a torchvision built for another torch fails with RuntimeError as well
+        raise ImportError(TORCHVISION_MISSING) from error
+    return detection
+
+
+def build_model(name: str, num_classes: int, image_size: int) -> torch.nn.Module:
+    """A torchvision detector with ``num_classes`` outputs (background included), randomly initialised."""
+    builder = getattr(detection_models(), name)
+    max_size = round(image_size * 1333 / 800)
+    # weights=None and weights_backbone=None: nothing is downloaded
+    return builder(weights=None, weights_backbone=None, num_classes=num_classes, min_size=image_size, max_size=max_size)
+
+
+def load_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a local state dict (or a checkpoint of this script); tensors whose shape differs are skipped."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(state) - set(kept))
+    missing = sorted(set(own) - set(kept))
+    model.load_state_dict(kept, strict=False)
+    print(f"loaded {len(kept)} tensors from {path}; skipped {len(skipped)}; {len(missing)} left initialised")
+
+
+class RunMeta:
+    """Saved next to the weights: what is needed to rebuild the model, and its metrics at save time."""
+
+    def __init__(self, config: dict[str, Any], num_classes: int, evaluator: Engine | None = None) -> None:
+        self.config = {"model": config["model"], "num_classes": num_classes, "image_size": config["image_size"]}
+        self.evaluator = evaluator
+
+    def state_dict(self) -> dict[str, Any]:
+        metrics = {}
+        state = self.evaluator.state if self.evaluator is not None else None
+        if state is not None:
+            metrics = {k: float(state.metrics[k]) for k in STAT_NAMES if k in state.metrics}
+        return {"config": dict(self.config), "metrics": metrics}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.config = dict(state.get("config", {}))
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> Engine:
+    def train_step(engine: Engine, batch: Batch) -> dict[str, float]:
+        model.train()
+        images, targets = batch
+        losses = model([image.to(device) for image in images], _to_device(targets, device))
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), **{k: v.item() for k, v in losses.items()}}
+
+    trainer = Engine(train_step)
+    trainer.logger = setup_logger("trainer", level=30)
+    return trainer
+
+
+def create_evaluator(
+    model: torch.nn.Module, config: dict[str, Any], class_names: dict[int, str], device: torch.device
+) -> Engine:
+    @torch.no_grad()
+    def eval_step(engine: Engine, batch: Batch) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        model.eval()
+        images, targets = batch
+        outputs = model([image.to(device) for image in images])
+        return [{k: v.cpu() for k, v in o.items()} for o in outputs], targets
+
+    evaluator = Engine(eval_step)
+    evaluator.logger = setup_logger("evaluator", level=30)
+    CocoMetric(box_format="xyxy", backend=config["backend"], class_names=class_names).attach(evaluator, "coco")
+    return evaluator
+
+
+def add_lr_schedule(
+    trainer: Engine, optimizer: torch.optim.Optimizer, config: dict[str, Any], total_iters: int
+) -> None:
+    """Linear warm-up, then cosine decay to 2% of the peak, per iteration."""
+    warmup = max(2, min(config["warmup_iters"], total_iters // 4))
+    lr = config["lr"]
+    cosine = CosineAnnealingScheduler(optimizer, "lr", lr, lr * 0.02, cycle_size=max(2, total_iters - warmup))
+    scheduler = create_lr_scheduler_with_warmup(cosine, warmup_start_value=lr * 0.01, warmup_duration=warmup)
+    trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
+
+
+def setup_wandb(
+    config: dict[str, Any],
+    trainer: Engine,
+    evaluator: Engine,
+    optimizer: torch.optim.Optimizer,
+    class_names: dict[int, str],
+) -> Any:
+    """Create the W&B logger and attach it. Returns the logger, or None when disabled."""
+    mode = config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
+    if mode == "disabled":
+        return None
+    from ignite.handlers.wandb_logger import WandBLogger
+
+    wandb_dir = config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["output_dir"]
+    os.makedirs(wandb_dir, exist_ok=True)
+    wandb_logger = WandBLogger(
+        project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-torchvision",
+        mode=mode,
+        dir=wandb_dir,
+        config={k: v for k, v in config.items() if k != "checkpoint"},
+        tags=["torchvision", config["model"], "ignite-det"],
+    )
+    every = Events.ITERATION_COMPLETED(every=config["log_every"])
+    wandb_logger.attach_output_handler(trainer, event_name=every, tag="train", output_transform=lambda out: out)
+    wandb_logger.attach_opt_params_handler(trainer, event_name=every, optimizer=optimizer)
+    # the 12 COCO numbers, the per-class table, PR/F1 curves, confusion matrix and images, at the trainer's step
+    attach_wandb_logging(wandb_logger, evaluator, trainer=trainer, class_names=class_names)
+    return wandb_logger
+
+
+def wandb_run_dir(wandb_logger: Any) -> str | None:
+    """The local directory of the run (what ``wandb sync`` takes)."""
+    run = wandb_logger._wandb.run if wandb_logger is not None else None
+    if run is None or not getattr(run, "dir", None):
+        return None
+    return str(Path(run.dir).parent)
+
+
+def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(state_metrics[k]) for k in STAT_NAMES}
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def evaluate_checkpoint(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.device) -> dict[str, Any]:
+    ckpt = torch.load(config["checkpoint"], map_location="cpu", weights_only=True)
+    saved = ckpt.get("meta", {}) if "model" in ckpt else {}
+    saved_config = saved.get("config", {})
+    num_classes = saved_config.get("num_classes", max(val_ds.class_names) + 1)
+    model = build_model(saved_config.get("model", config["model"]), num_classes, config["image_size"])
+    model.load_state_dict(ckpt.get("model", ckpt))
+    evaluator = create_evaluator(model.to(device), config, val_ds.class_names, device)
+    if not config["no_progress"]:
+        ProgressBar(desc="eval").attach(evaluator)
+    state = evaluator.run(make_loader(val_ds, config, train=False))
+    print(state.metrics["coco"])
+    print(f"checkpoint: {config['checkpoint']}")
+    return {
+        "metrics": _metrics_dict(state.metrics),
+        "checkpoint": str(config["checkpoint"]),
+        "checkpoint_metrics": saved.get("metrics") or None,
+        "wandb_dir": None,
+    }
+
+
+def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.device) -> dict[str, Any]:
+    train_ds = CocoDetectionDataset(config["images"], config["annotations"], train=True)
+    class_names = val_ds.class_names
+    num_classes = max(max(train_ds.class_names), max(class_names)) + 1  # K + 1 when the ids are 1..K
+    model = build_model(config["model"], num_classes, config["image_size"])
+    if config["weights"]:
+        load_weights(model, config["weights"])
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=0.9, weight_decay=config["weight_decay"])
+
+    train_loader = make_loader(train_ds, config, train=True)
+    val_loader = make_loader(val_ds, config, train=False)
+    epoch_length = min(len(train_loader), config["max_iterations"] or len(train_loader))
+    trainer = create_trainer(model, optimizer, device)
+    add_lr_schedule(trainer, optimizer, config, config["epochs"] * epoch_length)
+    evaluator = create_evaluator(model, config, class_names, device)
+    history: list[dict[str, float]] = []
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def validate(engine: Engine) -> None:
+        t0 = time.time()
+        state = evaluator.run(val_loader)
+        history.append(_metrics_dict(state.metrics))
+        m = history[-1]
+        summary = f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AR100 {m['AR100']:.4f}  (eval {time.time() - t0:.1f} s)"
+        print(f"epoch {engine.state.epoch:3d}: {summary}", flush=True)
+
+    best = ModelCheckpoint(
+        dirname=Path(config["output_dir"]) / "checkpoints",
+        filename_prefix="best",
+        n_saved=1,
+        score_function=lambda engine: engine.state.metrics["AP"],
+        score_name="AP",
+        global_step_transform=global_step_from_engine(trainer),
+        require_empty=False,
+    )
+    to_save = {"model": model, "meta": RunMeta(config, num_classes, evaluator)}
+    evaluator.add_event_handler(Events.COMPLETED, best, to_save)
+    if not config["no_progress"]:
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        ProgressBar(persist=False, desc="eval").attach(evaluator)
+    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer, class_names)
+
+    start = time.time()
+    trainer.run(train_loader, max_epochs=config["epochs"], epoch_length=epoch_length)
+    elapsed = time.time() - start
+    run_dir = wandb_run_dir(wandb_logger)
+    if wandb_logger is not None:
+        wandb_logger.close()
+    print(evaluator.state.metrics["coco"])
+    print(f"trained {trainer.state.epoch} epochs of {epoch_length} iterations in {elapsed:.1f} s on {device}")
+    return {
+        "metrics": history[-1],
+        "checkpoint": str(best.last_checkpoint) if best.last_checkpoint is not None else None,
+        "checkpoint_metrics": best_metrics(history),
+        "wandb_dir": run_dir,
+        "history": history,
+        "train_seconds": elapsed,
+    }
+
+
+def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
+    """The evaluation that ModelCheckpoint kept: the first one with the highest AP."""
+    best = None
+    for m in history:
+        if best is None or m["AP"] > best["AP"]:
+            best = m
+    return best
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Raise ValueError when the data or checkpoint options are missing."""
+    if cfg["eval_only"] and not cfg["checkpoint"]:
+        raise ValueError("--eval-only needs --checkpoint PATH")
+    if not cfg["eval_only"] and not (cfg["images"] and cfg["annotations"]):
+        raise ValueError("training needs --images DIR and --annotations JSON")
+    if not ((cfg["val_images"] or cfg["images"]) and (cfg["val_annotations"] or cfg["annotations"])):
+        raise ValueError("evaluation needs --val-images DIR and --val-annotations JSON (or --images/--annotations)")
+
+
+def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
+    """Train (or, with ``eval_only``, evaluate) and return a dict with ``metrics`` (the 12 COCO numbers of the
+    last evaluation), ``checkpoint`` (best-AP checkpoint path), ``checkpoint_metrics`` and ``wandb_dir``.
+    The dict is also written to ``output_dir/metrics.json``.
+
+    Raises:
+        ImportError: if torchvision is missing or does not work with the installed torch.
+        ValueError: if the data or checkpoint options are missing.
+    """
+    cfg = get_config(config)
+    detection_models()
+    check_config(cfg)
+    val_images = cfg["val_images"] or cfg["images"]
+    val_annotations = cfg["val_annotations"] or cfg["annotations"]
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    manual_seed(cfg["seed"])
+    device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out_dir = Path(cfg["output_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    val_ds = CocoDetectionDataset(val_images, val_annotations, train=False)
+    result = evaluate_checkpoint(cfg, val_ds, device) if cfg["eval_only"] else train(cfg, val_ds, device)
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_config(get_config(args))
+        detection_models()
+    except ValueError as error:
+        parser.error(str(error))
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    result = run(args)
+    print(f"metrics: {Path(args.output_dir) / 'metrics.json'}")
+    if result["checkpoint"] and not args.eval_only:
+        print(f"best checkpoint: {result['checkpoint']}")
+    if result["wandb_dir"]:
+        print(f"W&B run dir: {result['wandb_dir']}")
+        if (args.wandb_mode or os.environ.get("WANDB_MODE") or "offline") == "offline":
+            print(f"upload it with: wandb sync {result['wandb_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

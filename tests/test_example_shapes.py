@@ -1,0 +1,265 @@
+"""Tests of the main example: examples/shapes_data.py, shapes_model.py and train_shapes.py."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import shapes_data  # noqa: E402
+from shapes_data import ShapesDataset, collate, export_coco  # noqa: E402
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _same_sample(a, b) -> bool:
+    (ia, ta), (ib, tb) = a, b
+    if not torch.equal(ia, ib) or ta["image_id"] != tb["image_id"]:
+        return False
+    return all(torch.equal(ta[k], tb[k]) for k in ("boxes", "labels", "iscrowd", "area"))
+
+
+# ----------------------------------------------------------------------------- (a) the dataset
+
+
+def test_dataset_is_deterministic_per_seed():
+    a = ShapesDataset(12, 96, seed=3, split="train")
+    b = ShapesDataset(12, 96, seed=3, split="train")
+    c = ShapesDataset(12, 96, seed=4, split="train")
+    v = ShapesDataset(12, 96, seed=3, split="val")
+    assert all(_same_sample(a[i], b[i]) for i in range(len(a)))
+    # a fresh dataset read in another order still gives the same samples
+    assert all(_same_sample(a[i], ShapesDataset(12, 96, seed=3)[i]) for i in reversed(range(len(a))))
+    assert not any(torch.equal(a[i][0], c[i][0]) for i in range(len(a)))
+    assert not any(torch.equal(a[i][0], v[i][0]) for i in range(len(a)))
+
+
+def test_sample_format():
+    ds = ShapesDataset(16, 128, seed=0)
+    assert len(ds) == 16
+    for i in range(len(ds)):
+        image, t = ds[i]
+        assert image.shape == (3, 128, 128) and image.dtype == torch.float32
+        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        m = len(t["labels"])
+        assert t["boxes"].shape == (m, 4) and t["boxes"].dtype == torch.float32
+        assert t["labels"].dtype == torch.int64 and t["iscrowd"].dtype == torch.int64
+        assert t["area"].shape == (m,) and t["area"].dtype == torch.float32
+        assert t["image_id"] == i + 1
+        if m:
+            b = t["boxes"]
+            assert (b[:, 0] < b[:, 2]).all() and (b[:, 1] < b[:, 3]).all()
+            assert (b >= 0).all() and (b <= 128).all()
+            assert ((1 <= t["labels"]) & (t["labels"] <= shapes_data.NUM_CLASSES)).all()
+            box_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            assert (t["area"] > 0).all() and (t["area"] <= box_area).all()  # the shape's area, not the box's
+    images, targets = collate([ds[0], ds[1], ds[2]])
+    assert images.shape == (3, 3, 128, 128) and len(targets) == 3 and targets[1]["image_id"] == 2
+
+
+def test_size_mix():
+    ds = ShapesDataset(150, 128, seed=0)
+    areas, crowd, empty = [], 0, 0
+    for i in range(len(ds)):
+        _, t = ds.raw(i)
+        empty += len(t["labels"]) == 0
+        crowd += int(t["iscrowd"].sum())
+        areas += [a for a, c in zip(t["area"], t["iscrowd"]) if not c]
+    areas = np.array(areas)
+    small, medium, large = (areas < 32**2).sum(), ((areas >= 32**2) & (areas < 96**2)).sum(), (areas >= 96**2).sum()
+    assert small >= 0.25 * len(areas) and medium >= 0.25 * len(areas) and large >= 0.03 * len(areas)
+    assert 3 <= empty <= 40
+    assert 3 <= crowd <= 40
+
+
+def test_hflip_keeps_boxes_on_the_shapes():
+    torch.manual_seed(0)
+    plain = ShapesDataset(8, 96, seed=1)
+    flip = ShapesDataset(8, 96, seed=1, hflip=True)
+    flipped = 0
+    for i in range(8):
+        (im, t), (imf, tf) = plain[i], flip[i]
+        if not torch.equal(im, imf):
+            flipped += 1
+            assert torch.equal(im.flip(-1), imf)
+            b = t["boxes"]
+            assert torch.allclose(tf["boxes"], torch.stack([96 - b[:, 2], b[:, 1], 96 - b[:, 0], b[:, 3]], 1))
+    assert flipped > 0
+
+
+# ----------------------------------------------------------------------------- (b) COCO export
+
+
+def test_export_coco_matches_targets(tmp_path):
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    ds = ShapesDataset(30, 128, seed=5, split="val")
+    path = export_coco(ds, tmp_path / "coco")
+    assert path == tmp_path / "coco" / "instances.json"
+    coco = COCO(str(path))
+    assert sorted(coco.getImgIds()) == list(range(1, 31))
+    assert sorted(coco.getCatIds()) == sorted(shapes_data.CLASS_NAMES)
+    assert len(coco.getAnnIds()) == sum(len(ds.raw(i)[1]["labels"]) for i in range(len(ds)))
+    assert set(a["id"] for a in coco.dataset["annotations"]) == set(range(1, len(coco.getAnnIds()) + 1))
+    for i in range(len(ds)):
+        image, t = ds[i]
+        info = coco.loadImgs(t["image_id"])[0]
+        assert (info["width"], info["height"]) == (128, 128)
+        png = np.array(Image.open(tmp_path / "coco" / "images" / info["file_name"]))
+        assert torch.equal(torch.from_numpy(png).permute(2, 0, 1).float() / 255, image)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[t["image_id"]]))
+        assert len(anns) == len(t["labels"])
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
+        assert torch.allclose(boxes, t["boxes"])
+        assert [a["category_id"] for a in anns] == t["labels"].tolist()
+        assert [a["iscrowd"] for a in anns] == t["iscrowd"].tolist()
+        assert [a["area"] for a in anns] == t["area"].tolist()
+
+
+def test_export_cli(tmp_path, capsys):
+    from pycocotools.coco import COCO
+
+    assert shapes_data.main(["--export-coco", str(tmp_path), "--num-images", "4", "--image-size", "64"]) == 0
+    assert len(list((tmp_path / "images").glob("*.png"))) == 4
+    assert len(COCO(str(tmp_path / "instances.json")).getImgIds()) == 4
+    assert "instances.json" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def test_model_shapes_and_decode():
+    from shapes_model import DetectionLoss, ShapesDetector, decode
+
+    torch.manual_seed(0)
+    ds = ShapesDataset(4, 64, seed=2)
+    images, targets = collate([ds[i] for i in range(4)])
+    model = ShapesDetector(shapes_data.NUM_CLASSES, width=8)
+    hm, ltrb = model(images)
+    assert hm.shape == (4, shapes_data.NUM_CLASSES, 16, 16) and ltrb.shape == (4, 4, 16, 16)
+    loss, parts = DetectionLoss(shapes_data.NUM_CLASSES)((hm, ltrb), targets)
+    assert torch.isfinite(loss) and set(parts) == {"hm", "box"}
+    loss.backward()
+    model.eval()
+    dets = decode(model(images), 64)
+    assert len(dets) == 4
+    for d in dets:
+        n = len(d["scores"])
+        assert 0 < n <= 100 and d["boxes"].shape == (n, 4) and d["labels"].dtype == torch.int64
+        assert (d["boxes"] >= 0).all() and (d["boxes"] <= 64).all()
+        assert (d["scores"][:-1] >= d["scores"][1:]).all()
+
+
+# ----------------------------------------------------------------------------- (c), (d) training runs
+
+
+def _tiny_config(tmp: Path, **kw) -> dict:
+    cfg = dict(
+        epochs=2,
+        train_images=32,
+        val_images=15,  # odd: the 2-process DistributedSampler pads one duplicate image
+        image_size=64,
+        batch_size=8,
+        width=8,
+        warmup_iters=2,
+        output_dir=str(tmp),
+        no_progress=True,
+        threads=2,
+        seed=1,
+    )
+    cfg.update(kw)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import train_shapes
+
+    tmp = tmp_path_factory.mktemp("shapes_run")
+    saved = {k: os.environ.get(k) for k in ("WANDB_DIR", "WANDB_MODE", "WANDB_SILENT")}
+    os.environ["WANDB_DIR"] = str(tmp / "wandb_dir")
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ.pop("WANDB_MODE", None)
+    try:
+        result = train_shapes.run(_tiny_config(tmp / "train", wandb_mode="offline"))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return tmp, result
+
+
+def _assert_twelve_finite(metrics: dict) -> None:
+    assert set(metrics) == set(STAT_NAMES)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+
+
+def test_run_end_to_end(trained):
+    tmp, result = trained
+    _assert_twelve_finite(result["metrics"])
+    assert len(result["history"]) == result["epochs_run"] == 2
+    assert result["metrics"] == result["history"][-1]
+    # the checkpoint: exists, loads into the model, and remembers the evaluation it was saved at
+    ckpt_path = Path(result["checkpoint"])
+    assert ckpt_path.is_file() and ckpt_path.parent == tmp / "train" / "checkpoints"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    from shapes_model import ShapesDetector
+
+    ShapesDetector(shapes_data.NUM_CLASSES, width=8).load_state_dict(ckpt["model"])
+    assert ckpt["meta"]["metrics"] == result["checkpoint_metrics"]
+    assert ckpt["meta"]["metrics"] in result["history"]
+    # W&B offline run under $WANDB_DIR
+    run_dir = Path(result["wandb_dir"])
+    assert run_dir.is_dir() and (tmp / "wandb_dir") in run_dir.parents
+    assert run_dir.name.startswith("offline-run-")
+    assert list(run_dir.glob("*.wandb"))
+
+
+def test_eval_only_reproduces_checkpoint_metrics(trained):
+    import train_shapes
+
+    tmp, result = trained
+    again = train_shapes.run(
+        _tiny_config(tmp / "eval1", eval_only=True, checkpoint=result["checkpoint"], wandb_mode="disabled")
+    )
+    _assert_twelve_finite(again["metrics"])
+    assert again["metrics"] == result["checkpoint_metrics"]
+    assert again["world_size"] == 1
+
+
+def test_eval_only_two_processes_matches_one(trained):
+    import train_shapes
+
+    tmp, result = trained
+    kw = dict(eval_only=True, checkpoint=result["checkpoint"], wandb_mode="disabled", threads=1)
+    one = train_shapes.run(_tiny_config(tmp / "eval_p1", **kw))
+    two = train_shapes.run(_tiny_config(tmp / "eval_p2", nproc_per_node=2, **kw))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    # same weights, same images, same threads per process: identical numbers (the padded duplicate image
+    # of the DistributedSampler is counted once)
+    assert two["metrics"] == one["metrics"]
+
+
+def test_main_parses_flags():
+    import train_shapes
+
+    args = train_shapes.get_args_parser().parse_args(
+        ["--epochs", "3", "--backend", "faster_coco_eval", "--wandb-mode", "disabled", "--nproc-per-node", "2"]
+    )
+    cfg = train_shapes.get_config(args)
+    assert cfg["epochs"] == 3 and cfg["backend"] == "faster_coco_eval" and cfg["nproc_per_node"] == 2
+    with pytest.raises(KeyError):
+        train_shapes.get_config({"no_such_option": 1})
+    with pytest.raises(SystemExit):
+        train_shapes.main(["--eval-only"])
