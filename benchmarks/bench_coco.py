@@ -7,6 +7,11 @@ update), total, peak extra memory (resident set above the process's size before 
 largest difference of the 12 numbers from plain pycocotools. Medians over ``--repeats`` runs.
 
     python benchmarks/bench_coco.py --repeats 3
+    python benchmarks/bench_coco.py --torchmetrics-python .venv-torchvision/bin/python
+
+torchmetrics' MeanAveragePrecision needs torchvision, which installs only beside another torch build
+than the one pinned here (see examples/README.md); ``--torchmetrics-python`` runs those methods with
+that interpreter (which must have torchmetrics, pycocotools and faster-coco-eval installed).
     python benchmarks/bench_coco.py --methods ignite_det:faster_coco_eval recipe:faster_coco_eval
 """
 
@@ -135,10 +140,15 @@ def child(method: str) -> None:
     )
 
 
+def _python(method: str, args: argparse.Namespace) -> str:
+    return args.torchmetrics_python if method.startswith("torchmetrics") else sys.executable
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--torchmetrics-python", default=sys.executable, help="interpreter for torchmetrics runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -147,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {m: [] for m in args.methods}
     for repeat in range(args.repeats):
         for method in args.methods:  # interleaved, so drift on a shared machine hits every method alike
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", method], capture_output=True, text=True, check=True
-            )
+            out = subprocess.run([_python(method, args), __file__, "--child", method], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"{method} failed:\n{out.stderr[-3000:]}")
             runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"repeat {repeat + 1}: {method}: {runs[method][-1]['total_s']:.2f} s", file=sys.stderr)
     reference = runs.get("recipe:pycocotools", [None])[0]
