@@ -15,7 +15,8 @@ class Detections:
 
     Images are numbered by *position* (arrival order, 0..I-1); boxes point at their image's
     position, so an image that arrives twice (a padded ``DistributedSampler``) can be told apart
-    from its copy and dropped.
+    from its copy and dropped. Rows are sorted by position, and within an image keep the order they
+    were given in: COCOeval breaks score ties by it.
     """
 
     image_ids: np.ndarray  # int64 (I,)  the image_id at each position
