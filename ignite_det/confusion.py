@@ -16,6 +16,8 @@ import numpy as np
 
 from ignite_det.store import Detections, category_index
 
+_IMAGES_PER_CHUNK = 256
+
 
 def confusion_matrix(
     d: Detections, category_ids: np.ndarray, score_threshold: float, iou_threshold: float = 0.5
@@ -31,14 +33,12 @@ def confusion_matrix(
     num_images = len(d.image_ids)
 
     # Greedy one-to-one pairing by decreasing IoU; images are independent, so one global order will do.
-    det_i, gt_i = _same_image_pairs(d.det_position[dets], d.gt_position[regular], num_images)
-    ious = _iou(d.det_boxes[dets[det_i]], d.gt_boxes[regular[gt_i]])
-    keep = ious >= iou_threshold
-    order = np.argsort(-ious[keep], kind="stable")
+    det_i, gt_i, ious = _overlaps(d, dets, regular, num_images, _iou, iou_threshold)
+    order = np.argsort(-ious, kind="stable")
     det_paired = np.zeros(len(dets), dtype=bool)
     gt_paired = np.zeros(len(regular), dtype=bool)
     pairs = []
-    for di, gi in zip(det_i[keep][order].tolist(), gt_i[keep][order].tolist()):
+    for di, gi in zip(det_i[order].tolist(), gt_i[order].tolist()):
         if not det_paired[di] and not gt_paired[gi]:
             det_paired[di] = gt_paired[gi] = True
             pairs.append((di, gi))
@@ -48,11 +48,36 @@ def confusion_matrix(
     np.add.at(matrix[:, k], gt_k[regular[~gt_paired]], 1)
 
     spurious = ~det_paired
-    det_c, crowd_c = _same_image_pairs(d.det_position[dets], d.gt_position[crowd], num_images)
-    coverage = _coverage(d.det_boxes[dets[det_c]], d.gt_boxes[crowd[crowd_c]])
-    spurious[det_c[coverage >= iou_threshold]] = False
+    covered, _, _ = _overlaps(d, dets, crowd, num_images, _coverage, iou_threshold)
+    spurious[covered] = False
     np.add.at(matrix[k], det_k[dets[spurious]], 1)
     return matrix
+
+
+def _overlaps(
+    d: Detections, dets: np.ndarray, gts: np.ndarray, num_images: int, measure, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(det index, gt index, value) of same-image pairs whose ``measure`` reaches ``threshold``.
+
+    Indices point into ``dets`` and ``gts``. Images go by in chunks, so that the all-pairs arrays
+    stay small (a COCO-val-sized evaluation has millions of same-image pairs).
+    """
+    det_position, gt_position = d.det_position[dets], d.gt_position[gts]
+    found = []
+    for start in range(0, num_images, _IMAGES_PER_CHUNK):
+        stop = min(start + _IMAGES_PER_CHUNK, num_images)
+        det_lo, det_hi = np.searchsorted(det_position, [start, stop])
+        gt_lo, gt_hi = np.searchsorted(gt_position, [start, stop])
+        det_i, gt_i = _same_image_pairs(
+            det_position[det_lo:det_hi] - start, gt_position[gt_lo:gt_hi] - start, stop - start
+        )
+        det_i, gt_i = det_i + det_lo, gt_i + gt_lo
+        values = measure(d.det_boxes[dets[det_i]], d.gt_boxes[gts[gt_i]])
+        keep = values >= threshold
+        found.append((det_i[keep], gt_i[keep], values[keep]))
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
 
 
 def _same_image_pairs(
