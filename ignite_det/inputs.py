@@ -72,15 +72,17 @@ def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
         _check_prediction(index, prediction)
         _check_target(index, target)
     image_ids = _image_ids(y)
-    _check_box_values("y_pred", [p["boxes"] for p in y_pred], box_format)
-    _check_box_values("y", [t["boxes"] for t in y], box_format)
     det_image = _image_index([len(p["labels"]) for p in y_pred])
     gt_image = _image_index([len(t["labels"]) for t in y])
+    det_boxes = _concat_boxes([p["boxes"] for p in y_pred])
+    gt_boxes = _concat_boxes([t["boxes"] for t in y])
+    _check_box_values("y_pred", det_boxes, det_image, box_format)
+    _check_box_values("y", gt_boxes, gt_image, box_format)
     det_scores = _concat_float([p["scores"] for p in y_pred])
     det_labels = _concat_int([p["labels"] for p in y_pred])
     gt_labels = _concat_int([t["labels"] for t in y])
     gt_crowd = _crowd(y)
-    gt_xywh = _to_xywh(_concat_boxes([t["boxes"] for t in y]), box_format)
+    gt_xywh = _to_xywh(gt_boxes, box_format)
     gt_area = _area(y, gt_xywh)
     _refuse_rows("y_pred", "scores", ~np.isfinite(det_scores), det_image, det_scores, "must be finite")
     _refuse_rows(
@@ -100,7 +102,7 @@ def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
     return DetectionBatch(
         num_images=len(y),
         image_ids=image_ids,
-        det_boxes=_to_xywh(_concat_boxes([p["boxes"] for p in y_pred]), box_format),
+        det_boxes=_to_xywh(det_boxes, box_format),
         det_scores=det_scores,
         det_labels=det_labels,
         det_image=det_image,
@@ -197,29 +199,29 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
         )
 
 
-def _check_box_values(name: str, boxes: list[torch.Tensor], box_format: str) -> None:
-    """Checks on coordinates, done on each sample only when the whole batch fails (the common path is one pass)."""
-    if all(b.numel() == 0 for b in boxes):
+def _check_box_values(name: str, boxes: np.ndarray, image: np.ndarray, box_format: str) -> None:
+    """Coordinates of the whole batch at once; the first sample with a bad box is named."""
+    not_finite = ~np.isfinite(boxes).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        negative = _negative_size(boxes, box_format)
+    bad = not_finite | negative
+    if not bad.any():
         return
-    joined = torch.cat([b.detach().reshape(-1, 4).to("cpu", torch.float64) for b in boxes])
-    if bool(torch.isfinite(joined).all()) and not bool(_negative_size(joined, box_format).any()):
-        return
-    for index, sample in enumerate(boxes):
-        where = f"{name}[{index}]['boxes']"
-        sample = sample.detach().reshape(-1, 4).to("cpu", torch.float64)
-        if not bool(torch.isfinite(sample).all()):
-            bad = sample[~torch.isfinite(sample).all(dim=1)]
-            raise ValueError(f"{where} must hold finite coordinates, got {_sample(bad)}")
-        negative = _negative_size(sample, box_format)
-        if bool(negative.any()):
-            rule = "x2 >= x1 and y2 >= y1" if box_format == "xyxy" else "width >= 0 and height >= 0"
-            raise ValueError(
-                f"{where} in format '{box_format}' must satisfy {rule}, got box {sample[negative][0].tolist()}; "
-                "check the box_format argument"
-            )
+    index = int(image[np.argmax(bad)])
+    where = f"{name}[{index}]['boxes']"
+    mine = image == index
+    if (not_finite & mine).any():  # within a sample, non-finite coordinates are reported first
+        raise ValueError(
+            f"{where} must hold finite coordinates, got {_sample(torch.from_numpy(boxes[not_finite & mine]))}"
+        )
+    rule = "x2 >= x1 and y2 >= y1" if box_format == "xyxy" else "width >= 0 and height >= 0"
+    raise ValueError(
+        f"{where} in format '{box_format}' must satisfy {rule}, got box {boxes[negative & mine][0].tolist()}; "
+        "check the box_format argument"
+    )
 
 
-def _negative_size(boxes: torch.Tensor, box_format: str) -> torch.Tensor:
+def _negative_size(boxes: np.ndarray, box_format: str) -> np.ndarray:
     if box_format == "xyxy":
         return (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     return (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
