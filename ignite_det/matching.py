@@ -68,7 +68,10 @@ class MatchCells:
 
     def iou_table(self) -> list[list]:
         """The IoU matrices nested image -> category, as faster-coco-eval's C++ core takes them."""
-        table: list[list] = [[[] for _ in range(self.num_categories)] for _ in self.img_ids]
+        # Empty cells all share one list: building a fresh one per (image, category) cost more than
+        # the rest of the table (400k lists on COCO val), and the C++ core only reads them.
+        no_pairs: list = []
+        table: list[list] = [[no_pairs] * self.num_categories for _ in self.img_ids]
         for (i, k), ious in zip(self.cells, self.ious):
             table[i][k] = ious
         return table
