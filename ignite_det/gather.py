@@ -32,9 +32,7 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
     sizes = cast(torch.Tensor, idist.all_gather(mine)).cpu().tolist()
     flags = {s[3] for s in sizes} - {-1}
     if len(flags) > 1:
-        raise ValueError(
-            "some processes' targets carry 'image_id' and others' do not; give every target an image_id"
-        )
+        raise ValueError("some processes' targets carry 'image_id' and others' do not; give every target an image_id")
     has_image_ids = flags != {0}
     if not has_image_ids:
         warnings.warn(

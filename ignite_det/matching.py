@@ -66,14 +66,16 @@ class MatchCells:
             ious=[iou(d.det_boxes[r], d.gt_boxes[g], d.gt_crowd[g].tolist()) for r, g in zip(dets, gts)],
         )
 
-    def iou_table(self) -> list[list]:
-        """The IoU matrices nested image -> category, as faster-coco-eval's C++ core takes them."""
+    def iou_table(self, categories: range) -> list[list]:
+        """The IoU matrices of some categories (indices), nested image -> category, as
+        faster-coco-eval's C++ core takes them."""
         # Empty cells all share one list: building a fresh one per (image, category) cost more than
         # the rest of the table (400k lists on COCO val), and the C++ core only reads them.
         no_pairs: list = []
-        table: list[list] = [[no_pairs] * self.num_categories for _ in self.img_ids]
+        table: list[list] = [[no_pairs] * len(categories) for _ in self.img_ids]
         for (i, k), ious in zip(self.cells, self.ious):
-            table[i][k] = ious
+            if k in categories:
+                table[i][k - categories.start] = ious
         return table
 
     def outcome(self, d: Detections, threshold: float, area_range: tuple[float, float]) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import ignite.distributed as idist
@@ -153,21 +152,18 @@ class CocoMetric(Metric):
         self, detections: Detections, category_ids: np.ndarray, det_k: np.ndarray, num_gt: np.ndarray
     ) -> dict[str, np.ndarray]:
         cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
-        # The backend's C++ core releases the GIL: the operating point is computed meanwhile.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            coco = pool.submit(accumulate, detections, category_ids.tolist(), self.params, self.backend, cells)
-            iou = float(self.params.iou_thresholds[self._f1_index])
-            outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
-            class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
-            threshold = best.threshold if np.isfinite(best.threshold) else np.inf
-            arrays = {
-                "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
-                "best_f1": best.as_array(),
-                "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum())),
-                "confusion_matrix": confusion_matrix(detections, category_ids, threshold, iou),
-            }
-            result = coco.result()
-        return {"precision": result.precision, "recall": result.recall, "scores": result.scores, **arrays}
+        coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
+        iou = float(self.params.iou_thresholds[self._f1_index])
+        outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
+        class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
+        threshold = best.threshold if np.isfinite(best.threshold) else np.inf
+        arrays = {
+            "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
+            "best_f1": best.as_array(),
+            "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum())),
+            "confusion_matrix": confusion_matrix(detections, category_ids, threshold, iou),
+        }
+        return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}
 
     def _shapes(self, k: int) -> dict[str, tuple[int, ...]]:
         t, r = len(self.params.iou_thresholds), len(self.params.rec_thresholds)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from ignite_det import CocoMetric
+from ignite_det import CocoMetric, coco_backend
 from tests.coco_reference import (
     NAMES,
     PUBLISHED_BBOX,
@@ -42,7 +42,8 @@ def test_real_coco_images_reproduce_published_numbers(backend, batch_size):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_real_coco_images_arrays_equal_pycocotools_on_the_files(backend):
+@pytest.mark.parametrize("cells_per_run", [None, 300], ids=["one-run", "3-categories-per-run"])
+def test_real_coco_images_arrays_equal_pycocotools_on_the_files(backend, cells_per_run, monkeypatch):
     import contextlib
     import io
 
@@ -56,6 +57,8 @@ def test_real_coco_images_arrays_equal_pycocotools_on_the_files(backend):
         coco_eval = COCOeval(gt, gt.loadRes(str(RESULTS_FILE)), "bbox")
         coco_eval.evaluate()
         coco_eval.accumulate()
+    if cells_per_run is not None:  # 100 images: the categories go in groups of 3, the last one shorter
+        monkeypatch.setattr(coco_backend, "CELLS_PER_RUN", cells_per_run)
     samples = load_real_samples()
     samples.reverse()  # arrival order must not matter
     result = evaluate_with_engine(samples, 16, box_format="xywh", backend=backend)["coco"]
