@@ -47,6 +47,8 @@ from ignite.handlers.base_logger import BaseHandler
 from ignite.handlers.utils import global_step_from_engine
 from ignite.handlers.wandb_logger import WandBLogger
 
+from ignite_det.matching import greedy_match
+
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
 
@@ -396,40 +398,36 @@ def _to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:
     return boxes
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every xyxy box in ``a`` with every one in ``b``, shape ``(len(a), len(b))``."""
+def _box_iou(a: np.ndarray, b: np.ndarray, b_crowd: np.ndarray) -> np.ndarray:
+    """COCO's IoU of every xyxy box in ``a`` with every one in ``b``, shape ``(len(a), len(b))``;
+    against a crowd region it is the intersection over the area of ``a`` (maskApi.c ``bbIou``)."""
     top_left = np.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
     area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
+    union = np.where(b_crowd[None, :], area_a[:, None], area_a[:, None] + area_b[None, :] - inter)
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _match_tp(
-    pred_boxes: np.ndarray,
-    pred_labels: np.ndarray,
-    pred_scores: np.ndarray,
-    gt_boxes: np.ndarray,
-    gt_labels: np.ndarray,
-    gt_iscrowd: np.ndarray,
-    iou_threshold: float = 0.5,
-) -> np.ndarray:
-    """Whether each prediction is a true positive: greedy by descending score (ties in input order),
-    each taking the unmatched non-crowd ground truth of its class with the highest IoU >= ``iou_threshold``.
+def _outcomes(sample: _Sample, iou_threshold: float) -> list[str]:
+    """COCOeval's verdict on each prediction at one IoU threshold (area "all"): ``"TP"``, ``"FP"``, or
+    ``"ignored"`` where it matches a crowd region, which COCO counts neither way.
+
+    Per class, predictions go by descending score (ties in input order) through
+    :func:`~ignite_det.matching.greedy_match`, the matcher behind the metric's operating point.
     """
-    tp = np.zeros(len(pred_boxes), dtype=bool)
-    if len(pred_boxes) == 0 or len(gt_boxes) == 0:
-        return tp
-    iou = _box_iou(pred_boxes, gt_boxes)
-    free = ~gt_iscrowd.astype(bool)
-    for i in np.argsort(-pred_scores, kind="stable"):
-        candidates = np.where(free & (gt_labels == pred_labels[i]), iou[i], -1.0)
-        j = int(np.argmax(candidates))
-        if candidates[j] >= iou_threshold:
-            tp[i], free[j] = True, False
-    return tp
+    outcomes = ["FP"] * len(sample.pred_boxes)
+    crowd = sample.gt_iscrowd.astype(bool)
+    for label in np.unique(sample.pred_labels):
+        preds = np.flatnonzero(sample.pred_labels == label)
+        preds = preds[np.argsort(-sample.pred_scores[preds], kind="stable")]
+        gts = np.flatnonzero(sample.gt_labels == label)
+        ious = _box_iou(sample.pred_boxes[preds], sample.gt_boxes[gts], crowd[gts])
+        for pred, match in zip(preds.tolist(), greedy_match(ious, crowd[gts], crowd[gts], iou_threshold)):
+            if match >= 0:
+                outcomes[pred] = "ignored" if crowd[gts[match]] else "TP"
+    return outcomes
 
 
 def _box(xyxy: np.ndarray, class_id: int, caption: str, score: float | None = None) -> dict[str, Any]:
@@ -463,22 +461,14 @@ class _Sample:
 def _box_layers(
     sample: _Sample, class_names: Mapping[int, str], score_threshold: float, iou_threshold: float = 0.5
 ) -> dict[str, dict[str, Any]]:
-    """The ``boxes=`` argument of ``wandb.Image``: ``predictions`` (tagged TP/FP) and ``ground_truth``."""
-    tp = _match_tp(
-        sample.pred_boxes,
-        sample.pred_labels,
-        sample.pred_scores,
-        sample.gt_boxes,
-        sample.gt_labels,
-        sample.gt_iscrowd,
-        iou_threshold,
-    )
+    """The ``boxes=`` argument of ``wandb.Image``: ``predictions`` (tagged TP/FP/ignored) and ``ground_truth``."""
+    outcomes = _outcomes(sample, iou_threshold)
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*sample.pred_labels.tolist(), *sample.gt_labels.tolist()):
         labels.setdefault(int(c), str(int(c)))
     predictions = [
-        _box(box, label, f"{labels[int(label)]} {score:.2f} {'TP' if hit else 'FP'}", score)
-        for box, label, score, hit in zip(sample.pred_boxes, sample.pred_labels, sample.pred_scores, tp)
+        _box(box, label, f"{labels[int(label)]} {score:.2f} {outcome}", score)
+        for box, label, score, outcome in zip(sample.pred_boxes, sample.pred_labels, sample.pred_scores, outcomes)
         if score >= score_threshold
     ]
     ground_truth = [
@@ -509,7 +499,7 @@ class DetectionImagesHandler(_WandBHandler):
     from ``engine.state.batch`` and ``engine.state.output`` (the model is not run again) and logged at
     ``COMPLETED`` as a list of ``wandb.Image`` under ``tag/key``, each with two box layers in pixel
     coordinates: ``predictions`` with a score at or above ``score_threshold`` (caption: class, score and
-    ``TP``/``FP`` at IoU 0.5, matched greedily by score to non-crowd ground truth of the same class) and
+    ``TP``, ``FP``, or ``ignored`` on a crowd region, by COCOeval's matching at IoU 0.5) and
     ``ground_truth``.
 
     Attach it to both events::

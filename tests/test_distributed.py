@@ -96,4 +96,6 @@ def _mixed_worker(local_rank: int, out_dir: str) -> None:
 def test_processes_disagreeing_on_image_ids_all_raise(tmp_path):
     idist.spawn("gloo", _mixed_worker, args=(str(tmp_path),), nproc_per_node=2)
     for rank in range(2):
-        assert "some processes' targets carry 'image_id' and others' do not" in (tmp_path / f"rank{rank}.txt").read_text()
+        assert (
+            "some processes' targets carry 'image_id' and others' do not" in (tmp_path / f"rank{rank}.txt").read_text()
+        )

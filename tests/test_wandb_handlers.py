@@ -32,7 +32,7 @@ from ignite_det.wandb_handlers import (
     _box_layers,
     _confusion_rows,
     _f1_lines,
-    _match_tp,
+    _outcomes,
     _per_class_rows,
     _pr_lines,
     _Sample,
@@ -87,7 +87,7 @@ class Prediction:
     boxes: list[list[float]] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)  # "TP" / "FP" at IoU 0.5, by construction
+    tags: list[str] = field(default_factory=list)  # "TP" / "FP" / "ignored" at IoU 0.5, by construction
 
     def add(self, box: list[float], score: float, label: int, tag: str) -> None:
         self.boxes.append(box)
@@ -108,7 +108,7 @@ def _predict(target: dict[str, Any], epoch: int) -> Prediction:
     pred = Prediction()
     for box, label, crowd in zip(target["boxes"].tolist(), target["labels"].tolist(), target["iscrowd"].tolist()):
         if crowd:
-            pred.add(box, 0.8, label, "FP")  # on a crowd region: ignored by COCO, not a true positive
+            pred.add(box, 0.8, label, "ignored")  # on a crowd region: COCO counts it neither way
         elif rng.random() < HIT_RATE[epoch]:
             moved = [v + rng.uniform(-1, 1) for v in box]
             pred.add(moved, float(rng.uniform(0.35, 1.0)), label, "TP")
@@ -327,11 +327,11 @@ def test_image_boxes_are_pixel_boxes_tagged_tp_or_fp(convenience_run: Run) -> No
             assert image["boxes"]["ground_truth"]["class_labels"] == {str(k): v for k, v in CLASSES.items()}
 
 
-def test_crowd_region_is_drawn_and_never_a_true_positive(convenience_run: Run) -> None:
+def test_crowd_region_is_drawn_and_a_prediction_on_it_ignored(convenience_run: Run) -> None:
     images = wr.load_images(convenience_run.run_dir, convenience_run.rows[1]["val/detections"])
     crowd_image = images[IMAGE_IDS.index(CROWD_IMAGE)]
     assert any(b["box_caption"] == "cat (crowd)" for b in crowd_image["boxes"]["ground_truth"]["box_data"])
-    assert any(b["box_caption"] == "cat 0.80 FP" for b in crowd_image["boxes"]["predictions"]["box_data"])
+    assert any(b["box_caption"] == "cat 0.80 ignored" for b in crowd_image["boxes"]["predictions"]["box_data"])
 
 
 def test_capturing_images_does_not_run_the_model_again(convenience_run: Run) -> None:
@@ -499,45 +499,108 @@ def test_confusion_rows_cover_every_cell(result: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _match(
-    pred: Sequence[Sequence[float]], scores: list[float], gt: Sequence[Sequence[float]], crowd: list[int] | None = None
-) -> list:
+def _outcomes_of(
+    pred: Sequence[Sequence[float]],
+    scores: list[float],
+    gt: Sequence[Sequence[float]],
+    crowd: list[int] | None = None,
+    pred_labels: list[int] | None = None,
+    gt_labels: list[int] | None = None,
+) -> list[str]:
     n, m = len(pred), len(gt)
-    return _match_tp(
-        np.array(pred, dtype=float).reshape(-1, 4),
-        np.ones(n, dtype=np.int64),
-        np.array(scores, dtype=float),
-        np.array(gt, dtype=float).reshape(-1, 4),
-        np.ones(m, dtype=np.int64),
-        np.array(crowd or [0] * m, dtype=bool),
-    ).tolist()
+    sample = _Sample(
+        image_id=1,
+        image=np.zeros((1, 1, 3), np.uint8),
+        pred_boxes=np.array(pred, dtype=float).reshape(-1, 4),
+        pred_scores=np.array(scores, dtype=float),
+        pred_labels=np.array(pred_labels or [1] * n, dtype=np.int64),
+        gt_boxes=np.array(gt, dtype=float).reshape(-1, 4),
+        gt_labels=np.array(gt_labels or [1] * m, dtype=np.int64),
+        gt_iscrowd=np.array(crowd or [0] * m, dtype=bool),
+    )
+    return _outcomes(sample, 0.5)
 
 
-def test_match_is_greedy_by_score() -> None:
+def test_outcomes_are_greedy_by_score() -> None:
     box = [0, 0, 10, 10]
-    assert _match([box, box], [0.2, 0.9], [box]) == [False, True]
+    assert _outcomes_of([box, box], [0.2, 0.9], [box]) == ["FP", "TP"]
 
 
-def test_match_needs_iou_of_one_half() -> None:
+def test_outcomes_need_iou_of_one_half() -> None:
     gt = [[0, 0, 10, 10]]
-    assert _match([[0, 0, 10, 5]], [0.9], gt) == [True]  # IoU exactly 0.5
-    assert _match([[0, 0, 10, 4.9]], [0.9], gt) == [False]
+    assert _outcomes_of([[0, 0, 10, 5]], [0.9], gt) == ["TP"]  # IoU exactly 0.5
+    assert _outcomes_of([[0, 0, 10, 4.9]], [0.9], gt) == ["FP"]
 
 
-def test_match_takes_the_best_free_ground_truth_of_the_same_class() -> None:
-    gts = np.array([[0, 0, 10, 10], [0, 0, 10, 9]], dtype=float)
-    pred = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
-    tp = _match_tp(pred, np.array([1, 2]), np.array([0.9, 0.8]), gts, np.array([2, 1]), np.zeros(2, bool))
-    assert tp.tolist() == [True, True]
-    tp = _match_tp(pred, np.array([1, 1]), np.array([0.9, 0.8]), gts[:1], np.array([2]), np.zeros(1, bool))
-    assert tp.tolist() == [False, False]
+def test_outcomes_take_the_best_free_ground_truth_of_the_same_class() -> None:
+    gts = [[0, 0, 10, 10], [0, 0, 10, 9]]
+    pred = [[0, 0, 10, 10], [0, 0, 10, 10]]
+    assert _outcomes_of(pred, [0.9, 0.8], gts, pred_labels=[1, 2], gt_labels=[2, 1]) == ["TP", "TP"]
+    assert _outcomes_of(pred, [0.9, 0.8], gts[:1], pred_labels=[1, 1], gt_labels=[2]) == ["FP", "FP"]
 
 
-def test_match_ignores_crowd_and_handles_empty() -> None:
-    box = [0, 0, 10, 10]
-    assert _match([box], [0.9], [box], crowd=[1]) == [False]
-    assert _match([box], [0.9], []) == [False]
-    assert _match([], [], [box]) == []
+def test_a_prediction_on_a_crowd_region_is_ignored_as_cocoeval_ignores_it() -> None:
+    crowd = [0, 0, 100, 100]
+    inside = [10, 10, 20, 20]  # IoU 0.01 with the region, but all of it lies inside: COCO's crowd IoU is 1
+    assert _outcomes_of([inside, inside], [0.9, 0.8], [crowd], crowd=[1]) == ["ignored", "ignored"]
+    # A regular ground truth is preferred to a crowd region, whatever the order.
+    assert _outcomes_of([inside, inside], [0.9, 0.8], [crowd, inside], crowd=[1, 0]) == ["TP", "ignored"]
+
+
+def test_outcomes_agree_with_cocoeval_evalimgs() -> None:
+    """Against pycocotools' own matching of one image (its evalImgs at IoU 0.5, area "all")."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(5)
+    gt_xywh = np.c_[rng.uniform(0, 60, (12, 2)), rng.uniform(5, 30, (12, 2))]
+    gt_crowd = (rng.random(12) < 0.25).astype(int)
+    gt_labels = rng.integers(1, 3, 12)
+    picked = rng.integers(0, 12, 40)
+    pred_xywh = gt_xywh[picked] + rng.normal(0, 3, (40, 4)) * [1, 1, 0.5, 0.5]
+    pred_xywh[:, 2:] = np.abs(pred_xywh[:, 2:]) + 1
+    pred_labels = np.where(rng.random(40) < 0.8, gt_labels[picked], 3 - gt_labels[picked])
+    scores = np.round(rng.random(40), 1)  # plenty of ties
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 1}, {"id": 2}],
+        "annotations": [
+            {
+                "id": i + 1,
+                "image_id": 1,
+                "category_id": int(c),
+                "bbox": b.tolist(),
+                "area": b[2] * b[3],
+                "iscrowd": int(k),
+            }
+            for i, (b, c, k) in enumerate(zip(gt_xywh, gt_labels, gt_crowd))
+        ],
+    }
+    results = [
+        {"image_id": 1, "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
+        for b, c, s in zip(pred_xywh, pred_labels, scores)
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        coco_eval = COCOeval(gt, gt.loadRes(results), "bbox")
+        coco_eval.params.maxDets = [100]
+        coco_eval.evaluate()
+    expected = ["FP"] * 40
+    for e in coco_eval.evalImgs:
+        if e is None or e["aRng"] != [0, 10000000000.0]:
+            continue
+        for dt_id, matched, ignored in zip(e["dtIds"], e["dtMatches"][0], e["dtIgnore"][0]):
+            expected[dt_id - 1] = "ignored" if ignored else ("TP" if matched else "FP")
+    xyxy = lambda b: np.c_[b[:, :2], b[:, :2] + b[:, 2:]]  # noqa: E731
+    got = _outcomes_of(
+        xyxy(pred_xywh), scores.tolist(), xyxy(gt_xywh), gt_crowd.tolist(), pred_labels.tolist(), gt_labels.tolist()
+    )
+    assert got == expected
+    assert {"TP", "FP", "ignored"} <= set(got)
 
 
 @pytest.mark.parametrize(
