@@ -406,9 +406,13 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
     """Train (or, with ``eval_only``, evaluate) and return a dict with ``metrics`` (the 12 COCO numbers of the
     last evaluation), ``checkpoint`` (best-AP checkpoint path), ``checkpoint_metrics`` and ``wandb_dir``."""
     cfg = get_config(config)
-    use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
-    backend = "nccl" if use_cuda else "gloo"
     nproc = cfg["nproc_per_node"]
+    use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
+    processes = nproc or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if use_cuda and processes > torch.cuda.device_count():  # NCCL takes one GPU per process
+        print(f"{processes} processes but {torch.cuda.device_count()} GPU(s): training on the CPU with gloo")
+        use_cuda, cfg["device"] = False, "cpu"
+    backend = "nccl" if use_cuda else "gloo"
     results_file = Path(cfg["output_dir"]) / _results_name(cfg)
     if results_file.exists() and idist.get_rank() == 0 and "WORLD_SIZE" not in os.environ:
         results_file.unlink()

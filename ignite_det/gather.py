@@ -24,7 +24,7 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
     Raises:
         ValueError: if some processes' targets carried ``image_id`` and others' did not.
     """
-    if idist.get_world_size() == 1:
+    if idist.backend() is None:  # no process group; a group of one still runs the collectives, so it is tested
         return local
     device = idist.device()
     flag = -1 if has_image_ids is None else int(has_image_ids)
@@ -34,7 +34,7 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
     if len(flags) > 1:
         raise ValueError("some processes' targets carry 'image_id' and others' do not; give every target an image_id")
     has_image_ids = flags != {0}
-    if not has_image_ids:
+    if not has_image_ids and len(sizes) > 1:
         warnings.warn(
             "CocoMetric under distribution without 'image_id' in the targets: images are numbered rank after "
             "rank, so an image that a DistributedSampler repeats to pad the last batch counts twice. "

@@ -1,4 +1,8 @@
-"""Real 2-process gloo groups: every rank returns the single-process result, padded repeats counted once."""
+"""Real process groups: every rank returns the single-process result, padded repeats counted once.
+
+2-process gloo groups run everywhere; a NCCL group runs where there is a CUDA device (one process:
+NCCL refuses two ranks on one GPU). A group of one runs the same collectives as a larger one.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import ignite.distributed as idist
 import numpy as np
 import pytest
+import torch
 
 from ignite_det import CocoMetric
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
@@ -22,6 +27,9 @@ SHARDS = {
 
 def _worker(local_rank: int, shards: list[list[int]], backend: str, out_dir: str) -> None:
     predictions, targets = random_case(21)
+    device = idist.device()  # inputs on the group's device: the GPU under NCCL
+    predictions = [{k: v.to(device) for k, v in p.items()} for p in predictions]
+    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
     metric = CocoMetric(backend=backend, class_names={1: "a", 2: "b", 3: "c", 4: "d"})
     mine = shards[idist.get_rank()]
     for start in range(0, len(mine), 2):
@@ -55,10 +63,24 @@ def _single_process(backend: str, images: list[int]) -> dict:
 @pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
 @pytest.mark.parametrize("case", list(SHARDS))
 def test_two_gloo_processes_equal_one(tmp_path, case, backend):
-    shards = SHARDS[case]
-    idist.spawn("gloo", _worker, args=(shards, backend, str(tmp_path)), nproc_per_node=2)
-    ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
-    images = sorted(set(shards[0]) | set(shards[1]))
+    _check_group("gloo", SHARDS[case], backend, tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+def test_a_gloo_group_of_one(tmp_path, backend):
+    _check_group("gloo", [list(range(12))], backend, tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+def test_a_nccl_group_with_inputs_on_the_gpu(tmp_path, backend):
+    _check_group("nccl", [list(range(12))], backend, tmp_path)
+
+
+def _check_group(dist_backend: str, shards: list[list[int]], backend: str, tmp_path: Path) -> None:
+    idist.spawn(dist_backend, _worker, args=(shards, backend, str(tmp_path)), nproc_per_node=len(shards))
+    ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(len(shards))]
+    images = sorted(set().union(*shards))
     single = _single_process(backend, images)
     reference = single["reference"]
     for rank in ranks:
@@ -68,8 +90,8 @@ def test_two_gloo_processes_equal_one(tmp_path, case, backend):
         assert rank["num_images"] == len(images)
         assert _rows(rank["per_class"]) == _rows(single["result"].per_class)
         np.testing.assert_array_equal(rank["confusion"], single["result"].confusion_matrix)
-    assert _same_f1(ranks[0]["best_f1"], ranks[1]["best_f1"])
-    assert _same_f1(ranks[0]["best_f1"], single["result"].best_f1)
+    for rank in ranks:
+        assert _same_f1(rank["best_f1"], single["result"].best_f1)
 
 
 def _rows(per_class) -> list:

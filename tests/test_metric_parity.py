@@ -224,3 +224,39 @@ def test_gradients_are_not_kept():
     metric = CocoMetric()
     metric.update((predictions, targets))
     assert all(isinstance(part.det_boxes, np.ndarray) for part in metric._store._parts)
+
+
+def _on_gpu(tensors: dict, dtype: torch.dtype, requires_grad: bool = False) -> dict:
+    moved = {}
+    for key, value in tensors.items():
+        if torch.is_tensor(value):
+            value = value.to("cuda", dtype=dtype if value.is_floating_point() else value.dtype)
+            value.requires_grad_(requires_grad and value.is_floating_point())
+        moved[key] = value
+    return moved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inputs_on_the_gpu_with_autograd_history_give_the_published_numbers(backend):
+    samples = [
+        (_on_gpu(p, torch.float64, requires_grad=True), _on_gpu(t, torch.float64)) for p, t in load_real_samples()
+    ]
+    metrics = evaluate_with_engine(samples, 7, box_format="xywh", backend=backend)
+    assert {name: metrics[name] for name in NAMES} == PUBLISHED_BBOX
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_inputs_equal_the_same_inputs_on_the_cpu(dtype):
+    samples = load_real_samples()
+    on_cpu = [
+        ({k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in p.items()}, t)
+        for p, t in samples
+    ]
+    on_gpu = [(_on_gpu(p, dtype), _on_gpu(t, t["boxes"].dtype)) for p, t in samples]
+    cpu = evaluate_with_engine(on_cpu, 16, box_format="xywh")["coco"]
+    gpu = evaluate_with_engine(on_gpu, 16, box_format="xywh")["coco"]
+    assert dict(gpu) == dict(cpu)
+    for name in ("precision", "recall", "scores"):
+        np.testing.assert_array_equal(getattr(gpu, name), getattr(cpu, name))
