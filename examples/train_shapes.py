@@ -33,10 +33,12 @@ are used when the corresponding flags are not given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -422,9 +424,25 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
         parallel = idist.Parallel(backend=backend)
     else:
         parallel = idist.Parallel(backend=None)
-    with parallel:
+    # Ignite's gloo groups put rank r on GPU r whenever CUDA is visible: spawned CPU workers must not see it.
+    with _gpus_hidden(not use_cuda and bool(nproc and nproc > 1) and torch.cuda.is_available()), parallel:
         parallel.run(training, cfg)
     return json.loads(results_file.read_text())
+
+
+@contextlib.contextmanager
+def _gpus_hidden(hide: bool) -> Iterator[None]:
+    """CUDA_VISIBLE_DEVICES empty for the processes started inside, when ``hide``."""
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hide:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if hide and saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES")
+        elif hide:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
 def main(argv: list[str] | None = None) -> int:

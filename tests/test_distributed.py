@@ -25,6 +25,13 @@ SHARDS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _gloo_on_the_cpu(request, monkeypatch):
+    """gloo workers see no GPU: with CUDA visible, Ignite puts gloo rank r on GPU r (none on a one-GPU machine)."""
+    if "nccl" not in request.node.name:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
 def _worker(local_rank: int, shards: list[list[int]], backend: str, out_dir: str) -> None:
     predictions, targets = random_case(21)
     device = idist.device()  # inputs on the group's device: the GPU under NCCL
