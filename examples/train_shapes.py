@@ -227,6 +227,12 @@ def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(state_metrics[k]) for k in STAT_NAMES}
 
 
+def _placed(model: torch.nn.Module, device: torch.device, world: int) -> torch.nn.Module:
+    """DistributedDataParallel under distribution (Ignite's auto_model); otherwise the chosen device
+    (auto_model alone would take the GPU even with --device cpu)."""
+    return idist.auto_model(model) if world > 1 else model.to(device)
+
+
 def training(local_rank: int, config: dict[str, Any]) -> None:
     """What every process runs (under ``idist.Parallel``)."""
     rank, world = idist.get_rank(), idist.get_world_size()
@@ -257,7 +263,7 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         if width != config["width"]:
             model = ShapesDetector(NUM_CLASSES, width=width)
         model.load_state_dict(ckpt["model"])
-        model = idist.auto_model(model)
+        model = _placed(model, device, world)
         evaluator = create_evaluator(model, config, device)
         if show_progress:
             ProgressBar(desc="eval").attach(evaluator)
@@ -280,7 +286,7 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
     train_loader = idist.auto_dataloader(
         train_ds, batch_size=config["batch_size"], shuffle=True, drop_last=True, collate_fn=collate, num_workers=0
     )
-    model = idist.auto_model(model)
+    model = _placed(model, device, world)
     optimizer = idist.auto_optim(
         torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     )
