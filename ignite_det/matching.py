@@ -26,7 +26,6 @@ class MatchCells:
     """
 
     img_ids: list[int]
-    num_categories: int
     counted: np.ndarray  # bool (N,): a detection within the top max_det of its (image, category)
     cells: list[tuple[int, int]]  # (image index, category index)
     dets: list[np.ndarray]
@@ -58,7 +57,6 @@ class MatchCells:
         gts = [gt_rows[gt_starts[i] : gt_ends[i]] for i in gt_at]
         return MatchCells(
             img_ids=d.image_ids[order].tolist(),
-            num_categories=k,
             counted=counted,
             cells=list(zip((keys // max(k, 1)).tolist(), (keys % max(k, 1)).tolist())),
             dets=dets,

@@ -410,26 +410,6 @@ def _box_iou(a: np.ndarray, b: np.ndarray, b_crowd: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _outcomes(sample: _Sample, iou_threshold: float) -> list[str]:
-    """COCOeval's verdict on each prediction at one IoU threshold (area "all"): ``"TP"``, ``"FP"``, or
-    ``"ignored"`` where it matches a crowd region, which COCO counts neither way.
-
-    Per class, predictions go by descending score (ties in input order) through
-    :func:`~ignite_det.matching.greedy_match`, the matcher behind the metric's operating point.
-    """
-    outcomes = ["FP"] * len(sample.pred_boxes)
-    crowd = sample.gt_iscrowd.astype(bool)
-    for label in np.unique(sample.pred_labels):
-        preds = np.flatnonzero(sample.pred_labels == label)
-        preds = preds[np.argsort(-sample.pred_scores[preds], kind="stable")]
-        gts = np.flatnonzero(sample.gt_labels == label)
-        ious = _box_iou(sample.pred_boxes[preds], sample.gt_boxes[gts], crowd[gts])
-        for pred, match in zip(preds.tolist(), greedy_match(ious, crowd[gts], crowd[gts], iou_threshold)):
-            if match >= 0:
-                outcomes[pred] = "ignored" if crowd[gts[match]] else "TP"
-    return outcomes
-
-
 def _box(xyxy: np.ndarray, class_id: int, caption: str, score: float | None = None) -> dict[str, Any]:
     """One W&B box: plain Python numbers only, pixel coordinates."""
     x0, y0, x1, y1 = (float(v) for v in xyxy)
@@ -456,6 +436,26 @@ class _Sample:
     gt_boxes: np.ndarray
     gt_labels: np.ndarray
     gt_iscrowd: np.ndarray
+
+
+def _outcomes(sample: _Sample, iou_threshold: float) -> list[str]:
+    """COCOeval's verdict on each prediction at one IoU threshold (area "all"): ``"TP"``, ``"FP"``, or
+    ``"ignored"`` where it matches a crowd region, which COCO counts neither way.
+
+    Per class, predictions go by descending score (ties in input order) through
+    :func:`~ignite_det.matching.greedy_match`, the matcher behind the metric's operating point.
+    """
+    outcomes = ["FP"] * len(sample.pred_boxes)
+    crowd = sample.gt_iscrowd.astype(bool)
+    for label in np.unique(sample.pred_labels):
+        preds = np.flatnonzero(sample.pred_labels == label)
+        preds = preds[np.argsort(-sample.pred_scores[preds], kind="stable")]
+        gts = np.flatnonzero(sample.gt_labels == label)
+        ious = _box_iou(sample.pred_boxes[preds], sample.gt_boxes[gts], crowd[gts])
+        for pred, match in zip(preds.tolist(), greedy_match(ious, crowd[gts], crowd[gts], iou_threshold)):
+            if match >= 0:
+                outcomes[pred] = "ignored" if crowd[gts[match]] else "TP"
+    return outcomes
 
 
 def _box_layers(
