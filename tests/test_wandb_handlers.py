@@ -547,6 +547,10 @@ def test_a_prediction_on_a_crowd_region_is_ignored_as_cocoeval_ignores_it() -> N
     assert _outcomes_of([inside, inside], [0.9, 0.8], [crowd, inside], crowd=[1, 0]) == ["TP", "ignored"]
 
 
+def _xyxy(xywh: np.ndarray) -> np.ndarray:
+    return np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]
+
+
 def test_outcomes_agree_with_cocoeval_evalimgs() -> None:
     """Against pycocotools' own matching of one image (its evalImgs at IoU 0.5, area "all")."""
     import contextlib
@@ -595,9 +599,8 @@ def test_outcomes_agree_with_cocoeval_evalimgs() -> None:
             continue
         for dt_id, matched, ignored in zip(e["dtIds"], e["dtMatches"][0], e["dtIgnore"][0]):
             expected[dt_id - 1] = "ignored" if ignored else ("TP" if matched else "FP")
-    xyxy = lambda b: np.c_[b[:, :2], b[:, :2] + b[:, 2:]]  # noqa: E731
     got = _outcomes_of(
-        xyxy(pred_xywh), scores.tolist(), xyxy(gt_xywh), gt_crowd.tolist(), pred_labels.tolist(), gt_labels.tolist()
+        _xyxy(pred_xywh), scores.tolist(), _xyxy(gt_xywh), gt_crowd.tolist(), pred_labels.tolist(), gt_labels.tolist()
     )
     assert got == expected
     assert {"TP", "FP", "ignored"} <= set(got)
