@@ -154,17 +154,26 @@ def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, opti
     wandb_logger.attach_opt_params_handler(
         trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
     )
-    # the metric, at the trainer's step: the 12 COCO numbers, the per-class report and sample images
-    # (ignite_det's helper when available, else Ignite's own OutputHandler with the 12 numbers)
+    # the metric: the 12 COCO numbers, the per-class report and sample images (ignite_det's helper when
+    # available, else Ignite's own OutputHandler with the 12 numbers), at the trainer's iteration, the step
+    # of the training loss, so that validation lines up with it
+    at_iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
     if attach_wandb_logging is not None:
-        attach_wandb_logging(wandb_logger, evaluator, trainer, metric_name="coco", tag="val", class_names=CLASS_NAMES)
+        attach_wandb_logging(
+            wandb_logger,
+            evaluator,
+            metric_name="coco",
+            tag="val",
+            class_names=CLASS_NAMES,
+            global_step_transform=at_iteration,
+        )
     else:
         wandb_logger.attach_output_handler(
             evaluator,
             event_name=Events.COMPLETED,
             tag="val",
             metric_names=list(STAT_NAMES),
-            global_step_transform=global_step_from_engine(trainer),
+            global_step_transform=at_iteration,
         )
     return wandb_logger
 

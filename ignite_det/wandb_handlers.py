@@ -661,6 +661,7 @@ def attach_wandb_logging(
     class_names: Mapping[int, str] | None = None,
     batch_transform: Callable[[Any], Sequence[Any]] = _batch_images,
     output_transform: Callable[[Any], tuple[Sequence[Any], Sequence[Any]]] = _output_pair,
+    global_step_transform: StepTransform | None = None,
 ) -> tuple[CocoReportHandler, DetectionImagesHandler | None]:
     """Log every evaluation of ``evaluator`` to W&B: the 12 COCO numbers, the report and sample images.
 
@@ -671,13 +672,17 @@ def attach_wandb_logging(
     Args:
         logger: the ``WandBLogger``.
         evaluator: the engine the :class:`~ignite_det.CocoMetric` is attached to (attach the metric first).
-        trainer: when given, everything is logged at the trainer's step (``global_step_from_engine``),
-            so validation lines up with training; otherwise at 1, 2, ... for each evaluation.
+        trainer: when given, everything is logged at the trainer's epoch (``global_step_from_engine``),
+            so validation lines up with training logged every epoch; otherwise at 1, 2, ... for each
+            evaluation.
         metric_name: name the metric was attached under. Default ``"coco"``.
         tag: key prefix. Default ``"val"``.
         num_images: images to show, 0 (none) to 50. Default 16.
         score_threshold: the lowest score of a drawn prediction. Default 0.3.
         box_format, class_names, batch_transform, output_transform: as in :class:`DetectionImagesHandler`.
+        global_step_transform: the step to log at, in place of ``trainer``'s epoch. When training is
+            logged every iteration (W&B's step is then the iteration), pass
+            ``global_step_from_engine(trainer, Events.ITERATION_COMPLETED)``: the trainer's iteration.
 
     Returns:
         The report handler and the images handler (``None`` when ``num_images`` is 0).
@@ -685,7 +690,12 @@ def attach_wandb_logging(
     Raises:
         ValueError: if ``num_images`` is not in [0, 50] or ``box_format`` is unknown.
     """
-    step = global_step_from_engine(trainer) if trainer is not None else _EvaluationCounter(evaluator)
+    if global_step_transform is not None:
+        step = global_step_transform
+    elif trainer is not None:
+        step = global_step_from_engine(trainer)
+    else:
+        step = _EvaluationCounter(evaluator)
     images = None
     if num_images != 0:
         images = DetectionImagesHandler(

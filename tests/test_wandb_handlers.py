@@ -661,3 +661,25 @@ def test_box_layers_are_accepted_by_wandb_image() -> None:
 
     layers = _box_layers(_sample(), {1: "cat"}, score_threshold=0.0)
     wandb.Image(_sample().image, boxes=layers)  # wandb validates the boxes here
+
+
+def test_training_logged_every_iteration_and_validation_at_the_trainers_iteration(tmp_path: Path) -> None:
+    setup = _setup()
+    logger = _logger(tmp_path)
+    logger.attach_output_handler(
+        setup.trainer, Events.ITERATION_COMPLETED, tag="train", output_transform=lambda loss: {"loss": loss}
+    )
+    at_iteration = global_step_from_engine(setup.trainer, Events.ITERATION_COMPLETED)
+    attach_wandb_logging(logger, setup.evaluator, num_images=2, global_step_transform=at_iteration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no step goes backwards, so nothing to warn about
+        setup.trainer.run([1.0, 2.0, 3.0], max_epochs=2)
+    logger.close()
+    rows = _rows_by_step(wr.find_run_dir(tmp_path))
+    assert sorted(rows) == list(range(1, 7))  # one row per iteration
+    for epoch, result in enumerate(setup.results, start=1):
+        row = rows[3 * epoch]  # the last iteration of the epoch
+        assert row["train/loss"] == pytest.approx(0.3)
+        assert {name: row[f"val/{name}"] for name in STAT_NAMES} == dict(result)
+        assert row["val/detections"]["captions"] == [f"image_id {i}" for i in IMAGE_IDS[:2]]
+    assert all("val/AP" not in rows[step] for step in (1, 2, 4, 5))
