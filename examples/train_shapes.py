@@ -428,6 +428,8 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
     processes = nproc or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if use_cuda and processes > torch.cuda.device_count():  # NCCL takes one GPU per process
         print(f"{processes} processes but {torch.cuda.device_count()} GPU(s): training on the CPU with gloo")
+        if not nproc:  # started by torchrun: too late to hide the GPUs from this process
+            print("(under torchrun, launch with CUDA_VISIBLE_DEVICES= so that gloo ranks stay off the GPU)")
         use_cuda, cfg["device"] = False, "cpu"
     backend = "nccl" if use_cuda else "gloo"
     results_file = Path(cfg["output_dir"]) / _results_name(cfg)
