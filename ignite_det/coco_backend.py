@@ -69,6 +69,17 @@ def match_cells(d: Detections, category_ids: Sequence[int], params: EvalParams, 
     return MatchCells.build(d, list(category_ids), params.max_detections[-1], iou)
 
 
+def box_iou(dets: np.ndarray, gts: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
+    """COCO's IoU of every xywh detection with every xywh ground truth, shape (D, G): pycocotools'
+    ``mask.iou``, where the IoU with a crowd region is the intersection over the detection's area."""
+    from pycocotools.mask import iou
+
+    if len(dets) == 0 or len(gts) == 0:
+        return np.zeros((len(dets), len(gts)))
+    dets, gts = (np.ascontiguousarray(b, dtype=np.float64) for b in (dets, gts))
+    return iou(dets, gts, [int(c) for c in gt_crowd])
+
+
 def accumulate(
     d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str, cells: MatchCells
 ) -> CocoArrays:

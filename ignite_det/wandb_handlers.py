@@ -47,6 +47,7 @@ from ignite.handlers.base_logger import BaseHandler
 from ignite.handlers.utils import global_step_from_engine
 from ignite.handlers.wandb_logger import WandBLogger
 
+from ignite_det.coco_backend import box_iou
 from ignite_det.matching import greedy_match
 
 if TYPE_CHECKING:
@@ -389,6 +390,10 @@ def _to_hwc_uint8(image: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _to_xywh(xyxy: np.ndarray) -> np.ndarray:
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+
 def _to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:
     boxes = boxes.reshape(-1, 4)
     if box_format == "xywh":
@@ -396,18 +401,6 @@ def _to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:
     if box_format == "cxcywh":
         return np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1)
     return boxes
-
-
-def _box_iou(a: np.ndarray, b: np.ndarray, b_crowd: np.ndarray) -> np.ndarray:
-    """COCO's IoU of every xyxy box in ``a`` with every one in ``b``, shape ``(len(a), len(b))``;
-    against a crowd region it is the intersection over the area of ``a`` (maskApi.c ``bbIou``)."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = np.where(b_crowd[None, :], area_a[:, None], area_a[:, None] + area_b[None, :] - inter)
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _box(xyxy: np.ndarray, class_id: int, caption: str, score: float | None = None) -> dict[str, Any]:
@@ -443,7 +436,8 @@ def _outcomes(sample: _Sample, iou_threshold: float) -> list[str]:
     ``"ignored"`` where it matches a crowd region, which COCO counts neither way.
 
     Per class, predictions go by descending score (ties in input order) through
-    :func:`~ignite_det.matching.greedy_match`, the matcher behind the metric's operating point.
+    :func:`~ignite_det.matching.greedy_match`, the matcher behind the metric's operating point, on
+    COCO's own box IoU.
     """
     outcomes = ["FP"] * len(sample.pred_boxes)
     crowd = sample.gt_iscrowd.astype(bool)
@@ -451,7 +445,7 @@ def _outcomes(sample: _Sample, iou_threshold: float) -> list[str]:
         preds = np.flatnonzero(sample.pred_labels == label)
         preds = preds[np.argsort(-sample.pred_scores[preds], kind="stable")]
         gts = np.flatnonzero(sample.gt_labels == label)
-        ious = _box_iou(sample.pred_boxes[preds], sample.gt_boxes[gts], crowd[gts])
+        ious = box_iou(_to_xywh(sample.pred_boxes[preds]), _to_xywh(sample.gt_boxes[gts]), crowd[gts])
         for pred, match in zip(preds.tolist(), greedy_match(ious, crowd[gts], crowd[gts], iou_threshold)):
             if match >= 0:
                 outcomes[pred] = "ignored" if crowd[gts[match]] else "TP"
