@@ -450,15 +450,17 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
 @contextlib.contextmanager
 def _gpus_hidden(hide: bool) -> Iterator[None]:
     """CUDA_VISIBLE_DEVICES empty for the processes started inside, when ``hide``."""
+    if not hide:
+        yield
+        return
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if hide:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
         yield
     finally:
-        if hide and saved is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES")
-        elif hide:
+        if saved is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
