@@ -89,9 +89,9 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
 
 def _pack(d: Detections) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     images = d.image_ids.astype(np.float64).reshape(-1, 1)
-    dets = np.column_stack([d.det_boxes, d.det_scores, d.det_labels, d.det_position]).astype(np.float64)
+    dets = np.column_stack([d.det_boxes, d.det_scores, d.det_labels, d.det_area, d.det_position]).astype(np.float64)
     gts = np.column_stack([d.gt_boxes, d.gt_area, d.gt_labels, d.gt_crowd, d.gt_position]).astype(np.float64)
-    return torch.from_numpy(images), torch.from_numpy(dets.reshape(-1, 7)), torch.from_numpy(gts.reshape(-1, 8))
+    return torch.from_numpy(images), torch.from_numpy(dets.reshape(-1, 8)), torch.from_numpy(gts.reshape(-1, 8))
 
 
 def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> Detections:
@@ -100,7 +100,8 @@ def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> Detections
         det_boxes=dets[:, :4].copy(),
         det_scores=dets[:, 4].copy(),
         det_labels=dets[:, 5].astype(np.int64),
-        det_position=dets[:, 6].astype(np.int64),
+        det_area=dets[:, 6].copy(),
+        det_position=dets[:, 7].astype(np.int64),
         gt_boxes=gts[:, :4].copy(),
         gt_area=gts[:, 4].copy(),
         gt_labels=gts[:, 5].astype(np.int64),

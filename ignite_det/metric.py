@@ -59,7 +59,8 @@ class CocoMetric(Metric):
         area_ranges: ``{name: (low, high)}`` in pixels², replacing small/medium/large; the "all"
             range is always evaluated.
         f1_iou_threshold: IoU threshold of the best-F1 operating point and the confusion matrix; it
-            must be one of ``iou_thresholds``. Default 0.5.
+            must be one of ``iou_thresholds``. Default: 0.5 when it is among ``iou_thresholds``, else the
+            lowest of them.
         output_transform: turns the engine's ``state.output`` into ``(y_pred, y)``.
         device: where collectives run under distribution; inputs may be on any device.
 
@@ -89,7 +90,7 @@ class CocoMetric(Metric):
         rec_thresholds: Sequence[float] | None = None,
         max_detections: Sequence[int] | None = None,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
-        f1_iou_threshold: float = 0.5,
+        f1_iou_threshold: float | None = None,
         output_transform: Callable[[Any], Any] = lambda x: x,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -100,13 +101,7 @@ class CocoMetric(Metric):
         self.backend = backend
         self.class_names = _names(class_names)
         self.params = EvalParams.create(iou_thresholds, rec_thresholds, max_detections, area_ranges)
-        f1_index = self.params.iou_index(f1_iou_threshold)
-        if f1_index is None:
-            raise ValueError(
-                f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds "
-                f"{self.params.iou_thresholds.tolist()}"
-            )
-        self._f1_index = f1_index
+        self._f1_index = _f1_index(self.params, f1_iou_threshold)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced
@@ -156,7 +151,7 @@ class CocoMetric(Metric):
         iou = float(self.params.iou_thresholds[self._f1_index])
         outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
-        threshold = best.threshold if np.isfinite(best.threshold) else np.inf
+        threshold = best.threshold if np.isfinite(best.threshold) else -np.inf  # no operating point: count all
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),
@@ -192,6 +187,19 @@ def _broadcast(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int
     received = cast(torch.Tensor, idist.broadcast(flat.to(idist.device()), src=0)).cpu().numpy()
     parts = np.split(received, np.cumsum(sizes)[:-1])
     return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}
+
+
+def _f1_index(params: EvalParams, f1_iou_threshold: float | None) -> int:
+    """Index of the operating point's IoU threshold: the one given, else 0.5 if evaluated, else the lowest."""
+    if f1_iou_threshold is None:
+        half = params.iou_index(0.5)
+        return half if half is not None else int(np.argmin(params.iou_thresholds))
+    index = params.iou_index(f1_iou_threshold)
+    if index is None:
+        raise ValueError(
+            f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds {params.typed_iou_thresholds()}"
+        )
+    return index
 
 
 def _names(class_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:

@@ -23,6 +23,7 @@ class Detections:
     det_boxes: np.ndarray  # float64 (N, 4) xywh
     det_scores: np.ndarray  # float64 (N,)
     det_labels: np.ndarray  # int64 (N,)
+    det_area: np.ndarray  # float64 (N,) for area ranges: the box area unless the prediction gave one
     det_position: np.ndarray  # int64 (N,)
     gt_boxes: np.ndarray  # float64 (M, 4) xywh
     gt_labels: np.ndarray  # int64 (M,)
@@ -37,6 +38,7 @@ class Detections:
             det_boxes=np.zeros((0, 4)),
             det_scores=np.zeros(0),
             det_labels=np.zeros(0, np.int64),
+            det_area=np.zeros(0),
             det_position=np.zeros(0, np.int64),
             gt_boxes=np.zeros((0, 4)),
             gt_labels=np.zeros(0, np.int64),
@@ -68,6 +70,7 @@ class Detections:
             det_boxes=self.det_boxes[det],
             det_scores=self.det_scores[det],
             det_labels=self.det_labels[det],
+            det_area=self.det_area[det],
             det_position=new_position[self.det_position[det]],
             gt_boxes=self.gt_boxes[gt],
             gt_labels=self.gt_labels[gt],
@@ -123,6 +126,7 @@ class DetectionStore:
                 det_boxes=batch.det_boxes,
                 det_scores=batch.det_scores,
                 det_labels=batch.det_labels,
+                det_area=batch.det_area,
                 det_position=batch.det_image,
                 gt_boxes=batch.gt_boxes,
                 gt_labels=batch.gt_labels,

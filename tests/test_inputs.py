@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,10 +65,16 @@ CASES = [
         "y_pred[0]['boxes'] must be a torch.Tensor of shape (N, 4), got list",
     ),
     (
-        "integer boxes",
-        ([pred(boxes=torch.zeros(2, 4, dtype=torch.int64))], [target()]),
+        "boolean boxes",
+        ([pred(boxes=torch.zeros(2, 4, dtype=torch.bool))], [target()]),
         TypeError,
-        "y_pred[0]['boxes'] must be a floating point tensor, got dtype torch.int64",
+        "y_pred[0]['boxes'] must be a floating point or integer tensor, got dtype torch.bool",
+    ),
+    (
+        "integer boxes beyond float64's exact integers",
+        ([pred()], [target(boxes=torch.tensor([[0, 0, 2**53, 2**53]]))]),
+        ValueError,
+        "y[0]['boxes'] integer coordinates must be smaller than 2**53 in magnitude, got 9007199254740992",
     ),
     (
         "scores length",
@@ -146,7 +153,25 @@ CASES = [
         "iscrowd values",
         ([pred()], [target(iscrowd=torch.tensor([2]))]),
         ValueError,
-        "y[0]['iscrowd'] must hold only 0 and 1, got [2]",
+        "y[0]['iscrowd'] must hold only 0 and 1, got [2.0]",
+    ),
+    (
+        "float iscrowd that is not 0 or 1",
+        ([pred(), pred()], [target(), target(2, iscrowd=torch.tensor([1.0, 0.5]))]),
+        ValueError,
+        "y[1]['iscrowd'] must hold only 0 and 1, got [0.5]",
+    ),
+    (
+        "negative prediction area",
+        ([pred(area=torch.tensor([4.0, -1.0]))], [target()]),
+        ValueError,
+        "y_pred[0]['area'] must be >= 0, got [-1.0]",
+    ),
+    (
+        "prediction area length",
+        ([pred(area=torch.tensor([4.0]))], [target()]),
+        ValueError,
+        "y_pred[0]['area'] has 1 entries but y_pred[0]['boxes'] has 2 boxes",
     ),
     (
         "negative area",
@@ -225,7 +250,11 @@ def test_empty_predictions_and_targets_are_valid():
         ({"backend": "detectron"}, "backend must be one of ('pycocotools', 'faster_coco_eval'), got 'detectron'"),
         ({"iou_thresholds": [0.5, 1.5]}, "iou_thresholds must be a non-empty list of numbers in [0, 1]"),
         ({"max_detections": [0, 10]}, "max_detections must be a non-empty list of positive integers"),
-        ({"f1_iou_threshold": 0.42}, "f1_iou_threshold=0.42 must be one of iou_thresholds"),
+        ({"f1_iou_threshold": 0.42}, "f1_iou_threshold=0.42 must be one of iou_thresholds [0.5, 0.55, 0.6,"),
+        (
+            {"iou_thresholds": np.linspace(0.5, 0.9, 5), "f1_iou_threshold": 0.95},
+            "must be one of iou_thresholds [0.5, 0.6, 0.7, 0.8, 0.9]",  # as typed, not 0.8999999999999999
+        ),
         ({"area_ranges": {"all": (0, 1)}}, "area_ranges must not contain 'all'"),
     ],
 )
