@@ -205,6 +205,8 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
             f"{where}['{key}'] has {value.numel()} entries but {where}['boxes'] has {length} boxes; "
             "they must have the same length"
         )
+    if length == 0:  # an empty tensor of any dtype means "none", as for boxes (torch.tensor([]) is float32)
+        return
     if floating is True and not value.is_floating_point():
         raise TypeError(f"{where}['{key}'] must be a floating point tensor, got dtype {value.dtype}")
     if floating is False and (value.is_floating_point() or value.is_complex()):

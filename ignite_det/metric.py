@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import ignite.distributed as idist
 import numpy as np
 import torch
+from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
 from ignite_det.coco_backend import accumulate, check_backend, match_cells
 from ignite_det.confusion import confusion_matrix
-from ignite_det.gather import deduplicate, gather_detections
+from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
@@ -107,11 +109,59 @@ class CocoMetric(Metric):
     @reinit__is_reduced
     def reset(self) -> None:
         self._store = DetectionStore()
+        self._resuming = False
+
+    def started(self, engine: Engine) -> None:
+        """Start of an evaluation (Ignite's ``EPOCH_STARTED``): reset, unless a state was just loaded.
+
+        So ``metric.load_state_dict(saved)`` (or ``Checkpoint.load_objects``) followed by
+        ``evaluator.run(rest)`` resumes an interrupted evaluation instead of wiping it.
+        """
+        if self._resuming:
+            self._resuming = False
+            return
+        self.reset()
 
     @reinit__is_reduced
     def update(self, output: Sequence[Sequence[Mapping[str, Any]]]) -> None:
         batch = normalize_batch(output, self.box_format)
         self._store.append(batch)
+
+    def state_dict(self) -> OrderedDict:
+        """Everything accumulated so far, as tensors, so that ``Checkpoint(to_save={"metric": metric})``
+        can resume an interrupted evaluation (``torch.load``'s default ``weights_only=True`` reads it).
+
+        Under distribution it holds every process's data, one entry per rank (gathered with a fixed
+        number of collectives: call it on every process), as Ignite's own metrics do.
+        """
+        return OrderedDict([(_STATE_KEY, gather_states(self._store.state()))])
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Replace what was accumulated with a :meth:`state_dict`; later ``update()`` calls add to it,
+        and the next evaluation run resumes from it (see :meth:`started`).
+
+        Each process takes its own rank's entry. Saved with another number of processes, rank 0
+        takes every entry and the other ranks start empty: ``compute()`` gathers them all the same.
+
+        Raises:
+            TypeError: if ``state_dict`` is not a mapping.
+            ValueError: if it is not a ``CocoMetric.state_dict()``.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict from CocoMetric.state_dict(), got {type(state_dict).__name__}")
+        states = state_dict.get(_STATE_KEY)
+        if set(state_dict) != {_STATE_KEY} or not isinstance(states, Sequence) or not states:
+            raise ValueError(
+                f"not a CocoMetric.state_dict(): expected the single key {_STATE_KEY!r} holding one state per "
+                f"process, got keys {sorted(state_dict)}"
+            )
+        rank, world_size = idist.get_rank(), idist.get_world_size()
+        if len(states) == world_size:
+            mine = [states[rank]]
+        else:
+            mine = list(states) if rank == 0 else []
+        self._store = DetectionStore.from_states(mine)
+        self._resuming = True
 
     def compute(self) -> CocoResult:
         detections = gather_detections(self._store.collect(), self._store.has_image_ids)
@@ -172,6 +222,9 @@ class CocoMetric(Metric):
             "f1_curve": (CURVE_POINTS, 4),
             "confusion_matrix": (k + 1, k + 1),
         }
+
+
+_STATE_KEY = "per_rank"
 
 
 def _broadcast(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
