@@ -244,6 +244,24 @@ def summarize(precision: np.ndarray, recall: np.ndarray, params: EvalParams) -> 
     return stats
 
 
+def summarize_keypoints(precision: np.ndarray, recall: np.ndarray, params: EvalParams) -> dict[str, float]:
+    """pycocotools' keypoint summary (``_summarizeKps``): ``AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl``
+    with the default parameters, at the largest ``max_detections`` (pycocotools' fixed 20).
+
+    Area keys follow ``params.area_names`` as in :func:`summarize`.
+    """
+    top = len(params.max_detections) - 1
+    stats: dict[str, float] = {}
+    for kind, values in (("AP", precision[..., top]), ("AR", recall[..., top])):  # (T, [R,] K, A)
+        stats[kind] = _mean_valid(values[..., 0])
+        for suffix, iou in (("50", 0.5), ("75", 0.75)):
+            t = params.iou_index(iou)
+            stats[kind + suffix] = -1.0 if t is None else _mean_valid(values[t : t + 1, ..., 0])
+        for a, area in enumerate(params.area_names[1:], start=1):
+            stats[_area_key(kind, area)] = _mean_valid(values[..., a])
+    return stats
+
+
 def _mean_valid(values: np.ndarray) -> float:
     valid = values[values > -1]
     return float(np.mean(valid)) if len(valid) else -1.0

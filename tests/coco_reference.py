@@ -15,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 DATA = Path(__file__).parent / "data"
 GT_FILE = DATA / "instances_val2014_100.json"
 RESULTS_FILE = DATA / "instances_val2014_fakebbox100_results.json"
+SEGM_RESULTS_FILE = DATA / "instances_val2014_fakesegm100_results.json"
 
 # Published with the cocoapi for these files, to full precision (pycocotools 2.0.x, bbox).
 PUBLISHED_BBOX = {
