@@ -104,7 +104,7 @@ class CocoMetric(Metric):
         if f1_index is None:
             raise ValueError(
                 f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds "
-                f"{self.params.iou_thresholds.tolist()}"
+                f"{self.params.iou_thresholds_text()}"
             )
         self._f1_index = f1_index
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)

@@ -58,6 +58,10 @@ class EvalParams:
         hits = np.flatnonzero(np.abs(self.iou_thresholds - iou) < 1e-9)
         return int(hits[0]) if len(hits) else None
 
+    def iou_thresholds_text(self) -> str:
+        """The IoU thresholds for a message, as a person types them: 0.9, not linspace's 0.8999999999999999."""
+        return "[" + ", ".join(f"{t:.10g}" for t in self.iou_thresholds) + "]"
+
 
 def _thresholds(name: str, given: Sequence[float] | None, default: np.ndarray) -> np.ndarray:
     if given is None:

@@ -201,7 +201,7 @@ class CocoResult(Mapping[str, float]):
     def _iou_index(self, iou: float) -> int:
         t = self.params.iou_index(iou)
         if t is None:
-            raise ValueError(f"IoU threshold {iou} was not evaluated; evaluated: {self.params.iou_thresholds.tolist()}")
+            raise ValueError(f"IoU threshold {iou} was not evaluated; evaluated: {self.params.iou_thresholds_text()}")
         return t
 
     def _area_index(self, area: str) -> int:
