@@ -199,19 +199,16 @@ def _image_order(gt: GroundTruth, images_dir: Path | None) -> tuple[list[int], i
 
 
 def _metric(args: argparse.Namespace, gt: GroundTruth) -> CocoMetric:
-    thresholds = args.iou_thresholds
-    f1_iou = 0.5 if thresholds is None or any(abs(t - 0.5) < 1e-12 for t in thresholds) else thresholds[0]
     try:
         return CocoMetric(
             box_format="xywh",
             backend=args.backend,
             class_names=gt.class_names,
-            iou_thresholds=thresholds,
+            iou_thresholds=args.iou_thresholds,
             max_detections=args.max_dets,
-            f1_iou_threshold=f1_iou,
             output_transform=lambda output: (output.y_pred, output.y),
         )
-    except (ValueError, ModuleNotFoundError) as error:  # thresholds out of range; faster-coco-eval missing
+    except ModuleNotFoundError as error:  # faster-coco-eval missing
         raise InputError(str(error)) from None
 
 
@@ -268,7 +265,8 @@ def _finish_wandb(logger: WandBLogger) -> None:
     if run is None or run.disabled:
         logger.close()
         return
-    run_dir, offline, url = Path(run.dir).parent, run.offline, run.url
+    run_dir, offline = Path(run.dir).parent, run.offline
+    url = None if offline else run.url  # an offline run's url warns "URL not available"
     logger.close()
     if offline:
         print(f"W&B offline run saved in {run_dir}; upload it with: wandb sync {run_dir}", file=sys.stderr)
