@@ -319,4 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"ignite-det: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `ignite-det evaluate ... | head`: the reader left, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     return 0

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -92,6 +93,17 @@ def test_python_dash_m(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == SUMMARY_FIRST_LINE
     assert json.loads(report.read_text())["AP"] == PUBLISHED_BBOX["AP"]
+
+
+def test_a_reader_that_leaves_early_is_no_error() -> None:
+    """``ignite-det evaluate ... | head``: the pipe closes before the report is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE, as after `head` exits
+    command = [sys.executable, "-m", "ignite_det", "evaluate", str(GT_FILE), str(RESULTS_FILE), "--per-class"]
+    out = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert out.returncode == 0
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr
 
 
 def test_help_is_plain_text(capsys) -> None:
