@@ -1,0 +1,146 @@
+"""Sample images under distribution: 2 gloo processes log the same images as one process.
+
+Each process evaluates its shard of ``random_case(21)``; rank 0 alone has an offline ``WandBLogger``,
+rank 1 attaches with ``None``. The images W&B stored (captions, PNG pixels, box layers) are read back
+from both runs and compared, evaluation by evaluation, with those of one process evaluating every
+image. All cases run in one spawn, each with its own W&B run, to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from ignite.handlers.wandb_logger import WandBLogger
+from PIL import Image
+
+from ignite_det import CocoMetric, attach_wandb_logging
+from tests import wandb_records as wr
+from tests.coco_reference import random_case
+
+NUM_IMAGES = 4
+H, W = 40, 60
+PADDED_DATASET = list(range(10, -1, -1))  # 11 images of random_case(21), the smallest image_id first
+
+
+def _distributed_sampler(dataset: list[int], world: int = 2) -> list[list[int]]:
+    """The shards of ``DistributedSampler(shuffle=False)``: rank r takes r, r + world...; the first
+    items pad the last ranks to equal length."""
+    padded = dataset + dataset[: (-len(dataset)) % world]
+    return [padded[r::world] for r in range(world)]
+
+
+# Per case: the dataset (indices into random_case), whether targets carry image_id, and for each
+# evaluation the indices each rank sees, in its order.
+CASES: dict[str, tuple[list[int], bool, list[list[list[int]]]]] = {
+    # rank 0 holds 9 images, rank 1 three; the 4 smallest ids are split 1 / 3; at the second evaluation
+    # the shards trade places and run backwards
+    "uneven": (
+        list(range(12)),
+        True,
+        [[list(range(9)), list(range(9, 12))], [list(range(11, 8, -1)), list(range(8, -1, -1))]],
+    ),
+    # the smallest id pads rank 1: both processes capture it; it must be shown once
+    "padded_duplicate": (PADDED_DATASET, True, [_distributed_sampler(PADDED_DATASET)] * 2),
+    # without image_id, the k-th image of rank r is image k * 2 + r: its index under the sampler
+    "without_image_ids": (list(range(12)), False, [_distributed_sampler(list(range(12)))] * 2),
+}
+
+
+def _image(index: int) -> torch.Tensor:
+    return torch.randint(0, 256, (3, H, W), dtype=torch.uint8, generator=torch.Generator().manual_seed(index))
+
+
+def _log_case(out_dir: Path, with_ids: bool, evaluations: list[list[list[int]]]) -> None:
+    """Evaluate this process's shard of each evaluation; log to W&B from rank 0."""
+    rank = idist.get_rank()
+    predictions, targets = random_case(21, with_image_ids=with_ids)
+    evaluator = Engine(lambda engine, batch: (batch[1], batch[2]))
+    CocoMetric().attach(evaluator, "coco")
+    logger = None
+    if rank == 0:
+        logger = WandBLogger(project="ignite-det-tests", mode="offline", dir=str(out_dir), settings={"silent": True})
+    attach_wandb_logging(logger, evaluator, num_images=NUM_IMAGES, score_threshold=0.0)
+    for shards in evaluations:
+        mine = shards[rank]
+        batches = [mine[k : k + 2] for k in range(0, len(mine), 2)]
+        evaluator.run([([_image(i) for i in b], [predictions[i] for i in b], [targets[i] for i in b]) for b in batches])
+    if logger is not None:
+        logger.close()
+
+
+def _worker(local_rank: int, out_dir: str) -> None:
+    for name, (_dataset, with_ids, evaluations) in CASES.items():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="CocoMetric under distribution without 'image_id'")
+            _log_case(Path(out_dir, name), with_ids, evaluations)
+
+
+def _logged_images(run_root: Path) -> list[list[dict[str, Any]]]:
+    """Per evaluation, the logged images: caption, pixels and the box layers W&B stored."""
+    run_dir = wr.find_run_dir(run_root)
+    rows = [row for row in wr.history_rows(run_dir) if "val/detections" in row]
+    return [
+        [
+            {"caption": image["caption"], "pixels": np.asarray(Image.open(image["path"])), "boxes": image["boxes"]}
+            for image in wr.load_images(run_dir, row["val/detections"])
+        ]
+        for row in rows
+    ]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]:
+    """Per case: (what the 2 gloo processes logged, what one process logged)."""
+    root = tmp_path_factory.mktemp("wandb_distributed")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CUDA_VISIBLE_DEVICES", "")  # gloo workers stay off any GPU
+        idist.spawn("gloo", _worker, args=(str(root / "two"),), nproc_per_node=2)
+    out = {}
+    for name, (dataset, with_ids, evaluations) in CASES.items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            _log_case(root / "one" / name, with_ids, [[dataset]] * len(evaluations))
+        out[name] = (_logged_images(root / "two" / name), _logged_images(root / "one" / name))
+    return out
+
+
+def _expected_sample(dataset: list[int], with_ids: bool) -> list[int]:
+    """The rule, stated independently: the smallest keys (image_id, else dataset index), increasing."""
+    if not with_ids:
+        return sorted(dataset)[:NUM_IMAGES]
+    _, targets = random_case(21)
+    return sorted(targets[i]["image_id"] for i in dataset)[:NUM_IMAGES]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_processes_log_the_images_one_process_logs(runs: dict[str, Any], case: str) -> None:
+    two, one = runs[case]
+    dataset, with_ids, evaluations = CASES[case]
+    expected = [f"image_id {key}" for key in _expected_sample(dataset, with_ids)]
+    assert len(two) == len(one) == len(evaluations)
+    for got, reference in zip(two, one):
+        assert [image["caption"] for image in got] == [image["caption"] for image in reference] == expected
+        for image, ref in zip(got, reference):
+            np.testing.assert_array_equal(image["pixels"], ref["pixels"])
+            assert image["boxes"] == ref["boxes"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_logged_image_is_its_own(runs: dict[str, Any], case: str) -> None:
+    """The pixels and ground truth boxes under each caption are those of that image."""
+    two, _ = runs[case]
+    dataset, with_ids, _ = CASES[case]
+    _, targets = random_case(21, with_image_ids=with_ids)
+    index_of = {(targets[i]["image_id"] if with_ids else i): i for i in dataset}
+    for image in two[-1]:
+        index = index_of[int(image["caption"].removeprefix("image_id "))]
+        np.testing.assert_array_equal(image["pixels"], _image(index).permute(1, 2, 0).numpy())
+        assert len(image["boxes"]["ground_truth"]["box_data"]) == len(targets[index]["labels"])
