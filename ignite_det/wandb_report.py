@@ -129,6 +129,17 @@ def _confusion_rows(result: CocoResult) -> list[list[Any]]:
     return rows if len(rows) <= MAX_TABLE_ROWS else [row for row in rows if row[2]][:MAX_TABLE_ROWS]
 
 
+def _threshold_words(result: CocoResult) -> str:
+    """The confusion matrix's score threshold, ``score >= 0.412``, or in words why there is none."""
+    threshold = float(result.best_f1.threshold)
+    if math.isfinite(threshold):
+        return f"score >= {threshold:.3f}"
+    num_gt = sum(c.num_gt for c in result.per_class)
+    num_det = sum(c.num_det for c in result.per_class)
+    reasons = [words for missing, words in ((num_gt == 0, "no ground truth"), (num_det == 0, "no detections")) if missing]
+    return f"no best-F1 threshold ({', '.join(reasons or ['no detection counted'])})"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The evaluation report
 # ---------------------------------------------------------------------------------------------------------
@@ -235,12 +246,11 @@ class CocoReportHandler(_WandBHandler):
 
     def _confusion_plot(self, wandb: Any, result: CocoResult) -> Any:
         table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=_confusion_rows(result))
-        threshold = float(result.best_f1.threshold)
         return wandb.plot_table(
             "wandb/confusion_matrix/v1",
             table,
             {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-            {"title": f"{self.tag} confusion matrix @ IoU {result.f1_iou_threshold}, score >= {threshold:.3f}"},
+            {"title": f"{self.tag} confusion matrix @ IoU {result.f1_iou_threshold}, {_threshold_words(result)}"},
         )
 
     def _update_best(self, run: Any, result: CocoResult, step: int) -> None:
