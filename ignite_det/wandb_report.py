@@ -105,7 +105,10 @@ def _pr_lines(result: CocoResult, iou_threshold: float) -> tuple[list[list[float
 
 
 def _f1_lines(result: CocoResult) -> tuple[list[list[float]], list[list[float]], list[str]]:
-    """F1, precision and recall against the confidence threshold, as ``(xs, ys, keys)``."""
+    """F1, precision and recall against the confidence threshold, as ``(xs, ys, keys)``.
+
+    Nothing without ground truth: F1 and recall are undefined, and precision is 0 at every threshold.
+    """
     curve = result.f1_curve()
     xs, ys, keys = [], [], []
     for name, key in (("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
@@ -114,7 +117,7 @@ def _f1_lines(result: CocoResult) -> tuple[list[list[float]], list[list[float]],
             xs.append(x)
             ys.append(y)
             keys.append(key)
-    return xs, ys, keys
+    return (xs, ys, keys) if "F1" in keys else ([], [], [])
 
 
 def _confusion_rows(result: CocoResult) -> list[list[Any]]:
@@ -130,14 +133,11 @@ def _confusion_rows(result: CocoResult) -> list[list[Any]]:
 
 
 def _threshold_words(result: CocoResult) -> str:
-    """The confusion matrix's score threshold, ``score >= 0.412``, or in words why there is none."""
-    threshold = float(result.best_f1.threshold)
-    if math.isfinite(threshold):
-        return f"score >= {threshold:.3f}"
-    num_gt = sum(c.num_gt for c in result.per_class)
-    num_det = sum(c.num_det for c in result.per_class)
-    reasons = [words for missing, words in ((num_gt == 0, "no ground truth"), (num_det == 0, "no detections")) if missing]
-    return f"no best-F1 threshold ({', '.join(reasons or ['no detection counted'])})"
+    """The confusion matrix's score threshold, ``score >= 0.412``, or why there is none (every
+    detection is then counted): ``no score threshold (no ground truth)`` or ``(no detection)``.
+    """
+    best = result.best_f1
+    return f"score >= {best.threshold:.3f}" if best.status == "ok" else f"no score threshold ({best.status})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -153,17 +153,25 @@ class CocoReportHandler(_WandBHandler):
 
     - ``val/AP`` ... ``val/ARl``: the 12 COCO numbers (only with ``include_stats=True``);
     - ``val/precision``, ``val/recall``, ``val/F1``, ``val/best_f1_threshold``: the best-F1 operating
-      point, pooled over classes (left out when undefined: no ground truth or no detection);
+      point, pooled over classes (each left out when undefined: all four without ground truth, the
+      threshold when no detection is counted);
     - ``val/per_class``: a table, one row per class, columns :data:`PER_CLASS_COLUMNS` (COCO's -1,
       undefined, is an empty cell);
     - ``val/pr_curve_iou50``, ``val/pr_curve_iou75``: line plots of precision against recall, one line per
-      class with ground truth and one for their ``mean``;
-    - ``val/f1_curve``: a line plot of F1, precision and recall against the confidence threshold;
+      class with ground truth and one for their ``mean`` (not logged without ground truth);
+    - ``val/f1_curve``: a line plot of F1, precision and recall against the confidence threshold (not
+      logged without ground truth);
     - ``val/confusion_matrix``: a heatmap at the operating point; rows (``Actual``) are ground truth
       classes, columns (``Predicted``) detections; the ``background`` row counts spurious detections,
-      the ``background`` column missed objects.
+      the ``background`` column missed objects. Its title gives the score threshold, or says why
+      there is none (``no score threshold (no ground truth)``, ``(no detection)``).
 
-    The run summary keeps ``val/AP_best`` and ``val/AP_best_step``, the best AP so far and its step.
+    The run summary keeps ``val/AP_best`` and ``val/AP_best_step``, the best AP so far and its step
+    (not set while AP is undefined, -1).
+
+    An evaluation with nothing to count (no detections, no ground truth, only crowd regions) logs the
+    same keys (the curves only with ground truth) and no NaN: an undefined number is left out, or an
+    empty cell.
 
     Args:
         metric_name: name the :class:`~ignite_det.CocoMetric` was attached under. Default ``"coco"``.
@@ -177,7 +185,7 @@ class CocoReportHandler(_WandBHandler):
 
     Raises:
         TypeError: if ``global_step_transform`` is not callable, or (when called) returns no int.
-        RuntimeError: when called with a logger that is not a ``WandBLogger``.
+        RuntimeError: when called with a logger that is neither a ``WandBLogger`` nor ``None``.
 
     Example:
         .. code-block:: python

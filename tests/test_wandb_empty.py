@@ -57,16 +57,16 @@ class Case:
     gt_labels: list[int]
     crowd: bool
     threshold_words: str
-    has_pr_curve: bool  # some class has (non-crowd) ground truth
+    has_ground_truth: bool  # some non-crowd ground truth: PR and F1 curves are drawn
 
 
 CASES = {
-    "no_detections": Case([], [1, 2], False, "no best-F1 threshold (no detections)", True),
-    "no_ground_truth": Case([1, 2], [], False, "no best-F1 threshold (no ground truth)", False),
-    "nothing": Case([], [], False, "no best-F1 threshold (no ground truth, no detections)", False),
+    "no_detections": Case([], [1, 2], False, "no score threshold (no detection)", True),
+    "no_ground_truth": Case([1, 2], [], False, "no score threshold (no ground truth)", False),
+    "nothing": Case([], [], False, "no score threshold (no ground truth)", False),
     # every detection is a false positive, yet the best F1 (0) has a threshold: the highest score
     "other_classes": Case([2, 2], [1, 1], False, "score >= 0.900", True),
-    "all_crowd": Case([1, 2], [1, 2], True, "no best-F1 threshold (no ground truth)", False),
+    "all_crowd": Case([1, 2], [1, 2], True, "no score threshold (no ground truth)", False),
 }
 
 
@@ -155,7 +155,8 @@ def test_the_confusion_matrix_title_says_why_there_is_no_threshold(logged: Logge
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_curves_are_drawn_only_from_defined_points(logged: Logged, case: str) -> None:
-    assert (f"{case}/pr_curve_iou50_table" in logged.row) == CASES[case].has_pr_curve
+    for name in ("pr_curve_iou50", "pr_curve_iou75", "f1_curve"):
+        assert (f"{case}/{name}" in logged.charts) == CASES[case].has_ground_truth
     for name in ("pr_curve_iou50", "pr_curve_iou75", "f1_curve"):
         chart = logged.charts.get(f"{case}/{name}")
         if chart is not None:
