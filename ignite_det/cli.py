@@ -357,15 +357,20 @@ def _batches(gt: GroundTruth, predictions: Predictions, order: Sequence[int], im
     batches = []
     for start in range(0, len(order), BATCH_SIZE):
         chunk = order[start : start + BATCH_SIZE]
-        images = None if images_dir is None else [_LazyImage(images_dir / str(gt.file_names[i])) for i in chunk]
+        images = None if images_dir is None else [_image_file(images_dir, gt.file_names[i]) for i in chunk]
         y = [{**targets[i], "image_id": image_ids[i]} for i in chunk]
         batches.append(_Batch(images, [outputs[i] for i in chunk], y))
     return batches
 
 
+def _image_file(images_dir: Path, name: Any) -> _LazyImage | None:
+    """The image to show, or ``None`` without a file: the images handler shows the smallest ids among the others."""
+    path = images_dir / str(name)
+    return _LazyImage(path) if name and path.is_file() else None
+
+
 def _image_order(gt: GroundTruth, images_dir: Path | None) -> tuple[list[int], int]:
-    """Images in file order, those with a file in ``images_dir`` first (the images handler shows the first
-    ones it sees); and how many have a file."""
+    """Images in file order, those with a file in ``images_dir`` first; and how many have a file."""
     if images_dir is None:
         return list(range(len(gt.image_ids))), 0
     found = [bool(name) and (images_dir / str(name)).is_file() for name in gt.file_names]

@@ -36,15 +36,15 @@ def _output_pair(output: Any) -> tuple[Sequence[Mapping[str, Any]], Sequence[Map
 class DetectionImagesHandler(_WandBHandler):
     """Log a fixed sample of validation images with predicted and ground truth boxes.
 
-    The sample is the ``num_images`` smallest image ids of the first evaluation that sees any image, in
-    increasing order; later evaluations show the same images (those of them they see), so epochs can be
-    compared. Being the smallest ids, the sample does not depend on the loader's order, nor on how
-    images are spread over processes. Images and boxes are captured at ``ITERATION_COMPLETED`` from
-    ``engine.state.batch`` and ``engine.state.output`` (the model is not run again) and logged at
-    ``COMPLETED`` as a list of ``wandb.Image`` under ``tag/key``, each with two box layers in pixel
-    coordinates: ``predictions`` with a score at or above ``score_threshold`` (caption: class, score and
-    ``TP``, ``FP``, or ``ignored`` on a crowd region, by COCOeval's matching at IoU 0.5) and
-    ``ground_truth``.
+    The sample is the ``num_images`` smallest image ids of the first evaluation that sees any image (with
+    a picture: see ``batch_transform``), in increasing order; later evaluations show the same images
+    (those of them they see), so epochs can be compared. Being the smallest ids, the sample depends
+    neither on the loader's order nor on how images are spread over processes. Images and boxes are
+    captured at ``ITERATION_COMPLETED`` from ``engine.state.batch`` and ``engine.state.output`` (the
+    model is not run again) and logged at ``COMPLETED`` as a list of ``wandb.Image`` under ``tag/key``,
+    each with two box layers in pixel coordinates: ``predictions`` with a score at or above
+    ``score_threshold`` (caption: class, score and ``TP``, ``FP``, or ``ignored`` on a crowd region, by
+    COCOeval's matching at IoU 0.5) and ``ground_truth``.
 
     Attach it to both events::
 
@@ -69,7 +69,8 @@ class DetectionImagesHandler(_WandBHandler):
         class_names: category id to class name. Default ``None``.
         box_format: ``"xyxy"``, ``"xywh"`` or ``"cxcywh"``, in pixels, as given to the metric. Default ``"xyxy"``.
         batch_transform: ``f(engine.state.batch)`` -> the batch's images, a sequence of ``(C, H, W)``
-            tensors (float in [0, 1], or uint8) or ``(H, W, C)`` arrays, in the order of ``y``. Default:
+            tensors (float in [0, 1], or uint8) or ``(H, W, C)`` arrays, in the order of ``y``; ``None``
+            for an image that is not to be shown (the sample is then chosen among the others). Default:
             ``batch[0]``. Undo any normalisation here.
         output_transform: ``f(engine.state.output)`` -> ``(y_pred, y)``, the per-image dicts given to the
             metric (``boxes``, ``scores``, ``labels``; ``boxes``, ``labels``, optional ``iscrowd``,
@@ -145,7 +146,7 @@ class DetectionImagesHandler(_WandBHandler):
             )
         for image, pred, target in zip(images, y_pred, y):
             key = self._key(target)
-            if self._wanted(key):
+            if image is not None and self._wanted(key):
                 self._candidates[key] = _make_sample(key, image, pred, target, self.box_format)
                 if len(self._candidates) > self.num_images:
                     del self._candidates[max(self._candidates)]

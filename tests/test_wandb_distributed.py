@@ -133,6 +133,23 @@ def test_two_processes_log_the_images_one_process_logs(runs: dict[str, Any], cas
             assert image["boxes"] == ref["boxes"]
 
 
+def _nccl_worker(local_rank: int, out_dir: str) -> None:
+    dataset, with_ids, evaluations = CASES["uneven"]
+    _log_case(Path(out_dir), with_ids, [[dataset]] * len(evaluations))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_nccl_group_of_one_logs_the_images_one_process_logs(runs: dict[str, Any], tmp_path: Path) -> None:
+    """The exchange on the GPU (NCCL refuses two ranks on one GPU, so one process)."""
+    idist.spawn("nccl", _nccl_worker, args=(str(tmp_path),), nproc_per_node=1)
+    got, (_, one) = _logged_images(tmp_path), runs["uneven"]
+    assert [[image["caption"] for image in row] for row in got] == [[image["caption"] for image in row] for row in one]
+    for row, reference in zip(got, one):
+        for image, ref in zip(row, reference):
+            np.testing.assert_array_equal(image["pixels"], ref["pixels"])
+            assert image["boxes"] == ref["boxes"]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_logged_image_is_its_own(runs: dict[str, Any], case: str) -> None:
     """The pixels and ground truth boxes under each caption are those of that image."""

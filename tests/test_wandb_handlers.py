@@ -414,6 +414,33 @@ def test_disabled_mode_is_a_silent_no_op(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("**/offline-run-*"))
 
 
+def _images_but_1_and_3(batch: tuple[torch.Tensor, list[dict[str, Any]]]) -> list[torch.Tensor | None]:
+    return [None if target["image_id"] in (1, 3) else image for image, target in zip(*batch)]
+
+
+def test_images_given_as_none_are_not_shown(tmp_path: Path) -> None:
+    setup = _setup()
+    logger = _logger(tmp_path)
+    attach_wandb_logging(logger, setup.evaluator, trainer=setup.trainer, batch_transform=_images_but_1_and_3)
+    setup.trainer.run([1.0], max_epochs=1)
+    logger.close()
+    row = _rows_by_step(wr.find_run_dir(tmp_path))[1]
+    shown = sorted(set(IMAGE_IDS) - {1, 3})
+    assert row["val/detections"]["captions"] == [f"image_id {i}" for i in shown]
+
+
+def test_without_a_logger_nothing_is_captured_or_logged() -> None:
+    """``logger=None`` is for the processes without a W&B run; alone, there is nobody to send images to."""
+    setup = _setup()
+    report, images = attach_wandb_logging(None, setup.evaluator, trainer=setup.trainer, num_images=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup.trainer.run([1.0], max_epochs=2)
+    assert len(setup.results) == 2
+    assert report.best_ap is None
+    assert images is not None and images.image_ids == [] and not images._candidates
+
+
 def test_handlers_do_nothing_after_the_run_is_finished(tmp_path: Path) -> None:
     setup = _setup()
     logger = _logger(tmp_path)
