@@ -56,8 +56,9 @@ class DetectionImagesHandler(_WandBHandler):
     Under distribution every process sees a part of the images, so the handler must be attached on
     **every** process, as the metric is: with the ``WandBLogger`` where there is one and with ``None``
     elsewhere (``attach_wandb_logging(None, evaluator, ...)`` does this). At ``COMPLETED`` the processes
-    exchange the few captured samples (two collectives, whether or not a process logs) and the process
-    with the run logs them; an image that a ``DistributedSampler`` repeats to pad the last batch is
+    agree on the sample (at the first evaluation: one collective of ``num_images`` ids per process),
+    exchange its images (two collectives, whether or not a process logs) and the process with the run
+    logs them; an image that a ``DistributedSampler`` repeats to pad the last batch is
     shown once.
 
     Args:
@@ -170,12 +171,18 @@ class DetectionImagesHandler(_WandBHandler):
 
     # --- the end of an evaluation: exchange (every process), choose, log (where the run is) ---
     def _log(self, engine: Engine, logger: WandBLogger | None, event_name: Any, run: Any) -> None:
-        local, self._candidates, self._position = list(self._candidates.values()), {}, 0
-        everyone = _exchange(local, active=run is not None)
-        if everyone is None:  # no process has a run to log to
+        local, self._candidates, self._position = self._candidates, {}, 0
+        if not self.image_ids:  # the first evaluation: agree on the sample, then send only its images
+            self.image_ids = sorted(set(_all_keys(list(local), self.num_images)))[: self.num_images]
+        mine = [sample for key, sample in local.items() if key in self.image_ids]
+        everyone = _exchange(mine, active=run is not None)
+        if everyone is None or run is None or logger is None:
             return
-        samples = self._choose(everyone)
-        if run is None or logger is None or not samples:
+        by_key: dict[int, _Sample] = {}
+        for sample in everyone:
+            by_key.setdefault(sample.image_id, sample)  # a padded repeat, on another process, shown once
+        samples = [by_key[key] for key in self.image_ids if key in by_key]
+        if not samples:
             return
         names = self._names(engine)
         wandb = logger._wandb
@@ -184,15 +191,6 @@ class DetectionImagesHandler(_WandBHandler):
             for s in samples
         ]
         logger.log({f"{self.tag}/{self.key}": images}, step=self._step(engine, event_name, run))
-
-    def _choose(self, samples: list[_Sample]) -> list[_Sample]:
-        """The samples to show, in the order of :attr:`image_ids`, choosing those at the first chance."""
-        by_key: dict[int, _Sample] = {}
-        for sample in samples:
-            by_key.setdefault(sample.image_id, sample)  # a padded repeat, on another process, shown once
-        if not self.image_ids:
-            self.image_ids = sorted(by_key)[: self.num_images]
-        return [by_key[key] for key in self.image_ids if key in by_key]
 
     def _attach_capture(self, engine: Engine, logger: WandBLogger | None) -> None:
         warnings.warn(
@@ -213,6 +211,17 @@ class DetectionImagesHandler(_WandBHandler):
 # ---------------------------------------------------------------------------------------------------------
 # The exchange between processes
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _all_keys(keys: list[int], most: int) -> list[int]:
+    """Every process's keys (at most ``most`` each), on every process, in one collective."""
+    if idist.backend() is None:
+        return keys
+    row = torch.zeros(most + 1, dtype=torch.int64)
+    row[0] = len(keys)
+    row[1 : 1 + len(keys)] = torch.tensor(keys, dtype=torch.int64)
+    rows = cast(torch.Tensor, idist.all_gather(row.to(idist.device()))).cpu().reshape(-1, most + 1).tolist()
+    return [key for count, *row_keys in rows for key in row_keys[:count]]
 
 
 def _exchange(local: list[_Sample], active: bool) -> list[_Sample] | None:

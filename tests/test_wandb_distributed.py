@@ -2,8 +2,8 @@
 
 Each process evaluates its shard of ``random_case(21)``; rank 0 alone has an offline ``WandBLogger``,
 rank 1 attaches with ``None``. The images W&B stored (captions, PNG pixels, box layers) are read back
-from both runs and compared, evaluation by evaluation, with those of one process evaluating every
-image. All cases run in one spawn, each with its own W&B run, to keep the suite fast.
+and compared, evaluation by evaluation, with those of one process evaluating every image. All cases
+run in one spawn and log to one W&B run, a tag per case, to keep the suite fast.
 """
 
 from __future__ import annotations
@@ -59,39 +59,46 @@ def _image(index: int) -> torch.Tensor:
     return torch.randint(0, 256, (3, H, W), dtype=torch.uint8, generator=torch.Generator().manual_seed(index))
 
 
-def _log_case(out_dir: Path, with_ids: bool, evaluations: list[list[list[int]]]) -> None:
-    """Evaluate this process's shard of each evaluation; log to W&B from rank 0."""
-    rank = idist.get_rank()
-    predictions, targets = random_case(21, with_image_ids=with_ids)
+def _evaluator(logger: WandBLogger | None, case: str) -> Engine:
     evaluator = Engine(lambda engine, batch: (batch[1], batch[2]))
     CocoMetric().attach(evaluator, "coco")
+    attach_wandb_logging(logger, evaluator, tag=case, num_images=NUM_IMAGES, score_threshold=0.0)
+    return evaluator
+
+
+def _log_cases(out_dir: Path, cases: dict[str, tuple[list[int], bool, list[list[list[int]]]]]) -> None:
+    """Evaluate this process's shard of each case's evaluations; log to one W&B run from rank 0, a tag
+    per case, evaluation e of every case at step e + 1."""
+    rank = idist.get_rank()
     logger = None
     if rank == 0:
         logger = WandBLogger(project="ignite-det-tests", mode="offline", dir=str(out_dir), settings={"silent": True})
-    attach_wandb_logging(logger, evaluator, num_images=NUM_IMAGES, score_threshold=0.0)
-    for shards in evaluations:
-        mine = shards[rank]
-        batches = [mine[k : k + 2] for k in range(0, len(mine), 2)]
-        evaluator.run([([_image(i) for i in b], [predictions[i] for i in b], [targets[i] for i in b]) for b in batches])
+    evaluators = {case: _evaluator(logger, case) for case in cases}
+    for e in range(max(len(evaluations) for _, _, evaluations in cases.values())):
+        for case, (_, with_ids, evaluations) in cases.items():
+            predictions, targets = random_case(21, with_image_ids=with_ids)
+            mine = evaluations[e][rank]
+            batches = [mine[k : k + 2] for k in range(0, len(mine), 2)]
+            data = [([_image(i) for i in b], [predictions[i] for i in b], [targets[i] for i in b]) for b in batches]
+            evaluators[case].run(data)
     if logger is not None:
         logger.close()
 
 
 def _worker(local_rank: int, out_dir: str) -> None:
-    for name, (_dataset, with_ids, evaluations) in CASES.items():
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="CocoMetric under distribution without 'image_id'")
-            _log_case(Path(out_dir, name), with_ids, evaluations)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="CocoMetric under distribution without 'image_id'")
+        _log_cases(Path(out_dir), CASES)
 
 
-def _logged_images(run_root: Path) -> list[list[dict[str, Any]]]:
-    """Per evaluation, the logged images: caption, pixels and the box layers W&B stored."""
+def _logged_images(run_root: Path, case: str) -> list[list[dict[str, Any]]]:
+    """Per evaluation, the images logged for ``case``: caption, pixels and the box layers W&B stored."""
     run_dir = wr.find_run_dir(run_root)
-    rows = [row for row in wr.history_rows(run_dir) if "val/detections" in row]
+    rows = [row for row in wr.history_rows(run_dir) if f"{case}/detections" in row]
     return [
         [
             {"caption": image["caption"], "pixels": np.asarray(Image.open(image["path"])), "boxes": image["boxes"]}
-            for image in wr.load_images(run_dir, row["val/detections"])
+            for image in wr.load_images(run_dir, row[f"{case}/detections"])
         ]
         for row in rows
     ]
@@ -104,12 +111,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CUDA_VISIBLE_DEVICES", "")  # gloo workers stay off any GPU
         idist.spawn("gloo", _worker, args=(str(root / "two"),), nproc_per_node=2)
-    out = {}
-    for name, (dataset, with_ids, evaluations) in CASES.items():
-        with contextlib.redirect_stdout(io.StringIO()):
-            _log_case(root / "one" / name, with_ids, [[dataset]] * len(evaluations))
-        out[name] = (_logged_images(root / "two" / name), _logged_images(root / "one" / name))
-    return out
+    one_process = {
+        case: (dataset, with_ids, [[dataset]] * len(evaluations))
+        for case, (dataset, with_ids, evaluations) in CASES.items()
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        _log_cases(root / "one", one_process)
+    return {case: (_logged_images(root / "two", case), _logged_images(root / "one", case)) for case in CASES}
 
 
 def _expected_sample(dataset: list[int], with_ids: bool) -> list[int]:
@@ -135,14 +143,14 @@ def test_two_processes_log_the_images_one_process_logs(runs: dict[str, Any], cas
 
 def _nccl_worker(local_rank: int, out_dir: str) -> None:
     dataset, with_ids, evaluations = CASES["uneven"]
-    _log_case(Path(out_dir), with_ids, [[dataset]] * len(evaluations))
+    _log_cases(Path(out_dir), {"uneven": (dataset, with_ids, [[dataset]] * len(evaluations))})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_nccl_group_of_one_logs_the_images_one_process_logs(runs: dict[str, Any], tmp_path: Path) -> None:
     """The exchange on the GPU (NCCL refuses two ranks on one GPU, so one process)."""
     idist.spawn("nccl", _nccl_worker, args=(str(tmp_path),), nproc_per_node=1)
-    got, (_, one) = _logged_images(tmp_path), runs["uneven"]
+    got, (_, one) = _logged_images(tmp_path, "uneven"), runs["uneven"]
     assert [[image["caption"] for image in row] for row in got] == [[image["caption"] for image in row] for row in one]
     for row, reference in zip(got, one):
         for image, ref in zip(row, reference):
