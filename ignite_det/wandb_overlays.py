@@ -77,7 +77,7 @@ def _box(xyxy: np.ndarray, class_id: int, caption: str, score: float | None = No
 class _Sample:
     """One captured validation image, already on the CPU, boxes in xyxy pixels."""
 
-    image_id: int
+    image_id: int  # the target's image_id, or without one a key from the image's position
     image: np.ndarray
     pred_boxes: np.ndarray
     pred_scores: np.ndarray
