@@ -160,7 +160,8 @@ class _LazyImage:
             return np.asarray(image.convert("RGB"), dtype=dtype)
 
 
-def _batches(gt: GroundTruth, predictions: Predictions, order: Sequence[int], images_dir: Path | None) -> list[_Batch]:
+def _batches(gt: GroundTruth, predictions: Predictions, images_dir: Path | None) -> list[_Batch]:
+    """The images in file order, ``BATCH_SIZE`` at a time."""
     num_images = len(gt.image_ids)
     targets = _ByImage(
         {"boxes": gt.boxes, "labels": gt.labels, "area": gt.area, "iscrowd": gt.iscrowd}, gt.image_index, num_images
@@ -168,9 +169,9 @@ def _batches(gt: GroundTruth, predictions: Predictions, order: Sequence[int], im
     outputs = _ByImage(_prediction_columns(predictions), predictions.image_index, num_images)
     image_ids = gt.image_ids.tolist()
     batches = []
-    for start in range(0, len(order), BATCH_SIZE):
-        chunk = order[start : start + BATCH_SIZE]
-        images = None if images_dir is None else [_LazyImage(images_dir / str(gt.file_names[i])) for i in chunk]
+    for start in range(0, num_images, BATCH_SIZE):
+        chunk = range(start, min(start + BATCH_SIZE, num_images))
+        images = None if images_dir is None else [_image_file(images_dir, gt.file_names[i]) for i in chunk]
         y = [{**targets[i], "image_id": image_ids[i]} for i in chunk]
         batches.append(_Batch(images, [outputs[i] for i in chunk], y))
     return batches
@@ -183,14 +184,17 @@ def _prediction_columns(predictions: Predictions) -> dict[str, np.ndarray]:
     return columns
 
 
-def _image_order(gt: GroundTruth, images_dir: Path | None) -> tuple[list[int], int]:
-    """Images in file order, those with a file in ``images_dir`` first (the images handler shows the first
-    ones it sees); and how many have a file."""
+def _image_file(images_dir: Path, name: Any) -> _LazyImage | None:
+    """The image to show, or ``None`` without a file: the images handler shows the smallest ids among the others."""
+    path = images_dir / str(name)
+    return _LazyImage(path) if name and path.is_file() else None
+
+
+def _count_image_files(gt: GroundTruth, images_dir: Path | None) -> int:
+    """How many of the ground truth's images have a file in ``images_dir``."""
     if images_dir is None:
-        return list(range(len(gt.image_ids))), 0
-    found = [bool(name) and (images_dir / str(name)).is_file() for name in gt.file_names]
-    with_file = [i for i, ok in enumerate(found) if ok]
-    return with_file + [i for i, ok in enumerate(found) if not ok], len(with_file)
+        return 0
+    return sum(bool(name) and (images_dir / str(name)).is_file() for name in gt.file_names)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -281,10 +285,10 @@ def evaluate(args: argparse.Namespace) -> CocoResult:
     for warning in (*gt.warnings, *predictions.warnings):
         _warn(warning)
     metric = _metric(args, gt)
-    order, with_file = _image_order(gt, args.images_dir)
+    with_file = _count_image_files(gt, args.images_dir)
     if args.images_dir is not None and with_file == 0:
         _warn(f"no image of {args.gt} is in {args.images_dir}; none logged")
-    batches = _batches(gt, predictions, order, args.images_dir)
+    batches = _batches(gt, predictions, args.images_dir)
     evaluator = Engine(lambda _engine, batch: batch)
     metric.attach(evaluator, "coco")
     if sys.stderr.isatty() and len(batches) > 1:
