@@ -130,10 +130,38 @@ def get_config(config: dict[str, Any] | argparse.Namespace | None = None) -> dic
 
 
 def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> Any:
-    """Create the W&B logger and attach it (call on rank 0 only). Returns the logger, or None when disabled."""
+    """Create the W&B logger on rank 0 and attach it. Call on every process: each captures its share of
+    the sample images. Returns the logger (None on other ranks, or when disabled)."""
     mode = config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
     if mode == "disabled":
         return None
+    # the metric: the 12 COCO numbers, the per-class report and sample images (ignite_det's helper when
+    # available, else Ignite's own OutputHandler with the 12 numbers), at the trainer's iteration, the step
+    # of the training loss, so that validation lines up with it
+    at_iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
+    wandb_logger = _rank0_wandb_logger(config, mode, trainer, optimizer) if idist.get_rank() == 0 else None
+    if attach_wandb_logging is not None:
+        attach_wandb_logging(
+            wandb_logger,
+            evaluator,
+            metric_name="coco",
+            tag="val",
+            class_names=CLASS_NAMES,
+            global_step_transform=at_iteration,
+        )
+    elif wandb_logger is not None:
+        wandb_logger.attach_output_handler(
+            evaluator,
+            event_name=Events.COMPLETED,
+            tag="val",
+            metric_names=list(STAT_NAMES),
+            global_step_transform=at_iteration,
+        )
+    return wandb_logger
+
+
+def _rank0_wandb_logger(config: dict[str, Any], mode: str, trainer: Engine, optimizer: torch.optim.Optimizer) -> Any:
+    """The W&B logger, with the training loss and the learning rate attached."""
     from ignite.handlers.wandb_logger import WandBLogger
 
     wandb_dir = config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["output_dir"]
@@ -154,27 +182,6 @@ def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, opti
     wandb_logger.attach_opt_params_handler(
         trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
     )
-    # the metric: the 12 COCO numbers, the per-class report and sample images (ignite_det's helper when
-    # available, else Ignite's own OutputHandler with the 12 numbers), at the trainer's iteration, the step
-    # of the training loss, so that validation lines up with it
-    at_iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
-    if attach_wandb_logging is not None:
-        attach_wandb_logging(
-            wandb_logger,
-            evaluator,
-            metric_name="coco",
-            tag="val",
-            class_names=CLASS_NAMES,
-            global_step_transform=at_iteration,
-        )
-    else:
-        wandb_logger.attach_output_handler(
-            evaluator,
-            event_name=Events.COMPLETED,
-            tag="val",
-            metric_names=list(STAT_NAMES),
-            global_step_transform=at_iteration,
-        )
     return wandb_logger
 
 
@@ -372,7 +379,7 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
         ProgressBar(persist=False, desc="eval").attach(evaluator)
 
-    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer) if rank == 0 else None
+    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer)
     start = time.time()
 
     trainer.run(train_loader, max_epochs=config["epochs"])
