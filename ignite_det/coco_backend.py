@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ignite_det.iou import cell_iou
 from ignite_det.matching import MatchCells
 from ignite_det.params import EvalParams
 from ignite_det.store import Detections, category_index
@@ -61,12 +62,13 @@ def check_backend(backend: str) -> None:
 
 
 def match_cells(d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str) -> MatchCells:
-    """The cells to match, with IoUs from the backend's own bbox IoU (the same C formula in both)."""
+    """The cells to match, with the IoUs of ``params.iou_type``: boxes by the backend's own box IoU
+    (the same C formula in both), masks and keypoints as :mod:`ignite_det.iou` computes them."""
     if backend == "pycocotools":
         from pycocotools.mask import iou
     else:
         from faster_coco_eval.core.mask import iou
-    return MatchCells.build(d, list(category_ids), params.max_detections[-1], iou)
+    return MatchCells.build(d, list(category_ids), params.max_detections[-1], cell_iou(params, iou))
 
 
 def box_iou(dets: np.ndarray, gts: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
@@ -108,22 +110,24 @@ def _add_annotations(d: Detections, cat_ids: list[int], add_gt: AddAnnotation, a
     by (image id, category id).
 
     The dicts keep only the fields that pycocotools' ``evaluateImg`` and faster-coco-eval's C++ core
-    read: ground truths ``id, area, iscrowd, ignore`` (``ignore`` is ``iscrowd``, as
-    ``COCOeval._prepare`` sets it, cocoeval.py:108-109), detections ``id, score, area`` (``det_area``:
-    w * h for a box result, as loadRes sets it, coco.py:342, unless the prediction gave its own).
+    read: ground truths ``id, area, iscrowd, ignore`` (``ignore`` is ``iscrowd``, or for keypoints
+    no labelled point, as ``COCOeval._prepare`` sets it, cocoeval.py:108-111), detections
+    ``id, score, area`` (``det_area``: w * h for a box result, as loadRes sets it, coco.py:342, the
+    mask area or the keypoints' extent for the other types, unless the prediction gave its own).
     Ids are row index + 1: COCOeval tests a match for truth, so id 0 would read as "unmatched".
     """
     image_ids = d.image_ids.tolist()
     with gc_paused():  # half a million small dicts: the cyclic collector would rescan them over and over
         rows = np.flatnonzero(np.isin(d.gt_labels, cat_ids))
-        for i, position, cat, area, crowd in zip(
+        for i, position, cat, area, crowd, ignore in zip(
             (rows + 1).tolist(),
             d.gt_position[rows].tolist(),
             d.gt_labels[rows].tolist(),
             d.gt_area[rows].tolist(),
             d.gt_crowd[rows].tolist(),
+            d.gt_ignored()[rows].astype(np.int64).tolist(),
         ):
-            add_gt(image_ids[position], cat, {"id": i, "area": area, "iscrowd": crowd, "ignore": crowd})
+            add_gt(image_ids[position], cat, {"id": i, "area": area, "iscrowd": crowd, "ignore": ignore})
         rows = np.flatnonzero(np.isin(d.det_labels, cat_ids))
         for i, position, cat, score, area in zip(
             (rows + 1).tolist(),
@@ -227,7 +231,7 @@ def _non_ignored_gt_counts(d: Detections, cat_ids: list[int], params: EvalParams
     counts = np.zeros((len(cat_ids), len(params.area_ranges)), dtype=np.int64)
     k = category_index(d.gt_labels, np.asarray(cat_ids, dtype=np.int64))
     for a, (lo, hi) in enumerate(params.area_ranges):
-        counted = (k >= 0) & (d.gt_crowd == 0) & (d.gt_area >= lo) & (d.gt_area <= hi)
+        counted = (k >= 0) & ~d.gt_ignored() & (d.gt_area >= lo) & (d.gt_area <= hi)
         counts[:, a] = np.bincount(k[counted], minlength=len(cat_ids))
     return counts
 

@@ -7,13 +7,15 @@ truth's class, columns the detection's; the last row and column are "background"
 paired with nothing is counted in the background row (a spurious detection), a ground truth paired
 with nothing in the background column (a missed object). An unpaired detection that covers a
 crowd region (intersection over its own area at least the IoU threshold) is not counted, as
-COCOeval does not count it.
+COCOeval does not count it; so is one that matches a ground truth COCOeval ignores otherwise (a
+person without a labelled keypoint). The IoU is that of the evaluation's IoU type (box, mask, OKS).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ignite_det.iou import PairIou, box_pair_iou
 from ignite_det.store import Detections, category_index
 
 # Images paired per block in _overlaps; a parameter so that tests can make it tiny and cross block bounds.
@@ -26,6 +28,7 @@ def confusion_matrix(
     score_threshold: float,
     iou_threshold: float = 0.5,
     images_per_block: int | None = None,
+    pair_iou: PairIou = box_pair_iou,
 ) -> np.ndarray:
     """(K+1, K+1) int64 counts in the order of ``category_ids``, background last.
 
@@ -39,12 +42,13 @@ def confusion_matrix(
     det_k = category_index(d.det_labels, category_ids)
     gt_k = category_index(d.gt_labels, category_ids)
     dets = np.flatnonzero((det_k >= 0) & (d.det_scores >= score_threshold))
-    regular = np.flatnonzero((gt_k >= 0) & (d.gt_crowd == 0))
-    crowd = np.flatnonzero((gt_k >= 0) & (d.gt_crowd != 0))
+    ignored = d.gt_ignored()
+    regular = np.flatnonzero((gt_k >= 0) & ~ignored)
+    crowd = np.flatnonzero((gt_k >= 0) & ignored)
     num_images = len(d.image_ids)
 
     # Greedy one-to-one pairing by decreasing IoU; images are independent, so one global order will do.
-    det_i, gt_i, ious = _overlaps(d, dets, regular, num_images, _iou, iou_threshold, block)
+    det_i, gt_i, ious = _overlaps(d, dets, regular, num_images, pair_iou, iou_threshold, block)
     order = np.argsort(-ious, kind="stable")
     det_paired = np.zeros(len(dets), dtype=bool)
     gt_paired = np.zeros(len(regular), dtype=bool)
@@ -59,14 +63,14 @@ def confusion_matrix(
     np.add.at(matrix[:, k], gt_k[regular[~gt_paired]], 1)
 
     spurious = ~det_paired
-    covered, _, _ = _overlaps(d, dets, crowd, num_images, _coverage, iou_threshold, block)
+    covered, _, _ = _overlaps(d, dets, crowd, num_images, pair_iou, iou_threshold, block)
     spurious[covered] = False
     np.add.at(matrix[k], det_k[dets[spurious]], 1)
     return matrix
 
 
 def _overlaps(
-    d: Detections, dets: np.ndarray, gts: np.ndarray, num_images: int, measure, threshold: float, block: int
+    d: Detections, dets: np.ndarray, gts: np.ndarray, num_images: int, measure: PairIou, threshold: float, block: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(det index, gt index, value) of same-image pairs whose ``measure`` reaches ``threshold``.
 
@@ -83,7 +87,7 @@ def _overlaps(
             det_position[det_lo:det_hi] - start, gt_position[gt_lo:gt_hi] - start, stop - start
         )
         det_i, gt_i = det_i + det_lo, gt_i + gt_lo
-        values = measure(d.det_boxes[dets[det_i]], d.gt_boxes[gts[gt_i]])
+        values = measure(d, dets[det_i], gts[gt_i])
         keep = values >= threshold
         found.append((det_i[keep], gt_i[keep], values[keep]))
     if not found:
@@ -102,22 +106,3 @@ def _same_image_pairs(
     first = np.cumsum(per_det) - per_det  # where each detection's pairs start (also right for no detection)
     gt_i = np.arange(len(det_i)) - np.repeat(first, per_det) + np.repeat(gt_start[det_position], per_det)
     return det_i, gt_i
-
-
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection areas of paired xywh boxes ``a[i]`` and ``b[i]``."""
-    w = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    h = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = _intersection(a, b)
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def _coverage(a: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    inter = _intersection(a, crowd)
-    area = a[:, 2] * a[:, 3]
-    return np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)

@@ -1,7 +1,9 @@
 """Bring every process's detections together, and count each image once.
 
 The gather uses a fixed number of collectives on flat float64 tensors (one for the sizes,
-one each for images, detections and ground truth), never pickled Python objects.
+one each for images, detections and ground truth), never pickled Python objects. Masks travel as
+their RLE bytes: two more collectives, one uint8 tensor for the detections' and one for the ground
+truths' (each mask's length is in the tables), made only when some process holds a mask.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
         return local
     device = idist.device()
     flag = -1 if has_image_ids is None else int(has_image_ids)
-    mine = torch.tensor([[len(local.image_ids), len(local.det_scores), len(local.gt_labels), flag]], device=device)
+    det_bytes, gt_bytes = local.rle_tensors()
+    counts = [len(local.image_ids), len(local.det_scores), len(local.gt_labels), flag, len(det_bytes), len(gt_bytes)]
+    mine = torch.tensor([counts], device=device)
     sizes = cast(torch.Tensor, idist.all_gather(mine)).cpu().tolist()
     flags = {s[3] for s in sizes} - {-1}
     if len(flags) > 1:
@@ -42,12 +46,14 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
             stacklevel=3,
         )
     images, dets, gts = local.to_tensors()
-    parts = zip(
+    tables = [
         _gather(images, [s[0] for s in sizes], device),
         _gather(dets, [s[1] for s in sizes], device),
         _gather(gts, [s[2] for s in sizes], device),
-    )
-    joined = Detections.concatenate([Detections.from_tensors(*part) for part in parts])
+    ]
+    if any(s[4] or s[5] for s in sizes):  # every process sees the sizes, so all make these collectives or none
+        tables += [_gather(det_bytes, [s[4] for s in sizes], device), _gather(gt_bytes, [s[5] for s in sizes], device)]
+    joined = Detections.concatenate([Detections.from_tensors(*part) for part in zip(*tables)])
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = joined.renumbered()
     return joined

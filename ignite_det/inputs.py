@@ -23,6 +23,14 @@ y[i]
                                  to count an image only once; arrival order when absent
 ============  ==========  =====  ==================================================
 
+With ``iou_type="segm"``, predictions and targets carry ``masks`` instead of ``boxes`` (see
+:mod:`ignite_det.masks` for the accepted forms: Mask R-CNN's (N, 1, H, W) probabilities, binary
+masks, COCO RLEs); a detection's box and area are its mask's, and a target's ``area`` defaults to
+the mask area. With ``iou_type="keypoints"``, predictions carry ``keypoints`` (N, K, 3) instead of
+``boxes``, and targets carry ``keypoints`` (M, K, 3) with COCO's visibility flags besides their
+``boxes`` (see :mod:`ignite_det.keypoints`); a detection's box and area are the extent of its points.
+Keys of another IoU type (Mask R-CNN's ``boxes``, say) are not read.
+
 Every check runs before anything is stored, and every message names the sample,
 the key, what was expected and what was given. Boxes may be floating point or
 integer tensors. They are converted to COCO's ``xywh`` in float64: values are
@@ -39,7 +47,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ignite_det import keypoints, masks
+from ignite_det.masks import Rles
+
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+# The key whose length says how many objects a sample holds, and what they are called, per IoU type.
+_OBJECTS = {"bbox": ("boxes", "boxes"), "segm": ("masks", "masks"), "keypoints": ("keypoints", "objects")}
 
 # Ids travel through float64 tensors between processes, which hold integers exactly up to 2**53.
 _MAX_ID = 2**53
@@ -64,33 +78,45 @@ class DetectionBatch:
     gt_crowd: np.ndarray  # int64 (M,) 0 or 1
     gt_area: np.ndarray  # float64 (M,)
     gt_image: np.ndarray  # int64 (M,)
+    det_rles: Rles  # (N,) masks with iou_type "segm", else empty rows
+    det_keypoints: np.ndarray  # float64 (N, K, 3); K = 0 unless iou_type "keypoints"
+    gt_rles: Rles  # (M,)
+    gt_keypoints: np.ndarray  # float64 (M, K, 3)
 
 
-def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
+@dataclass(frozen=True)
+class _Geometry:
+    """One side's objects: boxes (xywh), the area they have unless ``area`` is given, and the
+    type's own shapes (masks, keypoints)."""
+
+    boxes: np.ndarray
+    area: np.ndarray
+    rles: Rles
+    keypoints: np.ndarray
+
+
+def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_keypoints: int = 0) -> DetectionBatch:
     """Validate ``(y_pred, y)`` as documented above and return its canonical form.
 
     Structure (keys, types, shapes, lengths) is checked sample by sample; values (finite, in
     range) on the whole batch at once, going back to the sample only to name it in an error.
+    ``num_keypoints`` is K, the number of keypoints per object with ``iou_type="keypoints"``.
     """
     y_pred, y = _split_output(output)
     for index, (prediction, target) in enumerate(zip(y_pred, y)):
-        _check_prediction(index, prediction)
-        _check_target(index, target)
+        _check_prediction(index, prediction, iou_type, num_keypoints)
+        _check_target(index, target, iou_type, num_keypoints)
     image_ids = _image_ids(y)
     det_image = _image_index([len(p["labels"]) for p in y_pred])
     gt_image = _image_index([len(t["labels"]) for t in y])
-    det_boxes = _concat_boxes([p["boxes"] for p in y_pred])
-    gt_boxes = _concat_boxes([t["boxes"] for t in y])
-    _check_box_values("y_pred", det_boxes, det_image, box_format)
-    _check_box_values("y", gt_boxes, gt_image, box_format)
+    det, gt = _geometry(y_pred, y, det_image, gt_image, box_format, iou_type, num_keypoints)
     det_scores = _concat_float([p["scores"] for p in y_pred])
     det_labels = _concat_int([p["labels"] for p in y_pred])
     gt_labels = _concat_int([t["labels"] for t in y])
     gt_crowd = _crowd(y, gt_image)
-    det_xywh = _to_xywh(det_boxes, box_format)
-    gt_xywh = _to_xywh(gt_boxes, box_format)
-    det_area = _area(y_pred, det_xywh)
-    gt_area = _area(y, gt_xywh)
+    det_xywh, gt_xywh = det.boxes, gt.boxes
+    det_area = _area(y_pred, det.area)
+    gt_area = _area(y, gt.area)
     _refuse_rows("y_pred", "scores", ~np.isfinite(det_scores), det_image, det_scores, "must be finite")
     _refuse_rows(
         "y_pred",
@@ -120,7 +146,62 @@ def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
         gt_crowd=gt_crowd,
         gt_area=gt_area,
         gt_image=gt_image,
+        det_rles=det.rles,
+        det_keypoints=det.keypoints,
+        gt_rles=gt.rles,
+        gt_keypoints=gt.keypoints,
     )
+
+
+def _geometry(
+    y_pred: Sequence[Mapping],
+    y: Sequence[Mapping],
+    det_image: np.ndarray,
+    gt_image: np.ndarray,
+    box_format: str,
+    iou_type: str,
+    num_keypoints: int,
+) -> tuple[_Geometry, _Geometry]:
+    """Both sides' objects in canonical form, the values checked."""
+    if iou_type == "segm":
+        det_rles = [masks.encode_masks(f"y_pred[{i}]['masks']", p["masks"]) for i, p in enumerate(y_pred)]
+        gt_rles = [masks.encode_masks(f"y[{i}]['masks']", t["masks"]) for i, t in enumerate(y)]
+        for i, pair in enumerate(zip(det_rles, gt_rles)):
+            masks.check_sizes(f"y_pred[{i}] and y[{i}]", pair)
+        return _mask_geometry(Rles.concatenate(det_rles)), _mask_geometry(Rles.concatenate(gt_rles))
+    if iou_type == "keypoints":
+        det_points = _concat_keypoints("y_pred", y_pred, num_keypoints, target=False)
+        gt_points = _concat_keypoints("y", y, num_keypoints, target=True)
+        det_boxes, det_area = keypoints.extent(det_points)  # as loadRes sets a keypoint result's
+        gt_boxes = _boxes("y", y, gt_image, box_format)
+        return (
+            _Geometry(det_boxes, det_area, Rles.empty(len(det_points)), det_points),
+            _Geometry(gt_boxes, gt_boxes[:, 2] * gt_boxes[:, 3], Rles.empty(len(gt_points)), gt_points),
+        )
+    det_boxes, gt_boxes = _boxes("y_pred", y_pred, det_image, box_format), _boxes("y", y, gt_image, box_format)
+    return _box_geometry(det_boxes), _box_geometry(gt_boxes)
+
+
+def _boxes(name: str, samples: Sequence[Mapping], image: np.ndarray, box_format: str) -> np.ndarray:
+    boxes = _concat_boxes([s["boxes"] for s in samples])
+    _check_box_values(name, boxes, image, box_format)
+    return _to_xywh(boxes, box_format)
+
+
+def _box_geometry(xywh: np.ndarray) -> _Geometry:
+    return _Geometry(xywh, xywh[:, 2] * xywh[:, 3], Rles.empty(len(xywh)), np.zeros((len(xywh), 0, 3)))
+
+
+def _mask_geometry(rles: Rles) -> _Geometry:
+    """A mask's box and area, as ``loadRes`` sets them for a segmentation result without a box."""
+    return _Geometry(rles.boxes(), rles.area(), rles, np.zeros((len(rles), 0, 3)))
+
+
+def _concat_keypoints(name: str, samples: Sequence[Mapping], k: int, target: bool) -> np.ndarray:
+    parts = [
+        keypoints.keypoints_array(f"{name}[{i}]['keypoints']", s["keypoints"], k, target) for i, s in enumerate(samples)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, k, 3))
 
 
 def _refuse_rows(name: str, key: str, bad: np.ndarray, image: np.ndarray, values: np.ndarray, rule: str) -> None:
@@ -148,27 +229,46 @@ def _split_output(output: Any) -> tuple[Sequence[Mapping], Sequence[Mapping]]:
     return y_pred, y
 
 
-def _check_prediction(index: int, prediction: Any) -> None:
+def _check_prediction(index: int, prediction: Any, iou_type: str, num_keypoints: int) -> None:
     where = f"y_pred[{index}]"
-    _check_mapping(where, prediction, ("boxes", "scores", "labels"))
-    n = _check_boxes_shape(where, prediction["boxes"])
-    _check_vector(where, "scores", prediction["scores"], n, floating=True)
-    _check_vector(where, "labels", prediction["labels"], n, floating=False)
+    key, _ = _OBJECTS[iou_type]
+    _check_mapping(where, prediction, (key, "scores", "labels"))
+    n = _check_objects(where, prediction, iou_type, num_keypoints, target=False)
+    _check_vector(where, "scores", prediction["scores"], n, floating=True, iou_type=iou_type)
+    _check_vector(where, "labels", prediction["labels"], n, floating=False, iou_type=iou_type)
     if prediction.get("area") is not None:
-        _check_vector(where, "area", prediction["area"], n, floating=None)
+        _check_vector(where, "area", prediction["area"], n, floating=None, iou_type=iou_type)
 
 
-def _check_target(index: int, target: Any) -> None:
+def _check_target(index: int, target: Any, iou_type: str, num_keypoints: int) -> None:
     where = f"y[{index}]"
-    _check_mapping(where, target, ("boxes", "labels"))
-    m = _check_boxes_shape(where, target["boxes"])
-    _check_vector(where, "labels", target["labels"], m, floating=False)
+    key, _ = _OBJECTS[iou_type]
+    _check_mapping(where, target, (key, "boxes", "labels") if iou_type == "keypoints" else (key, "labels"))
+    m = _check_objects(where, target, iou_type, num_keypoints, target=True)
+    _check_vector(where, "labels", target["labels"], m, floating=False, iou_type=iou_type)
     if target.get("iscrowd") is not None:
-        _check_vector(where, "iscrowd", target["iscrowd"], m, floating=None)
+        _check_vector(where, "iscrowd", target["iscrowd"], m, floating=None, iou_type=iou_type)
     if target.get("area") is not None:
-        _check_vector(where, "area", target["area"], m, floating=None)
+        _check_vector(where, "area", target["area"], m, floating=None, iou_type=iou_type)
     if target.get("image_id") is not None:
         _image_id(where, target["image_id"])
+
+
+def _check_objects(where: str, sample: Mapping, iou_type: str, num_keypoints: int, target: bool) -> int:
+    """The structure of a sample's boxes, masks or keypoints; returns how many objects it holds."""
+    if iou_type == "segm":
+        return masks.check_masks(f"{where}['masks']", sample["masks"])
+    if iou_type == "bbox":
+        return _check_boxes_shape(where, sample["boxes"])
+    m = keypoints.check_keypoints(f"{where}['keypoints']", sample["keypoints"], num_keypoints, target)
+    if target:  # COCOeval measures a person without a labelled point against its box
+        boxes = _check_boxes_shape(where, sample["boxes"])
+        if boxes != m:
+            raise ValueError(
+                f"{where}['boxes'] has {boxes} boxes but {where}['keypoints'] has {m} objects; "
+                "they must have the same length"
+            )
+    return m
 
 
 def _check_mapping(where: str, value: Any, keys: tuple[str, ...]) -> None:
@@ -195,14 +295,15 @@ def _check_boxes_shape(where: str, boxes: Any) -> int:
     return boxes.shape[0]
 
 
-def _check_vector(where: str, key: str, value: Any, length: int, floating: bool | None) -> None:
+def _check_vector(where: str, key: str, value: Any, length: int, floating: bool | None, iou_type: str = "bbox") -> None:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{where}['{key}'] must be a torch.Tensor of shape ({length},), got {type(value).__name__}")
     if value.ndim != 1 and not (value.numel() == 0 and length == 0):
         raise ValueError(f"{where}['{key}'] must be 1-D with shape ({length},), got shape {tuple(value.shape)}")
     if value.numel() != length:
         raise ValueError(
-            f"{where}['{key}'] has {value.numel()} entries but {where}['boxes'] has {length} boxes; "
+            f"{where}['{key}'] has {value.numel()} entries but {where}['{_OBJECTS[iou_type][0]}'] has {length} "
+            f"{_OBJECTS[iou_type][1]}; "
             "they must have the same length"
         )
     if length == 0:  # an empty tensor of any dtype means "none", as for boxes (torch.tensor([]) is float32)
@@ -304,23 +405,21 @@ def _crowd(y: Sequence[Mapping], gt_image: np.ndarray) -> np.ndarray:
     return crowd.astype(np.int64)
 
 
-def _area(samples: Sequence[Mapping], xywh: np.ndarray) -> np.ndarray:
-    """The ``area`` key when given, else the box area ``w * h`` (what ``loadRes`` sets for box results).
+def _area(samples: Sequence[Mapping], default: np.ndarray) -> np.ndarray:
+    """The ``area`` key when given, else ``default``: what ``loadRes`` sets for results, the box
+    area ``w * h`` for boxes, the mask area for masks, the points' extent for keypoints.
 
     For ground truth it is COCO's ``area`` field (the mask area on COCO); for a detection, e.g. the
     mask area that ``loadRes`` gives a segmentation result without a box.
     """
-    box_area = xywh[:, 2] * xywh[:, 3]
     if all(t.get("area") is None for t in samples):
-        return box_area
+        return default
     parts, start = [], 0
     for t in samples:
         m = len(t["labels"])
         given = t.get("area")
         parts.append(
-            box_area[start : start + m]
-            if given is None
-            else given.detach().reshape(-1).to("cpu", torch.float64).numpy()
+            default[start : start + m] if given is None else given.detach().reshape(-1).to("cpu", torch.float64).numpy()
         )
         start += m
     return np.concatenate(parts)

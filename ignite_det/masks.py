@@ -36,12 +36,17 @@ _FIRST_CHAR, _LAST_CHAR = 48, 48 + 63
 _MAX_CHARS_PER_COUNT = 7  # 35 bits: any count of an image below 2**32 pixels
 
 
+# pycocotools 2.0.11's area() counts a list's masks in a uint8: it fails beyond 255 masks.
+_AREA_CHUNK = 255
+
+
 @dataclass(frozen=True)
 class Rles:
-    """N compressed COCO RLEs, packed so that they travel as tensors.
+    """N compressed COCO RLEs: each mask's ``counts`` string (bytes) and its image's (height, width).
 
-    ``data`` holds the ``counts`` strings end to end; mask ``i`` is
-    ``data[offsets[i]:offsets[i + 1]]``, of an image ``sizes[i] = (height, width)``.
+    Rows line up with detections or ground truths, so the arrays are sliced, selected and joined
+    like the other per-box arrays; :meth:`pack` and :meth:`unpack` turn them into one uint8 buffer
+    and its lengths for tensors (the distributed gather, a checkpoint).
 
     Example:
         >>> rles = encode_masks("y_pred[0]['masks']", torch.tensor([[[0, 1], [1, 1]]], dtype=torch.uint8))
@@ -51,66 +56,58 @@ class Rles:
         ([3.0], [[0.0, 0.0, 2.0, 2.0]])
     """
 
-    data: np.ndarray  # uint8 (B,)
-    offsets: np.ndarray  # int64 (N + 1,)
-    sizes: np.ndarray  # int64 (N, 2)
+    counts: np.ndarray  # object (N,): bytes
+    sizes: np.ndarray  # int64 (N, 2): (height, width)
 
     def __len__(self) -> int:
         return len(self.sizes)
 
     @staticmethod
-    def empty() -> Rles:
-        return Rles(np.zeros(0, np.uint8), np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
+    def empty(n: int = 0) -> Rles:
+        """``n`` rows without a mask (``b""`` of size 0x0), as the rows of other IoU types hold."""
+        return Rles(_bytes_array([b""] * n), np.zeros((n, 2), np.int64))
 
     @staticmethod
     def from_dicts(rles: Sequence[Mapping[str, Any]]) -> Rles:
-        """Pack pycocotools' compressed RLE dicts (``counts`` as bytes or str)."""
-        counts = [r["counts"].encode("ascii") if isinstance(r["counts"], str) else r["counts"] for r in rles]
-        lengths = np.array([len(c) for c in counts], dtype=np.int64)
-        return Rles(
-            data=np.frombuffer(b"".join(counts), dtype=np.uint8).copy(),
-            offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64),
-            sizes=np.array([[int(r["size"][0]), int(r["size"][1])] for r in rles], dtype=np.int64).reshape(-1, 2),
-        )
+        """pycocotools' compressed RLE dicts (``counts`` as bytes or str)."""
+        counts = [r["counts"].encode("ascii") if isinstance(r["counts"], str) else bytes(r["counts"]) for r in rles]
+        sizes = np.array([[int(r["size"][0]), int(r["size"][1])] for r in rles], dtype=np.int64).reshape(-1, 2)
+        return Rles(_bytes_array(counts), sizes)
 
     @staticmethod
     def concatenate(parts: Sequence[Rles]) -> Rles:
         if not parts:
             return Rles.empty()
-        starts = np.cumsum([0] + [len(p.data) for p in parts[:-1]])
-        return Rles(
-            data=np.concatenate([p.data for p in parts]),
-            offsets=np.r_[0, np.concatenate([p.offsets[1:] + s for p, s in zip(parts, starts)])].astype(np.int64),
-            sizes=np.concatenate([p.sizes for p in parts]),
-        )
-
-    def lengths(self) -> np.ndarray:
-        """int64 (N,): the bytes of each mask's ``counts``."""
-        return np.diff(self.offsets)
+        return Rles(np.concatenate([p.counts for p in parts]), np.concatenate([p.sizes for p in parts]))
 
     def select(self, rows: np.ndarray) -> Rles:
         """The masks at ``rows`` (indices or a boolean mask), in that order."""
-        rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, dtype=np.int64)
-        starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        lengths = ends - starts
-        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return Rles(
-            data=self.data[np.repeat(starts, lengths) + within],
-            offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64),
-            sizes=self.sizes[rows],
-        )
+        return Rles(self.counts[rows], self.sizes[rows])
+
+    def pack(self) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 (B,): the ``counts`` strings end to end, int64 (N,): the length of each)."""
+        lengths = np.array([len(c) for c in self.counts.tolist()], dtype=np.int64)
+        return np.frombuffer(b"".join(self.counts.tolist()), dtype=np.uint8), lengths
+
+    @staticmethod
+    def unpack(data: np.ndarray, lengths: np.ndarray, sizes: np.ndarray) -> Rles:
+        """The inverse of :meth:`pack`."""
+        if not lengths.any():
+            return Rles(_bytes_array([b""] * len(lengths)), sizes)
+        raw = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
+        ends = np.cumsum(lengths).tolist()
+        starts = [0, *ends[:-1]]
+        return Rles(_bytes_array([raw[a:b] for a, b in zip(starts, ends)]), sizes)
 
     def dicts(self) -> list[dict[str, Any]]:
         """pycocotools' form: ``[{"size": [h, w], "counts": bytes}, ...]``."""
-        raw = self.data.tobytes()
-        bounds = self.offsets.tolist()
-        return [{"size": size, "counts": raw[bounds[i] : bounds[i + 1]]} for i, size in enumerate(self.sizes.tolist())]
+        return [{"size": size, "counts": c} for size, c in zip(self.sizes.tolist(), self.counts.tolist())]
 
     def area(self) -> np.ndarray:
         """float64 (N,): the pixels in each mask, as ``loadRes`` sets a segmentation result's ``area``."""
-        if len(self) == 0:
-            return np.zeros(0)
-        return coco_mask.area(self.dicts()).astype(np.float64)
+        dicts = self.dicts()
+        parts = [coco_mask.area(dicts[i : i + _AREA_CHUNK]) for i in range(0, len(dicts), _AREA_CHUNK)]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
     def boxes(self) -> np.ndarray:
         """float64 (N, 4): each mask's bounding box in xywh, as ``loadRes`` sets a result's missing ``bbox``."""
@@ -123,6 +120,13 @@ class Rles:
         if len(self) == 0:
             return np.zeros((0, 0, 0), np.uint8)
         return np.ascontiguousarray(coco_mask.decode(self.dicts()).transpose(2, 0, 1))
+
+
+def _bytes_array(values: list[bytes]) -> np.ndarray:
+    """An object array holding the bytes themselves (np.array would make a fixed-width 'S' array)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def mask_iou(dets: Rles, gts: Rles, gt_crowd: np.ndarray) -> np.ndarray:

@@ -8,13 +8,11 @@ IoUs computed by the backend's own bbox IoU. Tests check it against pycocotools'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from ignite_det.iou import CellIou
 from ignite_det.store import Detections, category_index
-
-IouFunction = Callable[[np.ndarray, np.ndarray, list], np.ndarray]  # (dets xywh, gts xywh, iscrowd) -> (D, G)
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class MatchCells:
     ious: list[np.ndarray]  # (D, G) per cell, by the backend's IoU
 
     @staticmethod
-    def build(d: Detections, cat_ids: list[int], max_det: int, iou: IouFunction) -> MatchCells:
+    def build(d: Detections, cat_ids: list[int], max_det: int, iou: CellIou) -> MatchCells:
         order = np.argsort(d.image_ids, kind="stable")
         img_rank = np.empty_like(order)
         img_rank[order] = np.arange(len(order))
@@ -61,7 +59,7 @@ class MatchCells:
             cells=list(zip((keys // max(k, 1)).tolist(), (keys % max(k, 1)).tolist())),
             dets=dets,
             gts=gts,
-            ious=[iou(d.det_boxes[r], d.gt_boxes[g], d.gt_crowd[g].tolist()) for r, g in zip(dets, gts)],
+            ious=[iou(d, r, g) for r, g in zip(dets, gts)],
         )
 
     def iou_table(self, categories: range) -> list[list]:
@@ -81,7 +79,7 @@ class MatchCells:
         lo, hi = area_range
         outcome = np.full(len(d.det_scores), -1, dtype=np.int8)
         outcome[self.counted & (d.det_area >= lo) & (d.det_area <= hi)] = 0  # unmatched: a false positive
-        gt_ignored = (d.gt_crowd != 0) | (d.gt_area < lo) | (d.gt_area > hi)
+        gt_ignored = d.gt_ignored() | (d.gt_area < lo) | (d.gt_area > hi)
         for ious, dets, gts in zip(self.ious, self.dets, self.gts):
             matches = greedy_match(ious, gt_ignored[gts], d.gt_crowd[gts] != 0, threshold)
             for det, gt in zip(dets.tolist(), matches):

@@ -1,4 +1,4 @@
-"""CocoMetric: COCO box AP/AR for an Ignite evaluator, exactly as pycocotools computes it."""
+"""CocoMetric: COCO AP/AR (boxes, masks or keypoints) for an Ignite evaluator, exactly as pycocotools computes it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ignite_det.coco_backend import accumulate, check_backend, match_cells
 from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
+from ignite_det.iou import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
 from ignite_det.result import CocoResult
@@ -25,7 +26,7 @@ from ignite_det.store import Detections, DetectionStore, category_index
 
 
 class CocoMetric(Metric):
-    """COCO bounding-box evaluation as an Ignite metric, equal to pycocotools' ``COCOeval`` to the last bit.
+    """COCO evaluation as an Ignite metric, equal to pycocotools' ``COCOeval`` to the last bit.
 
     ``update((y_pred, y))`` takes one dict per image in torchvision's detection convention
     (see :mod:`ignite_det.inputs` for the full table):
@@ -36,10 +37,16 @@ class CocoMetric(Metric):
                     optional ``area`` (M,), optional ``image_id`` (int or 0-d tensor)
     ==============  =====================================================================
 
+    With ``iou_type="segm"`` (Mask R-CNN), predictions and targets carry ``masks`` in place of
+    ``boxes``: (N, 1, H, W) probabilities, (N, H, W) binary masks or COCO RLEs. With
+    ``iou_type="keypoints"`` (Keypoint R-CNN), predictions carry ``keypoints`` (N, K, 3) in place of
+    ``boxes``, and targets ``keypoints`` (M, K, 3) with COCO's visibility flags besides their ``boxes``.
+
     ``compute()`` returns a :class:`~ignite_det.CocoResult`: a read-only mapping of the 12 COCO
-    numbers (``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl``) that Ignite spreads
-    into ``engine.state.metrics``, carrying per-class results, PR curves, the best-F1 operating point
-    and a confusion matrix.
+    numbers (``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl``; for keypoints the 10
+    of pycocotools' keypoint summary, ``AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl``) that
+    Ignite spreads into ``engine.state.metrics``, carrying per-class results, PR curves, the best-F1
+    operating point and a confusion matrix.
 
     Exactness: images are evaluated in sorted ``image_id`` order and boxes in arrival order, as
     COCOeval breaks score ties; the ``area`` field drives small/medium/large; crowd regions follow
@@ -51,15 +58,19 @@ class CocoMetric(Metric):
 
     Args:
         box_format: ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``, in absolute pixels.
+        iou_type: ``"bbox"`` (default), ``"segm"`` or ``"keypoints"``, as COCOeval's ``iouType``.
         backend: ``"pycocotools"`` (the reference) or ``"faster_coco_eval"`` (same numbers, faster;
             ``pip install 'ignite-det[fast]'``).
         class_names: names for the category ids, as a list indexed by label or a mapping from label
             to name. Named categories are evaluated even when no ground truth has them (their AP is -1).
         iou_thresholds: IoU thresholds; default ``np.linspace(0.5, 0.95, 10)``.
         rec_thresholds: recall thresholds; default ``np.linspace(0, 1, 101)``.
-        max_detections: detections kept per image *and category*; default ``(1, 10, 100)``.
-        area_ranges: ``{name: (low, high)}`` in pixels², replacing small/medium/large; the "all"
-            range is always evaluated.
+        max_detections: detections kept per image *and category*; default ``(1, 10, 100)``, and
+            ``(20,)`` for keypoints.
+        area_ranges: ``{name: (low, high)}`` in pixels², replacing small/medium/large (medium/large
+            for keypoints); the "all" range is always evaluated.
+        keypoint_sigmas: with ``iou_type="keypoints"``, one OKS constant per keypoint; default COCO's
+            17 person sigmas.
         f1_iou_threshold: IoU threshold of the best-F1 operating point and the confusion matrix; it
             must be one of ``iou_thresholds``. Default: 0.5 when it is among ``iou_thresholds``, else the
             lowest of them.
@@ -67,7 +78,8 @@ class CocoMetric(Metric):
         device: where collectives run under distribution; inputs may be on any device.
 
     Raises:
-        ValueError: for an unknown ``box_format`` or ``backend``, or thresholds out of range.
+        ValueError: for an unknown ``box_format``, ``iou_type`` or ``backend``, thresholds out of range,
+            or ``keypoint_sigmas`` that are not positive numbers (or given for another ``iou_type``).
         ModuleNotFoundError: ``backend="faster_coco_eval"`` without faster-coco-eval installed.
 
     Example:
@@ -86,6 +98,7 @@ class CocoMetric(Metric):
     def __init__(
         self,
         box_format: str = "xyxy",
+        iou_type: str = "bbox",
         backend: str = "pycocotools",
         class_names: Sequence[str] | Mapping[int, str] | None = None,
         iou_thresholds: Sequence[float] | None = None,
@@ -93,6 +106,7 @@ class CocoMetric(Metric):
         max_detections: Sequence[int] | None = None,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
         f1_iou_threshold: float | None = None,
+        keypoint_sigmas: Sequence[float] | None = None,
         output_transform: Callable[[Any], Any] = lambda x: x,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -102,13 +116,15 @@ class CocoMetric(Metric):
         self.box_format = box_format
         self.backend = backend
         self.class_names = _names(class_names)
-        self.params = EvalParams.create(iou_thresholds, rec_thresholds, max_detections, area_ranges)
+        self.params = EvalParams.create(
+            iou_thresholds, rec_thresholds, max_detections, area_ranges, iou_type, keypoint_sigmas
+        )
         self._f1_index = _f1_index(self.params, f1_iou_threshold)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced
     def reset(self) -> None:
-        self._store = DetectionStore()
+        self._store = DetectionStore(self.params.num_keypoints)
         self._resuming = False
 
     def started(self, engine: Engine) -> None:
@@ -124,7 +140,7 @@ class CocoMetric(Metric):
 
     @reinit__is_reduced
     def update(self, output: Sequence[Sequence[Mapping[str, Any]]]) -> None:
-        batch = normalize_batch(output, self.box_format)
+        batch = normalize_batch(output, self.box_format, self.params.iou_type, self.params.num_keypoints)
         self._store.append(batch)
 
     def state_dict(self) -> OrderedDict:
@@ -160,7 +176,7 @@ class CocoMetric(Metric):
             mine = [states[rank]]
         else:
             mine = list(states) if rank == 0 else []
-        self._store = DetectionStore.from_states(mine)
+        self._store = DetectionStore.from_states(mine, self.params.num_keypoints)
         self._resuming = True
 
     def compute(self) -> CocoResult:
@@ -171,7 +187,7 @@ class CocoMetric(Metric):
         category_ids = np.unique(np.r_[detections.gt_labels, list(self.class_names)].astype(np.int64))
         det_k = category_index(detections.det_labels, category_ids)
         num_gt = np.bincount(
-            category_index(detections.gt_labels, category_ids)[detections.gt_crowd == 0], minlength=len(category_ids)
+            category_index(detections.gt_labels, category_ids)[~detections.gt_ignored()], minlength=len(category_ids)
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
         arrays = self._evaluate(detections, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
@@ -206,7 +222,9 @@ class CocoMetric(Metric):
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),
             "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum())),
-            "confusion_matrix": confusion_matrix(detections, category_ids, threshold, iou),
+            "confusion_matrix": confusion_matrix(
+                detections, category_ids, threshold, iou, pair_iou=pair_iou(self.params)
+            ),
         }
         return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}
 

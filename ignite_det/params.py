@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from ignite_det.keypoints import KEYPOINT_AREA_RANGES, KEYPOINT_MAX_DETECTIONS, check_sigmas
 
 # cocoeval.py Params.setDetParams: np.arange "causes trouble", so linspace with a rounded count.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -17,6 +19,7 @@ COCO_AREA_RANGES: dict[str, tuple[float, float]] = {
     "large": (96**2, 1e5**2),
 }
 ALL_AREAS = (0**2, 1e5**2)
+IOU_TYPES = ("bbox", "segm", "keypoints")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,9 @@ class EvalParams:
     """What COCOeval is asked to compute. Axes of the result arrays follow these orders.
 
     ``area_names[0]`` is always ``"all"``; ``max_detections`` is sorted ascending, as COCOeval sorts it.
+    ``iou_type`` and ``keypoint_sigmas`` are COCOeval's ``iouType`` and ``kpt_oks_sigmas``; with
+    ``"keypoints"`` the defaults are pycocotools' keypoint parameters (``maxDets`` 20, areas
+    medium and large) and COCO's 17 person sigmas.
     """
 
     iou_thresholds: np.ndarray  # float64 (T,)
@@ -31,6 +37,8 @@ class EvalParams:
     max_detections: tuple[int, ...]  # (M,)
     area_names: tuple[str, ...]  # (A,)
     area_ranges: tuple[tuple[float, float], ...]  # (A,) inclusive [lo, hi]
+    iou_type: str = "bbox"
+    keypoint_sigmas: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (K,); K = 0 unless keypoints
 
     @staticmethod
     def create(
@@ -38,8 +46,19 @@ class EvalParams:
         rec_thresholds: Sequence[float] | None = None,
         max_detections: Sequence[int] | None = None,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
+        iou_type: str = "bbox",
+        keypoint_sigmas: Sequence[float] | None = None,
     ) -> EvalParams:
-        areas = dict(COCO_AREA_RANGES if area_ranges is None else area_ranges)
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+        if iou_type != "keypoints" and keypoint_sigmas is not None:
+            raise ValueError(f"keypoint_sigmas are for iou_type='keypoints', got iou_type={iou_type!r}")
+        keypoints = iou_type == "keypoints"
+        if area_ranges is None:
+            area_ranges = KEYPOINT_AREA_RANGES if keypoints else COCO_AREA_RANGES
+        if max_detections is None and keypoints:
+            max_detections = KEYPOINT_MAX_DETECTIONS
+        areas = dict(area_ranges)
         if "all" in areas:
             raise ValueError("area_ranges must not contain 'all': that range (0, 1e10) is always evaluated first")
         for name, bounds in areas.items():
@@ -51,7 +70,14 @@ class EvalParams:
             max_detections=_max_detections(max_detections),
             area_names=("all", *areas),
             area_ranges=(ALL_AREAS, *((float(lo), float(hi)) for lo, hi in areas.values())),
+            iou_type=iou_type,
+            keypoint_sigmas=check_sigmas(keypoint_sigmas) if keypoints else np.zeros(0),
         )
+
+    @property
+    def num_keypoints(self) -> int:
+        """K, the keypoints of each object (0 unless ``iou_type`` is ``"keypoints"``)."""
+        return len(self.keypoint_sigmas)
 
     def typed_iou_thresholds(self) -> list[float]:
         """The IoU thresholds as a person would type them (0.9, not np.linspace's 0.8999999999999999)."""

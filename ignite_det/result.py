@@ -42,7 +42,9 @@ class CocoResult(Mapping[str, float]):
     """A read-only ``Mapping`` of the COCO summary numbers, plus per-class results, curves and arrays.
 
     With the default parameters the keys are ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100,
-    ARs, ARm, ARl`` (see :data:`STAT_NAMES`), as plain floats, -1.0 where undefined (no ground truth).
+    ARs, ARm, ARl`` (see :data:`STAT_NAMES`), as plain floats, -1.0 where undefined (no ground truth);
+    for keypoints, pycocotools' keypoint summary ``AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl``
+    (:data:`~ignite_det.keypoints.KEYPOINT_STAT_NAMES`).
     Unlike pycocotools' ``summarize()``, the AP family always uses the largest ``max_detections``
     (pycocotools uses 100 whatever was asked, and gives -1 when 100 is not among them), and AR keys
     follow the ``max_detections`` given (``AR1, AR10, AR300`` for ``[1, 10, 300]``).
@@ -161,7 +163,7 @@ class CocoResult(Mapping[str, float]):
         }
 
     def summary(self) -> str:
-        """The 12 lines of pycocotools' ``summarize()``, in its layout."""
+        """The lines of pycocotools' ``summarize()`` (12, or 10 for keypoints), in its layout."""
         return "\n".join(_summary_lines(self._stats, self.params))
 
     def class_table(self) -> str:
@@ -227,7 +229,10 @@ class CocoResult(Mapping[str, float]):
 
 
 def summarize(precision: np.ndarray, recall: np.ndarray, params: EvalParams) -> dict[str, float]:
-    """The summary numbers, each computed as pycocotools' ``_summarize`` computes it (same slices, same mean)."""
+    """The summary numbers, each computed as pycocotools' ``_summarize`` computes it (same slices, same mean):
+    ``_summarizeDets``' for boxes and masks, ``_summarizeKps``' for keypoints."""
+    if params.iou_type == "keypoints":
+        return summarize_keypoints(precision, recall, params)
     stats: dict[str, float] = {}
     top = len(params.max_detections) - 1
     for name, t in (("AP", None), ("AP50", params.iou_index(0.5)), ("AP75", params.iou_index(0.75))):
@@ -276,7 +281,10 @@ def _summary_lines(stats: dict[str, float], params: EvalParams) -> list[str]:
     top = params.max_detections[-1]
     rows = [("AP", iou_all, "all", top, "AP"), ("AP", "0.50", "all", top, "AP50"), ("AP", "0.75", "all", top, "AP75")]
     rows += [("AP", iou_all, area, top, _area_key("AP", area)) for area in params.area_names[1:]]
-    rows += [("AR", iou_all, "all", m, f"AR{m}") for m in params.max_detections]
+    if params.iou_type == "keypoints":  # _summarizeKps: recall at the three IoU choices, not per max_detections
+        rows += [("AR", iou, "all", top, key) for iou, key in ((iou_all, "AR"), ("0.50", "AR50"), ("0.75", "AR75"))]
+    else:
+        rows += [("AR", iou_all, "all", m, f"AR{m}") for m in params.max_detections]
     rows += [("AR", iou_all, area, top, _area_key("AR", area)) for area in params.area_names[1:]]
     title = {"AP": "Average Precision", "AR": "Average Recall"}
     return [

@@ -156,7 +156,7 @@ def test_compressed_counts_are_decoded_as_pycocotools_encodes_them():
             assert _decode_counts("m", rle["counts"]).tolist() == _runs(mask)
 
 
-def test_packing_round_trips():
+def test_rows_join_select_and_pack_round_trip():
     rng = np.random.default_rng(6)
     a = encode_masks("a", torch.from_numpy(_blobs(rng, 4, 10, 12)))
     b = encode_masks("b", torch.from_numpy(_blobs(rng, 3, 5, 6)))
@@ -166,6 +166,20 @@ def test_packing_round_trips():
     assert joined.select(np.zeros(7, bool)).dicts() == []
     assert Rles.from_dicts(joined.dicts()).dicts() == joined.dicts()
     np.testing.assert_array_equal(joined.decode()[:4], a.decode())
+    data, lengths = joined.pack()
+    assert data.dtype == np.uint8 and len(data) == lengths.sum() == sum(len(r["counts"]) for r in joined.dicts())
+    assert Rles.unpack(data, lengths, joined.sizes).dicts() == joined.dicts()
+    blank = Rles.empty(3)
+    assert Rles.unpack(*blank.pack(), blank.sizes).counts.tolist() == [b"", b"", b""]
+
+
+def test_area_of_more_than_255_masks():
+    """pycocotools' area() of a list fails beyond 255 masks; ours goes by chunks."""
+    masks = np.zeros((300, 4, 5), dtype=bool)
+    for i in range(300):
+        masks[i].flat[: i % 21] = True
+    rles = encode_masks("m", torch.from_numpy(masks))
+    np.testing.assert_array_equal(rles.area(), masks.sum(axis=(1, 2)))
 
 
 def test_pair_ious_equal_the_matrix_entries():

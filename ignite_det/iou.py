@@ -1,0 +1,79 @@
+"""How a detection is compared with a ground truth, per IoU type: the one place that dispatches on it.
+
+=============  ======================================================  ========================
+``iou_type``   measure                                                 computed by
+=============  ======================================================  ========================
+``bbox``       box IoU; for a crowd region, intersection / detection   the backend's ``mask.iou``
+``segm``       mask IoU; for a crowd region, intersection / detection  :mod:`ignite_det.masks`
+``keypoints``  object keypoint similarity (OKS)                        :mod:`ignite_det.keypoints`
+=============  ======================================================  ========================
+
+Two shapes of the same measure: a :data:`CellIou` gives the matrix of one (image, category) cell,
+as COCOeval's ``computeIoU``/``computeOks`` return it; a :data:`PairIou` gives the values of
+given (detection, ground truth) pairs, for code that looks at pairs across cells (the confusion
+matrix). Both equal pycocotools to the last bit.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ignite_det.keypoints import oks, oks_matrix
+from ignite_det.masks import mask_iou, mask_pair_iou
+from ignite_det.params import EvalParams
+from ignite_det.store import Detections
+
+# (detections, detection rows (D,), ground-truth rows (G,)) -> float64 (D, G)
+CellIou = Callable[[Detections, np.ndarray, np.ndarray], np.ndarray]
+# (detections, detection rows (P,), ground-truth rows (P,)) -> float64 (P,)
+PairIou = Callable[[Detections, np.ndarray, np.ndarray], np.ndarray]
+# (detection boxes (D, 4), ground-truth boxes (G, 4), iscrowd list) -> (D, G): a backend's mask.iou on boxes
+BoxIou = Callable[[np.ndarray, np.ndarray, list], np.ndarray]
+
+
+def cell_iou(params: EvalParams, box_iou: BoxIou) -> CellIou:
+    """The cell matrix of ``params.iou_type``; boxes are measured with the backend's own ``box_iou``."""
+    if params.iou_type == "segm":
+        return lambda d, det, gt: mask_iou(d.det_masks(det), d.gt_masks(gt), d.gt_crowd[gt])
+    if params.iou_type == "keypoints":
+        sigmas = params.keypoint_sigmas
+        return lambda d, det, gt: oks_matrix(
+            d.det_keypoints[det], d.gt_keypoints[gt], d.gt_boxes[gt], d.gt_area[gt], sigmas
+        )
+    return lambda d, det, gt: np.asarray(box_iou(d.det_boxes[det], d.gt_boxes[gt], d.gt_crowd[gt].tolist()))
+
+
+def pair_iou(params: EvalParams) -> PairIou:
+    """The pair values of ``params.iou_type``."""
+    if params.iou_type == "segm":
+        return _mask_pairs
+    if params.iou_type == "keypoints":
+        sigmas = params.keypoint_sigmas
+        return lambda d, det, gt: oks(d.det_keypoints[det], d.gt_keypoints[gt], d.gt_boxes[gt], d.gt_area[gt], sigmas)
+    return box_pair_iou
+
+
+def _mask_pairs(d: Detections, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Pairs of one image and one pair of labels share a ``mask.iou`` call (each RLE parsed once)."""
+    if len(det) == 0:
+        return np.zeros(0)
+    keys = np.column_stack([d.det_position[det], d.det_labels[det], d.gt_labels[gt]])
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    return mask_pair_iou(d.det_masks(), d.gt_masks(), d.gt_crowd, det, gt, group.reshape(-1))
+
+
+def box_pair_iou(d: Detections, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """COCO's IoU of each pair of xywh boxes, with the float64 operations of pycocotools' ``bbIou``
+    (maskApi.c) in their order: 0 without overlap, and for a crowd region the intersection over the
+    detection's own area."""
+    a, b = d.det_boxes[det], d.gt_boxes[gt]
+    w = np.minimum(a[:, 2] + a[:, 0], b[:, 2] + b[:, 0]) - np.maximum(a[:, 0], b[:, 0])
+    h = np.minimum(a[:, 3] + a[:, 1], b[:, 3] + b[:, 1]) - np.maximum(a[:, 1], b[:, 1])
+    overlap = (w > 0) & (h > 0)
+    inter = w * h
+    det_area = a[:, 2] * a[:, 3]
+    union = np.where(d.gt_crowd[gt] != 0, det_area, (det_area + b[:, 2] * b[:, 3]) - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(overlap, inter / np.where(overlap, union, 1.0), 0.0)
