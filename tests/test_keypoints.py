@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import re
 
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ignite_det.keypoints import (
@@ -28,73 +24,11 @@ from ignite_det.keypoints import (
 )
 from ignite_det.params import EvalParams
 from ignite_det.result import summarize_keypoints
-
-
-def random_keypoint_case(seed: int, num_keypoints: int = 17, num_images: int = 16) -> tuple[dict, list]:
-    """COCO dicts full of the keypoint edge cases.
-
-    Points that are not labelled (v=0, at 0, 0), labelled but hidden (v=1) and visible (v=2); people
-    without any labelled point (measured against their box region, and ignored); crowd regions;
-    integer ground-truth coordinates as in COCO's files, float32 detections as Keypoint R-CNN's;
-    an ``area`` unrelated to the box (even 0); scores on a 0.1 grid (ties); images with no person,
-    no detection, or more than 20 detections; two categories.
-    """
-    rng = np.random.default_rng(seed)
-    images, annotations, results = [], [], []
-    for image_id in range(num_images):
-        images.append({"id": image_id})
-        kind = image_id % 5
-        n_gt = 0 if kind == 0 else int(rng.integers(1, 5))
-        centres = rng.uniform(30, 300, (max(n_gt, 1), 2))
-        people = [np.round(c + rng.normal(0, 20, (num_keypoints, 2))) for c in centres]
-        for j in range(n_gt):
-            points = people[j].copy()
-            visibility = rng.choice([0, 1, 2], num_keypoints, p=[0.3, 0.2, 0.5])
-            if rng.random() < 0.25:
-                visibility[:] = 0  # a person without a labelled point
-            points[visibility == 0] = 0
-            w, h = rng.choice([0.0, 20.0, 60.0, 150.0]), rng.choice([30.0, 80.0, 200.0])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(rng.integers(1, 3)),
-                    "keypoints": np.column_stack([points, visibility]).astype(int).ravel().tolist(),
-                    "num_keypoints": int((visibility > 0).sum()),
-                    "bbox": [float(centres[j, 0] - w / 2), float(centres[j, 1] - h / 2), float(w), float(h)],
-                    "area": float(rng.choice([0.0, 500.0, 3000.0, 9216.0, 20000.0])),
-                    "iscrowd": int(rng.random() < 0.1),
-                }
-            )
-        n_det = 0 if kind == 1 else (25 if kind == 4 else int(rng.integers(1, 8)))
-        for _ in range(n_det):
-            near = people[int(rng.integers(0, len(people)))]  # close to a person, or loosely around one
-            points = near + rng.normal(0, rng.choice([1.0, 3.0, 8.0, 30.0]), (num_keypoints, 2))
-            points = points.astype(np.float32).astype(np.float64)
-            results.append(
-                {
-                    "image_id": image_id,
-                    "category_id": int(rng.integers(1, 3)),
-                    "keypoints": np.column_stack([points, np.ones(num_keypoints)]).ravel().tolist(),
-                    "score": float(np.round(rng.random(), 1)),
-                }
-            )
-    gt = {"images": images, "annotations": annotations, "categories": [{"id": 1}, {"id": 2}]}
-    return gt, results
+from tests.type_cases import random_keypoint_case, run_typed_cocoeval
 
 
 def run_keypoint_cocoeval(gt: dict, results: list, sigmas: np.ndarray | None = None) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = json.loads(json.dumps(gt))
-        coco_gt.createIndex()
-        coco_eval = COCOeval(coco_gt, coco_gt.loadRes(json.loads(json.dumps(results))), "keypoints")
-        if sigmas is not None:
-            coco_eval.params.kpt_oks_sigmas = sigmas
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval
+    return run_typed_cocoeval(gt, results, "keypoints", sigmas)
 
 
 def _cell_arrays(coco_eval: COCOeval, key: tuple, k: int) -> tuple[np.ndarray, ...]:
