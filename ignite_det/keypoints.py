@@ -31,6 +31,19 @@ COCO_KEYPOINT_SIGMAS = (
     np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
     / 10.0
 )
+# COCO's person category (person_keypoints_*.json): the point names and the skeleton, as 0-based pairs.
+COCO_PERSON_KEYPOINTS = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "right_ankle",
+)  # fmt: skip
+COCO_PERSON_SKELETON = tuple(
+    (a - 1, b - 1)
+    for a, b in (
+        (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
+        (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+    )
+)  # fmt: skip
 KEYPOINT_MAX_DETECTIONS = (20,)
 KEYPOINT_AREA_RANGES: dict[str, tuple[float, float]] = {"medium": (32**2, 96**2), "large": (96**2, 1e5**2)}
 KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")

@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.wandb_base import StepTransform, _default_step, _WandBHandler
-from ignite_det.wandb_overlays import BOX_FORMATS, _box_layers, _make_sample, _Sample
+from ignite_det.wandb_overlays import BOX_FORMATS, _layers, _make_sample, _Sample
 
 __all__ = ["MAX_IMAGES", "DetectionImagesHandler"]
 
@@ -45,6 +45,12 @@ class DetectionImagesHandler(_WandBHandler):
     each with two box layers in pixel coordinates: ``predictions`` with a score at or above
     ``score_threshold`` (caption: class, score and ``TP``, ``FP``, or ``ignored`` on a crowd region, by
     COCOeval's matching at IoU 0.5) and ``ground_truth``.
+
+    Masks (Mask R-CNN's ``masks`` in the predictions and the targets, any form the metric takes) are
+    shown as two mask layers, ``predictions`` (a class per label and verdict: ``cat TP``, ``cat FP``)
+    and ``ground_truth``; keypoints are drawn on the picture, predictions joined by COCO's person
+    skeleton and coloured by verdict, ground truth as white rings. With ``metric_name``, the verdicts
+    use the metric's IoU type (mask IoU, OKS), as its evaluation does; without, the box IoU.
 
     Attach it to both events::
 
@@ -184,12 +190,18 @@ class DetectionImagesHandler(_WandBHandler):
         samples = [by_key[key] for key in self.image_ids if key in by_key]
         if not samples:
             return
-        names = self._names(engine)
+        names = {int(c): str(n) for c, n in self._names(engine).items()}
+        for sample in samples:  # every label of the images: W&B keeps one set of mask classes per key
+            for c in (*sample.pred_labels.tolist(), *sample.gt_labels.tolist()):
+                names.setdefault(int(c), str(int(c)))
+        iou_type, sigmas = self._iou_type(engine)
         wandb = logger._wandb
-        images = [
-            wandb.Image(s.image, caption=f"image_id {s.image_id}", boxes=_box_layers(s, names, self.score_threshold))
-            for s in samples
-        ]
+        images = []
+        for sample in samples:
+            layers = _layers(sample, names, self.score_threshold, iou_type, sigmas)
+            shapes = {"masks": layers["masks"]} if layers["masks"] is not None else {}
+            caption = f"image_id {sample.image_id}"
+            images.append(wandb.Image(layers["image"], caption=caption, boxes=layers["boxes"], **shapes))
         logger.log({f"{self.tag}/{self.key}": images}, step=self._step(engine, event_name, run))
 
     def _attach_capture(self, engine: Engine, logger: WandBLogger | None) -> None:
@@ -200,6 +212,14 @@ class DetectionImagesHandler(_WandBHandler):
             stacklevel=2,
         )
         engine.add_event_handler(Events.ITERATION_COMPLETED, self, logger, Events.ITERATION_COMPLETED)
+
+    def _iou_type(self, engine: Engine) -> tuple[str, np.ndarray | None]:
+        """The evaluation's IoU type and keypoint sigmas, from the metric's result (boxes without one)."""
+        result = engine.state.metrics.get(self.metric_name) if self.metric_name else None
+        params = getattr(result, "params", None)
+        if params is None:
+            return "bbox", None
+        return params.iou_type, params.keypoint_sigmas
 
     def _names(self, engine: Engine) -> Mapping[int, str]:
         if self.class_names is not None:

@@ -206,17 +206,33 @@ def load_table(run_dir: str | Path, value: dict[str, Any]) -> tuple[list[str], l
 
 def load_images(run_dir: str | Path, value: dict[str, Any]) -> list[dict[str, Any]]:
     """The images of a logged list of ``wandb.Image``, from its history value: for each, ``path`` (the
-    PNG), ``caption`` (or ``None``) and ``boxes`` (layer name -> the boxes2D JSON W&B wrote).
+    PNG), ``caption`` (or ``None``), ``boxes`` (layer name -> the boxes2D JSON W&B wrote) and ``masks``
+    (layer name -> the path of the mask PNG).
     """
     if value.get("_type") != "images/separated":
         raise ValueError(f"not a list of images: {value}")
     captions = value.get("captions") or [None] * len(value["filenames"])
     all_boxes = value.get("all_boxes") or [{}] * len(value["filenames"])
+    all_masks = value.get("all_masks") or [{}] * len(value["filenames"])
     return [
         {
             "path": Path(run_dir) / "files" / filename,
             "caption": caption,
             "boxes": {layer: load_json_file(run_dir, meta["path"]) for layer, meta in boxes.items()},
+            "masks": {layer: Path(run_dir) / "files" / meta["path"] for layer, meta in masks.items()},
         }
-        for filename, caption, boxes in zip(value["filenames"], captions, all_boxes)
+        for filename, caption, boxes, masks in zip(value["filenames"], captions, all_boxes, all_masks)
     ]
+
+
+def mask_class_labels(run_dir: str | Path) -> dict[str, dict[int, str]]:
+    """The class names of mask layers, by ``"<key>_wandb_delimeter_<layer>"``: W&B keeps one set per
+    layer and key in the run config (``_wandb/mask/class_labels``), the last one logged."""
+    out: dict[str, dict[int, str]] = {}
+    for record in read_records(run_dir):
+        if record.WhichOneof("record_type") == "config":
+            for item in record.config.update:
+                if _item_path(item)[0] == "_wandb":
+                    for key, entry in json.loads(item.value_json).get("mask/class_labels", {}).items():
+                        out[key] = {int(code): name for code, name in entry["value"].items()}
+    return out
