@@ -95,3 +95,12 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         names = ", ".join(str(p) for p in found)
         raise ValueError(f"--checkpoint {path}: {len(found)} checkpoints in this folder, name one: {names}")
     return found[0]
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies inside it (shorter to read and copy)."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

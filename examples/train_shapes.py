@@ -78,7 +78,7 @@ try:
 except ImportError:  # an ignite_det without the W&B helpers
     attach_wandb_logging = None  # type: ignore[assignment]
 
-from run_dirs import find_checkpoint, link_latest, new_run_dir  # noqa: E402
+from run_dirs import find_checkpoint, link_latest, new_run_dir, shown_path  # noqa: E402
 from shapes_data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, collate  # noqa: E402
 from shapes_model import DetectionLoss, ShapesDetector, decode  # noqa: E402
 
@@ -222,13 +222,14 @@ def setup_eval_wandb(config: dict[str, Any], evaluator: Engine, saved: dict[str,
 
 
 def wandb_run_dir(wandb_logger: Any) -> str | None:
-    """The local directory of the run (what ``wandb sync`` takes)."""
+    """The local directory of the run (what ``wandb sync`` takes), relative to the working directory if
+    it is inside it."""
     if wandb_logger is None:
         return None
     run = wandb_logger._wandb.run
     if run is None or not getattr(run, "dir", None):
         return None
-    return str(Path(run.dir).parent)
+    return shown_path(Path(run.dir).parent)
 
 
 def close_wandb(wandb_logger: Any) -> str | None:

@@ -7,7 +7,6 @@ below). Anything else a snippet uses, ``torch`` included, it has to import itsel
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,9 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from tests.doc_snippets import REPO, python_snippets
 
-
-def python_snippets(text: str) -> list[str]:
-    """The bodies of the ```python blocks of a markdown text, in order."""
-    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+README = REPO / "README.md"
 
 
 def _batches() -> list[tuple[torch.Tensor, list[dict[str, Any]]]]:
