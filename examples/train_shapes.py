@@ -2,8 +2,8 @@
 
 Everything is generated locally (see ``shapes_data.py``), the detector is plain
 PyTorch (see ``shapes_model.py``), and the defaults (1024 training and 192
-validation images of 128 px, 12 epochs) finish in 2.5 to 3.5 minutes on two
-CPU cores with validation AP 0.61 and AP50 0.91 (see README.md). Each run gets
+validation images of 128 px, 12 epochs) finish in 2.5 to 3 minutes on two
+CPU cores with validation AP 0.608 and AP50 0.910 (see README.md). Each run gets
 a folder of its own, ``runs/shapes/run-N`` (``--output-dir``/``--run-name``),
 printed at the start and the end, and ``runs/shapes/latest`` links the last
 training run. The 12 COCO numbers of every evaluation, the best checkpoint and
