@@ -148,9 +148,8 @@ def wandb_mode(config: dict[str, Any]) -> str:
 
 
 def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **init: Any) -> Any:
-    """A ``WandBLogger`` (rank 0 only) writing under the run folder, or None when W&B is disabled."""
-    mode = wandb_mode(config)
-    if mode == "disabled":
+    """A ``WandBLogger`` writing under the run folder, on rank 0; None on other ranks or when disabled."""
+    if wandb_mode(config) == "disabled" or idist.get_rank() != 0:
         return None
     from ignite.handlers.wandb_logger import WandBLogger
 
@@ -159,7 +158,7 @@ def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **in
     os.makedirs(wandb_dir, exist_ok=True)
     return WandBLogger(
         project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-shapes",
-        mode=mode,
+        mode=wandb_mode(config),
         dir=wandb_dir,
         config=run_config,
         **init,
@@ -168,33 +167,35 @@ def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **in
 
 def attach_coco_logging(wandb_logger: Any, evaluator: Engine, step: Any = None) -> None:
     """The 12 COCO numbers, the per-class report and sample images (ignite_det's helper when available,
-    else Ignite's own OutputHandler with the 12 numbers), at the step ``step`` gives (default: 1, 2, ...)."""
+    else Ignite's own OutputHandler with the 12 numbers), at the step ``step`` gives (default: 1, 2, ...).
+    Call on every process, with ``wandb_logger`` None but on rank 0: each captures its share of the images."""
     if attach_wandb_logging is not None:
         attach_wandb_logging(
             wandb_logger, evaluator, metric_name="coco", tag="val", class_names=CLASS_NAMES, global_step_transform=step
         )
-    else:
+    elif wandb_logger is not None:
         wandb_logger.attach_output_handler(
             evaluator, event_name=Events.COMPLETED, tag="val", metric_names=list(STAT_NAMES), global_step_transform=step
         )
 
 
 def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> Any:
-    """Create the W&B logger of a training run and attach it (call on rank 0 only). Returns the logger, or None
-    when disabled."""
+    """Create the W&B logger of a training run on rank 0 and attach it. Call on every process: each captures
+    its share of the sample images. Returns the logger (None on other ranks, or when disabled)."""
+    if wandb_mode(config) == "disabled":
+        return None
     run_config = {k: v for k, v in config.items() if k != "checkpoint"}
     wandb_logger = create_wandb_logger(config, run_config, job_type="train", tags=["shapes", "ignite-det"])
-    if wandb_logger is None:
-        return None
-    wandb_logger.attach_output_handler(
-        trainer,
-        event_name=Events.ITERATION_COMPLETED(every=config["log_every"]),
-        tag="train",
-        output_transform=lambda loss: {"loss": loss},
-    )
-    wandb_logger.attach_opt_params_handler(
-        trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
-    )
+    if wandb_logger is not None:
+        wandb_logger.attach_output_handler(
+            trainer,
+            event_name=Events.ITERATION_COMPLETED(every=config["log_every"]),
+            tag="train",
+            output_transform=lambda loss: {"loss": loss},
+        )
+        wandb_logger.attach_opt_params_handler(
+            trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
+        )
     # validation at the trainer's iteration, the step of the training loss, so that the curves line up
     attach_coco_logging(wandb_logger, evaluator, global_step_from_engine(trainer, Events.ITERATION_COMPLETED))
     return wandb_logger
@@ -202,7 +203,10 @@ def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, opti
 
 def setup_eval_wandb(config: dict[str, Any], evaluator: Engine, saved: dict[str, Any]) -> Any:
     """W&B for ``--eval-only``: a run of its own (job type ``eval``) with the same report and images as
-    training, whose config names the checkpoint, its epoch and numbers, and the W&B run that trained it."""
+    training, whose config names the checkpoint, its epoch and numbers, and the W&B run that trained it.
+    Call on every process, as :func:`setup_wandb`."""
+    if wandb_mode(config) == "disabled":
+        return None
     run_config = dict(
         config,
         checkpoint_epoch=saved.get("epoch"),
@@ -216,8 +220,7 @@ def setup_eval_wandb(config: dict[str, Any], evaluator: Engine, saved: dict[str,
         tags=["shapes", "ignite-det", "eval"],
         notes=f"--eval-only --checkpoint {config['checkpoint']}",
     )
-    if wandb_logger is not None:
-        attach_coco_logging(wandb_logger, evaluator)
+    attach_coco_logging(wandb_logger, evaluator)
     return wandb_logger
 
 
@@ -365,7 +368,7 @@ def evaluate_checkpoint(config: dict[str, Any], val_loader: Any, device: torch.d
     evaluator = create_evaluator(_placed(model, device, world), config, device)
     if rank == 0 and not config["no_progress"]:
         ProgressBar(desc="eval").attach(evaluator)
-    wandb_logger = setup_eval_wandb(config, evaluator, saved) if rank == 0 else None
+    wandb_logger = setup_eval_wandb(config, evaluator, saved)
     state = evaluator.run(val_loader)
     run_dir = close_wandb(wandb_logger)
     if rank == 0:
@@ -465,7 +468,7 @@ def train(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
         ProgressBar(persist=False, desc="eval").attach(evaluator)
 
-    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer) if rank == 0 else None
+    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer)
     if wandb_logger is not None:
         meta.wandb_run_id = wandb_logger._wandb.run.id
     start = time.time()

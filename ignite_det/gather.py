@@ -41,16 +41,34 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
             "Give every target its image_id.",
             stacklevel=3,
         )
-    images, dets, gts = _pack(local)
+    images, dets, gts = local.to_tensors()
     parts = zip(
         _gather(images, [s[0] for s in sizes], device),
         _gather(dets, [s[1] for s in sizes], device),
         _gather(gts, [s[2] for s in sizes], device),
     )
-    joined = Detections.concatenate([_unpack(*part) for part in parts])
+    joined = Detections.concatenate([Detections.from_tensors(*part) for part in parts])
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
-        joined = _renumbered(joined)
+        joined = joined.renumbered()
     return joined
+
+
+def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Every process's stored state (see ``DetectionStore.state``), in rank order, on every process.
+
+    One collective for the sizes, one per array, as for the detections themselves.
+    """
+    if idist.backend() is None:
+        return [state]
+    device = idist.device()
+    tables = {name: tensor for name, tensor in state.items() if tensor.ndim == 2}
+    mine = [len(t) for t in tables.values()] + [int(state["has_image_ids"])]
+    sizes = cast(torch.Tensor, idist.all_gather(torch.tensor([mine], device=device))).cpu().tolist()
+    gathered = {name: _gather(t, [s[i] for s in sizes], device) for i, (name, t) in enumerate(tables.items())}
+    return [
+        {**{name: parts[rank] for name, parts in gathered.items()}, "has_image_ids": torch.tensor(s[-1])}
+        for rank, s in enumerate(sizes)
+    ]
 
 
 def deduplicate(detections: Detections) -> Detections:
@@ -87,36 +105,10 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
             )
 
 
-def _pack(d: Detections) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    images = d.image_ids.astype(np.float64).reshape(-1, 1)
-    dets = np.column_stack([d.det_boxes, d.det_scores, d.det_labels, d.det_position]).astype(np.float64)
-    gts = np.column_stack([d.gt_boxes, d.gt_area, d.gt_labels, d.gt_crowd, d.gt_position]).astype(np.float64)
-    return torch.from_numpy(images), torch.from_numpy(dets.reshape(-1, 7)), torch.from_numpy(gts.reshape(-1, 8))
-
-
-def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> Detections:
-    return Detections(
-        image_ids=images[:, 0].astype(np.int64),
-        det_boxes=dets[:, :4].copy(),
-        det_scores=dets[:, 4].copy(),
-        det_labels=dets[:, 5].astype(np.int64),
-        det_position=dets[:, 6].astype(np.int64),
-        gt_boxes=gts[:, :4].copy(),
-        gt_area=gts[:, 4].copy(),
-        gt_labels=gts[:, 5].astype(np.int64),
-        gt_crowd=gts[:, 6].astype(np.int64),
-        gt_position=gts[:, 7].astype(np.int64),
-    )
-
-
-def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[np.ndarray]:
+def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[torch.Tensor]:
     width = tensor.shape[1]
     with warnings.catch_warnings():
         # Ignite 0.5 indexes with a list inside this helper, which torch 2.x deprecates; the result is right.
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
         gathered = idist.all_gather_tensors_with_shapes(tensor.to(device), [[n, width] for n in rows])
-    return [t.cpu().numpy() for t in gathered]
-
-
-def _renumbered(d: Detections) -> Detections:
-    return Detections(**{**d.__dict__, "image_ids": np.arange(len(d.image_ids), dtype=np.int64)})
+    return [t.cpu() for t in gathered]
