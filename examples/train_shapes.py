@@ -310,6 +310,17 @@ def _placed(model: torch.nn.Module, device: torch.device, world: int) -> torch.n
     return idist.auto_model(model) if world > 1 else model.to(device)
 
 
+def same_on_every_rank(model: torch.nn.Module) -> None:
+    """Give every process rank 0's weights and buffers. DDP keeps the weights equal but not BatchNorm's
+    running statistics, which each process updates from its own batches (and so does each process's EMA
+    of them); the checkpoint holds rank 0's, so that the evaluation of every process should too."""
+    if idist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.copy_(idist.broadcast(tensor, src=0))
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint of this script: ``{"model": state dict, "meta": RunMeta's state}``.
 
@@ -439,6 +450,7 @@ def train(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict
     @trainer.on(Events.EPOCH_COMPLETED)
     def validate(engine: Engine) -> None:
         t0 = time.time()
+        same_on_every_rank(eval_model)  # what is evaluated is what rank 0 saves
         state = evaluator.run(val_loader)
         history.append(_metrics_dict(state.metrics))
         if rank == 0:
