@@ -1,13 +1,14 @@
-"""``ignite-det evaluate``: COCO box AP of a results file, through the same metric and handlers as training.
+"""``ignite-det evaluate``: COCO AP of a results file, through the same metric and handlers as training.
 
 Usage::
 
-    ignite-det evaluate GT.json PREDICTIONS.json [--backend faster_coco_eval] [--per-class]
+    ignite-det evaluate GT.json PREDICTIONS.json [--iou-type segm] [--backend faster_coco_eval] [--per-class]
         [--output report.json] [--wandb-project NAME [--wandb-mode online]] [--images-dir DIR]
     python -m ignite_det evaluate ...
 
 ``GT.json`` is a COCO instances file, ``PREDICTIONS.json`` a COCO results list (``image_id``,
-``category_id``, ``score`` and ``bbox`` in xywh pixels, or a ``segmentation`` to take the box from).
+``category_id``, ``score`` and ``bbox`` in xywh pixels, or a ``segmentation`` to take the box from;
+with ``--iou-type segm`` a ``segmentation``, with ``--iou-type keypoints`` the ``keypoints``).
 :mod:`ignite_det.coco_files` validates them and converts them to arrays; they are grouped by image
 and fed to an Ignite ``Engine`` with :class:`~ignite_det.CocoMetric` attached (``box_format="xywh"``,
 class names from the ground truth's categories). Every ground truth image is evaluated, with or
@@ -36,7 +37,9 @@ from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.coco_backend import gc_paused
 from ignite_det.coco_files import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
+from ignite_det.masks import Rles
 from ignite_det.metric import CocoMetric
+from ignite_det.params import IOU_TYPES
 from ignite_det.result import CocoResult
 from ignite_det.wandb_handlers import attach_wandb_logging
 
@@ -45,14 +48,21 @@ BATCH_SIZE = 256  # images per update(): few Python round trips, small enough fo
 NUM_SHOWN_IMAGES = 16
 
 DESCRIPTION = """\
-COCO box AP/AR of a results file, computed as pycocotools' COCOeval computes it, through the same
-Ignite metric and W&B handlers as training.
+COCO AP/AR of a results file (boxes, masks or keypoints), computed as pycocotools' COCOeval
+computes it, through the same Ignite metric and W&B handlers as training.
 
 GT.json is a COCO instances file (images, annotations, categories). PREDICTIONS.json is a COCO
 results list: image_id, category_id, score, and bbox as [x, y, width, height] in pixels, or, without
 a bbox, a segmentation (RLE or polygons) whose box and area are taken as pycocotools' loadRes takes
 them. An empty list is a model that found nothing. Every ground truth image is evaluated, with or
 without predictions.
+
+--iou-type segm compares masks: every annotation and result needs a segmentation (RLE, or polygons
+rasterised at the image's height and width); a result needs no bbox. --iou-type keypoints compares
+keypoints (OKS): annotations need keypoints and a bbox, results keypoints; the defaults are then
+pycocotools' keypoint parameters (maxDets 20, areas medium and large) and COCO's 17 person sigmas
+(--keypoint-sigmas for other points). As in loadRes, a result's area is that of its bbox when it
+has one, else its mask's area or its keypoints' extent.
 
 Where pycocotools goes its own way, a warning says so and the evaluation goes on: results whose
 category_id is not in the ground truth are left out, as pycocotools leaves them out (--strict
@@ -82,9 +92,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("gt", type=Path, metavar="GT.json", help="COCO instances file (ground truth)")
     evaluate.add_argument("predictions", type=Path, metavar="PREDICTIONS.json", help="COCO results list")
-    evaluate.add_argument("--iou-type", default="bbox", help="only 'bbox' is supported (default: bbox)")
+    evaluate.add_argument("--iou-type", default="bbox", choices=IOU_TYPES, help="default: bbox")
     evaluate.add_argument("--backend", default="pycocotools", choices=("pycocotools", "faster_coco_eval"))
-    evaluate.add_argument("--max-dets", type=int, nargs="+", metavar="N", help="default: 1 10 100")
+    evaluate.add_argument("--max-dets", type=int, nargs="+", metavar="N", help="default: 1 10 100 (keypoints: 20)")
+    evaluate.add_argument(
+        "--keypoint-sigmas", type=float, nargs="+", metavar="S", help="one per keypoint; default: COCO's 17"
+    )
     evaluate.add_argument("--iou-thresholds", type=float, nargs="+", metavar="T", help="default: 0.50:0.05:0.95")
     evaluate.add_argument(
         "--strict", action="store_true", help="refuse results whose category_id is not in the ground truth"
@@ -100,11 +113,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.iou_type != "bbox":
-        raise InputError(
-            f"--iou-type {args.iou_type} is not supported: ignite-det evaluates boxes only (--iou-type bbox); "
-            "segm and keypoints need pycocotools' COCOeval directly"
-        )
+    if args.keypoint_sigmas is not None and args.iou_type != "keypoints":
+        raise InputError("--keypoint-sigmas are for --iou-type keypoints")
     if args.iou_thresholds is not None and not all(0 <= t <= 1 for t in args.iou_thresholds):
         raise InputError(f"--iou-thresholds must be numbers in [0, 1], got {_typed(args.iou_thresholds)}")
     if args.max_dets is not None and not all(n >= 1 for n in args.max_dets):
@@ -128,15 +138,21 @@ def _typed(values: Sequence[float]) -> str:
 
 
 class _ByImage:
-    """Columns regrouped by image (stable, so each image keeps its boxes in file order), sliced per image."""
+    """Columns regrouped by image (stable, so each image keeps its boxes in file order), sliced per image.
 
-    def __init__(self, columns: dict[str, np.ndarray], image_index: np.ndarray, num_images: int) -> None:
+    A column of masks (:class:`~ignite_det.masks.Rles`) becomes each image's list of COCO RLE dicts.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray | Rles], image_index: np.ndarray, num_images: int) -> None:
         order = np.argsort(image_index, kind="stable")
-        self._columns = {key: torch.from_numpy(np.ascontiguousarray(v[order])) for key, v in columns.items()}
+        self._columns: dict[str, Any] = {
+            key: v.select(order).dicts() if isinstance(v, Rles) else torch.from_numpy(np.ascontiguousarray(v[order]))
+            for key, v in columns.items()
+        }
         counts = np.bincount(image_index, minlength=num_images)
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
 
-    def __getitem__(self, image: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, image: int) -> dict[str, Any]:
         start, stop = self._offsets[image], self._offsets[image + 1]
         return {key: column[start:stop] for key, column in self._columns.items()}
 
@@ -163,9 +179,9 @@ class _LazyImage:
 def _batches(gt: GroundTruth, predictions: Predictions, images_dir: Path | None) -> list[_Batch]:
     """The images in file order, ``BATCH_SIZE`` at a time."""
     num_images = len(gt.image_ids)
-    targets = _ByImage(
-        {"boxes": gt.boxes, "labels": gt.labels, "area": gt.area, "iscrowd": gt.iscrowd}, gt.image_index, num_images
-    )
+    columns: dict[str, Any] = {"boxes": gt.boxes, "labels": gt.labels, "area": gt.area, "iscrowd": gt.iscrowd}
+    columns.update(_shapes(gt.masks, gt.keypoints))
+    targets = _ByImage(columns, gt.image_index, num_images)
     outputs = _ByImage(_prediction_columns(predictions), predictions.image_index, num_images)
     image_ids = gt.image_ids.tolist()
     batches = []
@@ -177,11 +193,19 @@ def _batches(gt: GroundTruth, predictions: Predictions, images_dir: Path | None)
     return batches
 
 
-def _prediction_columns(predictions: Predictions) -> dict[str, np.ndarray]:
-    columns = {"boxes": predictions.boxes, "scores": predictions.scores, "labels": predictions.labels}
+def _prediction_columns(predictions: Predictions) -> dict[str, Any]:
+    columns: dict[str, Any] = {"boxes": predictions.boxes, "scores": predictions.scores, "labels": predictions.labels}
     if predictions.area is not None:  # masks without a box: their area, not w * h, picks the area range
         columns["area"] = predictions.area
+    columns.update(_shapes(predictions.masks, predictions.keypoints))
     return columns
+
+
+def _shapes(masks: Rles | None, keypoints: np.ndarray | None) -> dict[str, Any]:
+    """The masks or keypoints columns of ``--iou-type segm`` or ``keypoints``."""
+    if masks is not None:
+        return {"masks": masks}
+    return {} if keypoints is None else {"keypoints": keypoints}
 
 
 def _image_file(images_dir: Path, name: Any) -> _LazyImage | None:
@@ -210,9 +234,11 @@ def _metric(args: argparse.Namespace, gt: GroundTruth) -> CocoMetric:
             class_names=gt.class_names,
             iou_thresholds=args.iou_thresholds,
             max_detections=args.max_dets,
+            iou_type=args.iou_type,
+            keypoint_sigmas=args.keypoint_sigmas,
             output_transform=lambda output: (output.y_pred, output.y),
         )
-    except ModuleNotFoundError as error:  # faster-coco-eval missing
+    except (ModuleNotFoundError, ValueError) as error:  # faster-coco-eval missing, bad --keypoint-sigmas
         raise InputError(str(error)) from None
 
 
@@ -280,8 +306,9 @@ def _finish_wandb(logger: WandBLogger) -> None:
 
 def evaluate(args: argparse.Namespace) -> CocoResult:
     """Load, validate, run the evaluator; returns the :class:`~ignite_det.CocoResult`."""
-    gt = load_ground_truth(args.gt)
-    predictions = load_predictions(args.predictions, gt, strict=args.strict)
+    gt = load_ground_truth(args.gt, args.iou_type)
+    predictions = load_predictions(args.predictions, gt, strict=args.strict, iou_type=args.iou_type)
+    _check_keypoint_count(args, gt)
     for warning in (*gt.warnings, *predictions.warnings):
         _warn(warning)
     metric = _metric(args, gt)
@@ -297,6 +324,18 @@ def evaluate(args: argparse.Namespace) -> CocoResult:
     with _logging_to(logger, args):
         evaluator.run(batches)
     return evaluator.state.metrics["coco"]
+
+
+def _check_keypoint_count(args: argparse.Namespace, gt: GroundTruth) -> None:
+    if gt.keypoints is None:
+        return
+    expected = 17 if args.keypoint_sigmas is None else len(args.keypoint_sigmas)
+    if gt.keypoints.shape[1] != expected and len(gt.keypoints):
+        given = "COCO's 17 person sigmas" if args.keypoint_sigmas is None else f"{expected} --keypoint-sigmas"
+        raise InputError(
+            f"{args.gt}: annotations have {gt.keypoints.shape[1]} keypoints each, but there are {given}; "
+            "give --keypoint-sigmas with one sigma per keypoint"
+        )
 
 
 def _warn(message: str) -> None:

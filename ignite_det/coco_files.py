@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ignite_det.coco_masks import BadSegmentation, boxes_and_areas
+from ignite_det.coco_masks import BadSegmentation, boxes_and_areas, to_rles
+from ignite_det.keypoints import extent
+from ignite_det.masks import Rles, encode_masks
 
 _LISTED = 5  # offending ids named in a message
 _MAX_ID = 2**53  # CocoMetric's limit on ids
@@ -42,6 +44,8 @@ class GroundTruth:
     iscrowd: np.ndarray  # int64 (M,)
     image_index: np.ndarray  # int64 (M,)
     warnings: tuple[str, ...] = ()
+    masks: Rles | None = None  # (M,) with iou_type "segm": the segmentations as compressed RLEs
+    keypoints: np.ndarray | None = None  # float64 (M, K, 3) with iou_type "keypoints"
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,30 @@ class Predictions:
     image_index: np.ndarray  # int64 (N,)
     area: np.ndarray | None = None  # float64 (N,)
     warnings: tuple[str, ...] = ()
+    masks: Rles | None = None  # (N,) with iou_type "segm"
+    keypoints: np.ndarray | None = None  # float64 (N, K, 3) with iou_type "keypoints"
+
+    def select(self, keep: np.ndarray, warnings: tuple[str, ...]) -> Predictions:
+        """The results where ``keep`` (bool, (N,)) is true."""
+        return Predictions(
+            self.boxes[keep],
+            self.scores[keep],
+            self.labels[keep],
+            self.image_index[keep],
+            None if self.area is None else self.area[keep],
+            warnings,
+            None if self.masks is None else self.masks.select(keep),
+            None if self.keypoints is None else self.keypoints[keep],
+        )
 
 
-def load_ground_truth(path: Path) -> GroundTruth:
+def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
     """Read and check a COCO instances file (``images``, ``annotations``, ``categories``).
+
+    With ``iou_type="segm"`` every annotation's ``segmentation`` is read as ``annToRLE`` reads it
+    (polygons rasterised at the image's ``height`` and ``width``), and a missing ``bbox`` is the
+    mask's; with ``"keypoints"``, every annotation's ``keypoints`` (x, y, v for each of K points),
+    whose ``num_keypoints``, when given, must count its labelled points (v > 0).
 
     Raises:
         InputError: naming the file, the entry and the problem.
@@ -82,26 +106,38 @@ def load_ground_truth(path: Path) -> GroundTruth:
     image_index = _index_of(
         _field(annotations, "image_id", source, integer=True), image_ids, "image ids", source, known_as="its 'images'"
     )
+    image_sizes = [_image_size(image) for image in images]
+    masks = _masks(annotations, [image_sizes[i] for i in image_index], source) if iou_type == "segm" else None
+    if masks is not None and any("bbox" not in a for a in annotations if isinstance(a, dict)):
+        boxes = masks.boxes()  # pycocotools' segm evaluation does not read a ground truth's box
+    else:
+        boxes = _boxes(_column(annotations, "bbox", source), source)
     return GroundTruth(
         image_ids=image_ids,
         file_names=_column(images, "file_name", _Source(path, "images"), default=""),
-        image_sizes=[_image_size(image) for image in images],
+        image_sizes=image_sizes,
         class_names={int(c): str(entry.get("name", c)) for c, entry in zip(category_ids.tolist(), categories)},
-        boxes=_boxes(_column(annotations, "bbox", source), source),
+        boxes=boxes,
         labels=labels,
         area=area,
         iscrowd=iscrowd,
         image_index=image_index,
         warnings=_zero_id_warning(annotations, iscrowd, path),
+        masks=masks,
+        keypoints=_ground_truth_keypoints(annotations, source) if iou_type == "keypoints" else None,
     )
 
 
-def load_predictions(path: Path, gt: GroundTruth, strict: bool = False) -> Predictions:
+def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type: str = "bbox") -> Predictions:
     """Read and check a COCO results list against the ground truth.
 
     A result needs ``image_id``, ``category_id``, ``score`` and a ``bbox`` (xywh) or, without one, a
     ``segmentation`` whose box and area are taken as pycocotools' ``loadRes`` takes them. Results whose
     ``category_id`` is not in the ground truth are left out with a warning, or refused when ``strict``.
+    With ``iou_type="segm"`` every result needs a ``segmentation``, with ``"keypoints"`` its
+    ``keypoints`` (K points as the ground truth's); a result's area, which picks its area range, is
+    then as ``loadRes`` sets it: ``w * h`` of a given ``bbox``, else the mask's area or the
+    keypoints' extent.
 
     Raises:
         InputError: naming the file, the entry and the problem.
@@ -117,22 +153,26 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False) -> Predi
     labels = _field(results, "category_id", source, integer=True)
     scores = _field(results, "score", source, integer=False)
     image_index = _index_of(image_ids, gt.image_ids, "image ids", source)
-    boxes, area = _result_boxes(results, image_index, gt, source)
+    if iou_type == "segm":
+        found = _with_key(results, "segmentation", source)
+        masks = _masks(found, [gt.image_sizes[i] for i in image_index], source)
+        boxes, area = _boxes_or(found, masks.boxes(), masks.area(), source)
+        predictions = Predictions(boxes, scores, labels, image_index, area, masks=masks)
+    elif iou_type == "keypoints":
+        points = _keypoints(_with_key(results, "keypoints", source), "keypoints", source, gt.keypoints)
+        boxes, area = _boxes_or(results, *extent(points), source)
+        predictions = Predictions(boxes, scores, labels, image_index, area, keypoints=points)
+    else:
+        boxes, area = _result_boxes(results, image_index, gt, source)
+        predictions = Predictions(boxes, scores, labels, image_index, area)
     _, known = _lookup(labels, np.array(list(gt.class_names), dtype=np.int64))
     if known.all():
-        return Predictions(boxes, scores, labels, image_index, area)
+        return predictions
     message = _not_known(labels, known, "category ids", source, "the ground truth")
     if strict:
         raise source.error(message)
     warning = f"{path}: {message}; they are left out, as pycocotools leaves them out (--strict refuses them)"
-    return Predictions(
-        boxes[known],
-        scores[known],
-        labels[known],
-        image_index[known],
-        None if area is None else area[known],
-        (warning,),
-    )
+    return predictions.select(known, (warning,))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -346,3 +386,77 @@ def _result_boxes(
     area = boxes[:, 2] * boxes[:, 3]
     area[masked] = mask_area
     return boxes, area
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Masks and keypoints (--iou-type segm, keypoints)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _with_key(entries: list[Any], key: str, source: _Source) -> list[Any]:
+    """The entries, each checked to be an object holding ``key``."""
+    _column(entries, key, source)
+    return entries
+
+
+def _masks(entries: list[Any], image_sizes: list[tuple[int, int] | None], source: _Source) -> Rles:
+    """Every entry's ``segmentation`` as a checked compressed RLE, as ``annToRLE`` reads it."""
+    try:
+        rles = to_rles(_column(entries, "segmentation", source), image_sizes)
+    except BadSegmentation as error:
+        raise source.error(f"{source.name}[{error.index}]['segmentation'] {error}") from None
+    try:  # every run length counted: a string that describes another size is refused here, not later
+        return encode_masks(source.name, rles)
+    except ValueError as error:
+        raise source.error(str(error)) from None
+
+
+def _boxes_or(
+    entries: list[Any], boxes: np.ndarray, area: np.ndarray, source: _Source
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Given boxes where entries have a ``bbox``, else ``boxes``; the area ``loadRes`` sets: ``w * h``
+    of a given box (its box branch comes first), else ``area``. The area is None when no box is given
+    (the metric then computes the same itself)."""
+    given = [i for i, entry in enumerate(entries) if "bbox" in entry]
+    if not given:
+        return boxes, None
+    boxes, area = boxes.copy(), area.copy()
+    boxes[given] = _boxes([entries[i]["bbox"] for i in given], source)
+    area[given] = boxes[given, 2] * boxes[given, 3]
+    return boxes, area
+
+
+def _keypoints(entries: list[Any], key: str, source: _Source, like: np.ndarray | None) -> np.ndarray:
+    """Every entry's ``keypoints`` (x1, y1, v1, x2, ...) as float64 (N, K, 3), K as in ``like``."""
+    values = _column(entries, key, source)
+    lengths = {len(v) if isinstance(v, list) else -1 for v in values}
+    k = like.shape[1] if like is not None else (max(lengths) // 3 if lengths else 0)
+    if lengths - {3 * k} or k == 0 and values:
+        index = next(i for i, v in enumerate(values) if not isinstance(v, list) or len(v) != 3 * k or not v)
+        raise source.error(
+            f"{source.name}[{index}]['{key}'] must be a list of 3 * {k} numbers (x, y, v for each keypoint), "
+            f"got {str(values[index])[:60]}"
+        )
+    flat = list(itertools.chain.from_iterable(values))
+    return _numbers(flat, key, source, integer=False).reshape(len(values), k, 3) if values else np.zeros((0, k, 3))
+
+
+def _ground_truth_keypoints(annotations: list[Any], source: _Source) -> np.ndarray:
+    """The ground truth's keypoints; ``num_keypoints``, which pycocotools reads to ignore a person
+    without labelled points, must agree with the points (ignite-det counts them)."""
+    points = _keypoints(annotations, "keypoints", source, None)
+    visibility = points[:, :, 2]
+    wrong = (visibility != 0) & (visibility != 1) & (visibility != 2)
+    _check_values(
+        ~wrong.any(axis=1), "keypoints", "must have visibility 0, 1 or 2 at every third place", points[:, :, 2], source
+    )
+    counted = (visibility > 0).sum(axis=1)
+    given = _field(annotations, "num_keypoints", source, integer=True, default=-1)
+    bad = (given >= 0) & (given != counted)
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise source.error(
+            f"{source.name}[{index}]['num_keypoints'] is {given[index]}, but {int(counted[index])} of its "
+            "keypoints are labelled (v > 0)"
+        )
+    return points

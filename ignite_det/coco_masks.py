@@ -28,6 +28,23 @@ class BadSegmentation(ValueError):
         self.index = index  # position in the list given to boxes_and_areas
 
 
+def to_rles(segmentations: Sequence[Any], image_sizes: Sequence[tuple[int, int] | None]) -> list[dict[str, Any]]:
+    """Every segmentation as a compressed RLE, as ``annToRLE`` converts it (``counts`` as in the file).
+
+    Raises:
+        BadSegmentation: for the first malformed segmentation, or a polygon whose image size is unknown.
+    """
+    from pycocotools import mask  # the C code behind annToRLE
+
+    rles = []
+    for index, (segmentation, image_size) in enumerate(zip(segmentations, image_sizes)):
+        try:
+            rles.append(_to_rle(segmentation, image_size, mask))
+        except ValueError as error:
+            raise BadSegmentation(str(error), index) from None
+    return rles
+
+
 def boxes_and_areas(
     segmentations: Sequence[Any], image_sizes: Sequence[tuple[int, int] | None]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -43,12 +60,7 @@ def boxes_and_areas(
     """
     from pycocotools import mask  # the C code behind the numbers loadRes sets
 
-    rles = []
-    for index, (segmentation, image_size) in enumerate(zip(segmentations, image_sizes)):
-        try:
-            rles.append(_to_rle(segmentation, image_size, mask))
-        except ValueError as error:
-            raise BadSegmentation(str(error), index) from None
+    rles = to_rles(segmentations, image_sizes)
     if not rles:
         return np.zeros((0, 4)), np.zeros(0)
     # One at a time, as loadRes calls it: pycocotools 2.0.11's area() of a list fails beyond 255 masks.

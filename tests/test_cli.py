@@ -370,11 +370,6 @@ def test_output_directory_must_exist(tmp_path: Path, capsys) -> None:
     _assert_one_line_error(code, capsys, None, ["--output", "does not exist"])
 
 
-def test_segm_is_not_supported(capsys) -> None:
-    code = main(["evaluate", str(GT_FILE), str(RESULTS_FILE), "--iou-type", "segm"])
-    _assert_one_line_error(code, capsys, None, ["--iou-type segm is not supported", "boxes only"])
-
-
 @pytest.mark.parametrize(
     "extra, words",
     [
