@@ -36,6 +36,8 @@ _FIRST_CHAR, _LAST_CHAR = 48, 48 + 63
 _MAX_CHARS_PER_COUNT = 7  # 35 bits: any count of an image below 2**32 pixels
 
 
+# Masks made binary at a time in update(): the temporaries stay a few MB however many masks an image has.
+_MASKS_PER_CHUNK = 16
 # pycocotools 2.0.11's area() counts a list's masks in a uint8: it fails beyond 255 masks.
 _AREA_CHUNK = 255
 
@@ -241,16 +243,28 @@ def _check_mask_tensor(where: str, masks: torch.Tensor) -> int:
 def _encode_tensor(where: str, masks: torch.Tensor) -> Rles:
     if masks.numel() == 0:
         return Rles.empty()
-    binary = _binary(where, masks.detach().reshape(masks.shape[0], masks.shape[-2], masks.shape[-1]))
-    # mask.encode reads (H, W, N) in Fortran order: the bytes of (N, W, H) in C order.
-    columns = binary.transpose(1, 2).contiguous().cpu().view(torch.uint8).numpy()
-    return Rles.from_dicts(coco_mask.encode(columns.transpose(2, 1, 0)))
+    masks = masks.detach().reshape(masks.shape[0], masks.shape[-2], masks.shape[-1])
+    _check_values(where, masks)
+    rles: list[dict[str, Any]] = []
+    for start in range(0, len(masks), _MASKS_PER_CHUNK):
+        # mask.encode reads (H, W, n) in Fortran order: the bytes of (n, W, H) in C order. The binary
+        # masks are written straight in that layout, a chunk at a time, on the masks' own device.
+        chunk = masks[start : start + _MASKS_PER_CHUNK].transpose(1, 2)
+        columns = torch.empty(chunk.shape, dtype=torch.bool, device=masks.device)
+        if masks.dtype == torch.bool:
+            columns.copy_(chunk)
+        elif masks.is_floating_point():
+            torch.gt(chunk, 0.5, out=columns)
+        else:
+            torch.ne(chunk, 0, out=columns)
+        rles += coco_mask.encode(columns.cpu().view(torch.uint8).numpy().transpose(2, 1, 0))
+    return Rles.from_dicts(rles)
 
 
-def _binary(where: str, masks: torch.Tensor) -> torch.Tensor:
-    """bool (N, H, W); values are checked in one pass (aminmax) where they could be wrong."""
+def _check_values(where: str, masks: torch.Tensor) -> None:
+    """Probabilities in [0, 1], integers 0 or 1 (one aminmax pass; bool needs none)."""
     if masks.dtype == torch.bool:
-        return masks
+        return
     low, high = (float(v) for v in torch.aminmax(masks))
     if masks.is_floating_point():
         if not (low >= 0.0 and high <= 1.0):  # NaN fails both
@@ -258,13 +272,11 @@ def _binary(where: str, masks: torch.Tensor) -> torch.Tensor:
                 f"{where} of dtype {masks.dtype} must hold probabilities in [0, 1], "
                 f"got values in [{low:.6g}, {high:.6g}]; apply .sigmoid() to logits, or pass binary masks as bool"
             )
-        return masks > 0.5
-    if low < 0 or high > 1:
+    elif low < 0 or high > 1:
         raise ValueError(
             f"{where} of dtype {masks.dtype} must hold only 0 and 1, got values in [{int(low)}, {int(high)}]; "
             "pass (masks > 0) for masks stored as 0/255"
         )
-    return masks.bool()
 
 
 def _check_rle_structure(where: str, rle: Any) -> None:
