@@ -36,8 +36,11 @@ _FIRST_CHAR, _LAST_CHAR = 48, 48 + 63
 _MAX_CHARS_PER_COUNT = 7  # 35 bits: any count of an image below 2**32 pixels
 
 
-# Masks made binary at a time in update(): the temporaries stay a few MB however many masks an image has.
-_MASKS_PER_CHUNK = 16
+# Masks checked and made binary at a time in update(). On the CPU, 4 masks of 640x480 (5 MB of float32)
+# stay in the cache between the check and the threshold: measured 2x faster than 16 at a time. On a
+# GPU, larger chunks make fewer launches and synchronisations. Either way the temporaries stay small.
+_MASKS_PER_CHUNK = {"cpu": 4}
+_MASKS_PER_CHUNK_ELSEWHERE = 32
 # pycocotools 2.0.11's area() counts a list's masks in a uint8: it fails beyond 255 masks.
 _AREA_CHUNK = 255
 
@@ -244,12 +247,13 @@ def _encode_tensor(where: str, masks: torch.Tensor) -> Rles:
     if masks.numel() == 0:
         return Rles.empty()
     masks = masks.detach().reshape(masks.shape[0], masks.shape[-2], masks.shape[-1])
-    _check_values(where, masks)
+    step = _MASKS_PER_CHUNK.get(masks.device.type, _MASKS_PER_CHUNK_ELSEWHERE)
     rles: list[dict[str, Any]] = []
-    for start in range(0, len(masks), _MASKS_PER_CHUNK):
+    for start in range(0, len(masks), step):
+        _check_values(where, masks[start : start + step])
         # mask.encode reads (H, W, n) in Fortran order: the bytes of (n, W, H) in C order. The binary
         # masks are written straight in that layout, a chunk at a time, on the masks' own device.
-        chunk = masks[start : start + _MASKS_PER_CHUNK].transpose(1, 2)
+        chunk = masks[start : start + step].transpose(1, 2)
         columns = torch.empty(chunk.shape, dtype=torch.bool, device=masks.device)
         if masks.dtype == torch.bool:
             columns.copy_(chunk)
