@@ -16,9 +16,14 @@ A sample is ``(image, target)``: ``image`` a float tensor (3, H, W) in [0, 1],
 ``target`` a torchvision-style dict with ``boxes`` float32 (M, 4) xyxy pixels,
 ``labels`` int64 (M,) (class ids from 1), ``iscrowd`` int64 (M,), ``area``
 float32 (M,) (the shape's true pixel area, not its box area) and ``image_id``
-(int, from 1).
+(int, from 1). With ``shapes=True`` it also holds ``masks`` bool (M, H, W) (the crowd region's
+is the union of its tiny shapes) and ``keypoints`` float32 (M, 4, 3): a square's four corners
+(top-left, top-right, bottom-right, bottom-left before its rotation) with COCO's visibility (2
+visible, 1 under a shape drawn on top, 0 outside the image); other shapes have none (all 0).
 
-Export a split as a COCO-format folder (``images/*.png`` + ``instances.json``)::
+Export a split as a COCO-format folder (``images/*.png`` + ``instances.json``, whose annotations
+carry a ``segmentation`` as compressed RLE, + ``keypoints.json``: the squares alone, with their
+corners as keypoints, as COCO's person keypoints file holds the people)::
 
     # the validation set of train_shapes.py's defaults
     python examples/shapes_data.py --export-coco /tmp/shapes_val --num-images 192 --split val --seed 0
@@ -40,6 +45,8 @@ from torch.utils.data import Dataset
 
 CLASS_NAMES: dict[int, str] = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "cross"}
 NUM_CLASSES = len(CLASS_NAMES)
+SQUARE = 2  # the class with keypoints: its corners
+CORNERS = ("top_left", "top_right", "bottom_right", "bottom_left")
 
 # A base colour per class (RGB), jittered a little per object.
 _CLASS_COLORS = {
@@ -153,8 +160,11 @@ def _sample_side(rng: np.random.Generator, size: int, bucket: int) -> float:
     return float(min(side, 0.92 * size))
 
 
-def generate_sample(seed: int, split: str, index: int, image_size: int = 128) -> tuple[np.ndarray, dict[str, Any]]:
-    """Generate one image (uint8 H x W x 3) and its annotations (numpy), deterministically."""
+def generate_sample(
+    seed: int, split: str, index: int, image_size: int = 128, shapes: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Generate one image (uint8 H x W x 3) and its annotations (numpy), deterministically; with
+    ``shapes``, also the masks and keypoints (they draw nothing from the random generator)."""
     rng = np.random.default_rng([seed, _SPLIT_IDS.get(split, 3), index])
     size = image_size
     canvas = _background(rng, size)
@@ -172,6 +182,7 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 128) ->
     areas: list[float] = []
     crowd: list[int] = []
     objects: list[tuple[np.ndarray, np.ndarray]] = []  # (mask, colour) of the annotated shapes
+    corners: list[list[tuple[float, float]] | None] = []  # a square's corners, per annotated shape
     layers: list[tuple[np.ndarray, np.ndarray]] = []  # (mask, colour) of the crowd's tiny shapes
 
     for _ in range(n_obj):
@@ -202,6 +213,7 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 128) ->
         base = np.array(_CLASS_COLORS[label], dtype=np.float32)
         colour = np.clip(base + rng.normal(0, 12, 3), 0, 255)
         objects.append((mask, colour))
+        corners.append(_polygon(label, cx, cy, w, h, angle) if label == SQUARE else None)
         ys, xs = np.nonzero(mask)
         boxes.append([float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
         labels.append(label)
@@ -220,6 +232,7 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 128) ->
                 break
         else:
             has_crowd = False
+    crowd_mask = None
     if has_crowd:
         union = np.zeros((size, size), dtype=bool)
         for _ in range(int(rng.integers(8, 16))):
@@ -234,6 +247,7 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 128) ->
             labels.append(label)
             areas.append(float(union.sum()))
             crowd.append(1)
+            crowd_mask = union
 
     # render, largest shapes first (so that smaller ones lie on top), the crowd last:
     # fill, then a dark outline (mask minus its erosion)
@@ -253,7 +267,31 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 128) ->
         "area": np.array(areas, dtype=np.float32),
         "image_id": index + 1,
     }
+    if shapes:
+        masks = [mask for mask, _ in objects] + ([] if crowd_mask is None else [crowd_mask])
+        target["masks"] = np.array(masks, dtype=bool).reshape(-1, size, size)
+        target["keypoints"] = _keypoints(corners, [m for m, _ in objects], size, len(masks))
     return image, target
+
+
+def _keypoints(
+    corners: list[list[tuple[float, float]] | None], masks: list[np.ndarray], size: int, count: int
+) -> np.ndarray:
+    """float32 (count, 4, 3): each square's corners, visible (2) unless under a shape drawn on top
+    of it (1: labelled, hidden) or outside the image (0); zeros for the other shapes."""
+    points = np.zeros((count, len(CORNERS), 3), dtype=np.float32)
+    order = _render_order(masks)
+    for k, square in enumerate(corners):
+        if square is None:
+            continue
+        above = [masks[i] for i in order[order.index(k) + 1 :]]  # drawn after it
+        for c, (x, y) in enumerate(square):
+            xi, yi = int(x), int(y)
+            if not (0 <= xi < size and 0 <= yi < size):
+                continue
+            hidden = any(m[yi, xi] for m in above)
+            points[k, c] = (x, y, 1.0 if hidden else 2.0)
+    return points
 
 
 class ShapesDataset(Dataset):
@@ -264,8 +302,15 @@ class ShapesDataset(Dataset):
     """
 
     def __init__(
-        self, num_images: int, image_size: int = 128, seed: int = 0, split: str = "train", hflip: bool = False
+        self,
+        num_images: int,
+        image_size: int = 128,
+        seed: int = 0,
+        split: str = "train",
+        hflip: bool = False,
+        shapes: bool = False,
     ) -> None:
+        self.shapes = shapes  # keep masks and keypoints in raw() (for the COCO export)
         self.num_images = int(num_images)
         self.image_size = int(image_size)
         self.seed = int(seed)
@@ -278,7 +323,7 @@ class ShapesDataset(Dataset):
 
     def raw(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
         if index not in self._cache:
-            self._cache[index] = generate_sample(self.seed, self.split, index, self.image_size)
+            self._cache[index] = generate_sample(self.seed, self.split, index, self.image_size, self.shapes)
         return self._cache[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -327,18 +372,22 @@ def coco_dict(dataset: ShapesDataset, file_names: list[str] | None = None) -> di
                 "height": dataset.image_size,
             }
         )
-        for box, label, crowd, area in zip(t["boxes"], t["labels"], t["iscrowd"], t["area"]):
+        for k, (box, label, crowd, area) in enumerate(zip(t["boxes"], t["labels"], t["iscrowd"], t["area"])):
             x1, y1, x2, y2 = (float(v) for v in box)
-            annotations.append(
-                {
-                    "id": ann_id,
-                    "image_id": image_id,
-                    "category_id": int(label),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": float(area),
-                    "iscrowd": int(crowd),
-                }
-            )
+            annotation = {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": int(label),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": float(area),
+                "iscrowd": int(crowd),
+            }
+            if "masks" in t:
+                annotation["segmentation"] = _rle(t["masks"][k])
+                points = t["keypoints"][k]
+                annotation["keypoints"] = [round(float(v), 2) for v in points.reshape(-1)]
+                annotation["num_keypoints"] = int((points[:, 2] > 0).sum())
+            annotations.append(annotation)
             ann_id += 1
     categories = [{"id": k, "name": v, "supercategory": "shape"} for k, v in CLASS_NAMES.items()]
     return {
@@ -349,15 +398,41 @@ def coco_dict(dataset: ShapesDataset, file_names: list[str] | None = None) -> di
     }
 
 
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    """A mask as COCO's compressed RLE (counts as a string), as pycocotools writes it."""
+    from pycocotools import mask as coco_mask  # an ignite-det dependency
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def keypoints_dict(instances: dict[str, Any]) -> dict[str, Any]:
+    """The squares of an ``instances`` dict with their corners, as COCO's person keypoints file holds people:
+    one category (with its keypoint names and skeleton), its annotations only."""
+    category = {
+        "id": SQUARE,
+        "name": CLASS_NAMES[SQUARE],
+        "supercategory": "shape",
+        "keypoints": list(CORNERS),
+        "skeleton": [[1, 2], [2, 3], [3, 4], [4, 1]],
+    }
+    annotations = [a for a in instances["annotations"] if a["category_id"] == SQUARE]
+    return {**instances, "annotations": annotations, "categories": [category]}
+
+
 def export_coco(dataset: ShapesDataset, directory: str | os.PathLike) -> Path:
-    """Write ``directory/images/*.png`` and ``directory/instances.json``; returns the json path."""
+    """Write ``directory/images/*.png``, ``directory/instances.json`` (with masks) and
+    ``directory/keypoints.json`` (the squares and their corners); returns the instances json path."""
     root = Path(directory)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    for i in range(len(dataset)):
-        arr, t = dataset.raw(i)
+    shaped = ShapesDataset(dataset.num_images, dataset.image_size, dataset.seed, dataset.split, shapes=True)
+    for i in range(len(shaped)):
+        arr, t = shaped.raw(i)
         Image.fromarray(arr).save(root / "images" / f"{int(t['image_id']):06d}.png")
+    instances = coco_dict(shaped)
     path = root / "instances.json"
-    path.write_text(json.dumps(coco_dict(dataset)))
+    path.write_text(json.dumps(instances))
+    (root / "keypoints.json").write_text(json.dumps(keypoints_dict(instances)))
     return path
 
 

@@ -2,8 +2,14 @@
 
 The model is Faster R-CNN with a MobileNet-v3 large FPN backbone by default (``--model`` picks another
 torchvision detector). It starts from scratch, or from a local state dict given with ``--weights``;
-nothing is downloaded. The data is a folder of images and a COCO ``instances.json`` (no pycocotools
-needed to read it); crowd boxes are left out of the training targets and kept for evaluation.
+nothing is downloaded. The data is a folder of images and a COCO ``instances.json``; crowd boxes are
+left out of the training targets and kept for evaluation.
+
+``--model maskrcnn_resnet50_fpn`` trains Mask R-CNN on the annotations' ``segmentation`` and evaluates
+its masks (``CocoMetric(iou_type="segm")``); ``--model keypointrcnn_resnet50_fpn`` trains Keypoint R-CNN
+on their ``keypoints`` (K points, named by the category's ``keypoints``) and evaluates them
+(``iou_type="keypoints"``, OKS with ``--keypoint-sigmas``). The shapes export carries both: masks in
+``instances.json``, and the squares with their corners as keypoints in ``keypoints.json``.
 
 This example needs torchvision, which on this project's machines only works as::
 
@@ -24,6 +30,14 @@ Usage::
 
     # a smoke run: 2 epochs of 3 iterations
     python examples/train_torchvision.py --images ... --annotations ... --epochs 2 --max-iterations 3
+
+    # Mask R-CNN (mask AP), and Keypoint R-CNN on the squares' corners (keypoint AP)
+    python examples/train_torchvision.py --model maskrcnn_resnet50_fpn --images /tmp/shapes/images \
+        --annotations /tmp/shapes/instances.json --val-images /tmp/shapes_val/images \
+        --val-annotations /tmp/shapes_val/instances.json --image-size 160
+    python examples/train_torchvision.py --model keypointrcnn_resnet50_fpn --images /tmp/shapes/images \
+        --annotations /tmp/shapes/keypoints.json --val-images /tmp/shapes_val/images \
+        --val-annotations /tmp/shapes_val/keypoints.json --image-size 160
 
     # evaluate the best checkpoint of the last training run (or name a run folder or a .pt file)
     python examples/train_torchvision.py --eval-only --checkpoint runs/torchvision/latest \\
@@ -67,10 +81,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
-    from ignite_det import STAT_NAMES, CocoMetric, attach_wandb_logging
+    from ignite_det import CocoMetric, attach_wandb_logging
 except ImportError:  # running from a source checkout without installing the package
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from ignite_det import STAT_NAMES, CocoMetric, attach_wandb_logging
+    from ignite_det import CocoMetric, attach_wandb_logging
 
 from run_dirs import find_checkpoint, link_latest, new_run_dir, shown_path  # noqa: E402
 
@@ -84,7 +98,11 @@ MODELS = (
     "retinanet_resnet50_fpn",
     "retinanet_resnet50_fpn_v2",
     "fcos_resnet50_fpn",
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2",
+    "keypointrcnn_resnet50_fpn",
 )
+DEFAULT_CORNER_SIGMA = 0.05  # OKS constant of a keypoint without COCO's person sigmas: a sharp corner
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
 
 
@@ -121,6 +139,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
+    parser.add_argument(
+        "--keypoint-sigmas",
+        type=float,
+        nargs="+",
+        default=None,
+        help=f"keypoint models: an OKS sigma per keypoint (default: COCO's for 17 points, else {DEFAULT_CORNER_SIGMA})",
+    )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
     parser.add_argument(
         "--checkpoint", default=None, help="with --eval-only: a .pt file or a run folder (runs/torchvision/latest)"
@@ -155,14 +180,24 @@ class CocoDetectionDataset(Dataset):
 
     ``image`` is a float (3, H, W) tensor in [0, 1]; ``target`` has ``boxes`` (float32 (M, 4), xyxy pixels),
     ``labels`` (int64 (M,), the category ids), ``iscrowd`` (int64 (M,)), ``area`` (float32 (M,), the json's
-    ``area``, box area where absent) and ``image_id`` (int). With ``train=True`` crowd regions and boxes
-    without area are dropped, as torchvision's detection models require; evaluation targets keep every box.
+    ``area``, box area where absent) and ``image_id`` (int); with ``task="segm"`` also ``masks`` (uint8
+    (M, H, W), the ``segmentation`` rasterised as pycocotools does), with ``task="keypoints"`` also
+    ``keypoints`` (float32 (M, K, 3)). With ``train=True`` crowd regions and boxes without area are dropped,
+    as torchvision's detection models require; evaluation targets keep every box.
     """
 
-    def __init__(self, images_dir: str | os.PathLike, annotations: str | os.PathLike, train: bool = False) -> None:
+    def __init__(
+        self, images_dir: str | os.PathLike, annotations: str | os.PathLike, train: bool = False, task: str = "bbox"
+    ) -> None:
         data = json.loads(Path(annotations).read_text())
         self.root = Path(images_dir)
         self.train = train
+        self.task = task
+        self.num_keypoints = max((len(c.get("keypoints", [])) for c in data["categories"]), default=0)
+        if task == "keypoints" and self.num_keypoints == 0:
+            raise ValueError(
+                f"{annotations}: no category names keypoints (give the keypoints file, e.g. keypoints.json)"
+            )
         self.images = sorted(data["images"], key=lambda image: image["id"])
         self.class_names = {int(c["id"]): str(c["name"]) for c in data["categories"]}
         if not self.class_names or min(self.class_names) < 1:
@@ -191,7 +226,25 @@ class CocoDetectionDataset(Dataset):
             "area": torch.tensor([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], dtype=torch.float32),
             "image_id": int(info["id"]),
         }
+        if self.task == "segm":
+            target["masks"] = self._masks(anns, info)
+        elif self.task == "keypoints":
+            points = [a.get("keypoints", [0] * 3 * self.num_keypoints) for a in anns]
+            target["keypoints"] = torch.tensor(points, dtype=torch.float32).reshape(-1, self.num_keypoints, 3)
         return image, target
+
+    @staticmethod
+    def _masks(anns: list[dict[str, Any]], info: dict[str, Any]) -> torch.Tensor:
+        """uint8 (M, H, W): each ``segmentation`` (RLE or polygons) as pycocotools' ``annToMask`` reads it."""
+        from pycocotools import mask as coco_mask  # an ignite-det dependency
+
+        from ignite_det.coco_masks import to_rles
+
+        height, width = int(info["height"]), int(info["width"])
+        if not anns:
+            return torch.zeros((0, height, width), dtype=torch.uint8)
+        rles = to_rles([a["segmentation"] for a in anns], [(height, width)] * len(anns))
+        return torch.from_numpy(np.ascontiguousarray(coco_mask.decode(rles).transpose(2, 0, 1)))
 
 
 def collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
@@ -222,12 +275,25 @@ def detection_models() -> Any:
     return detection
 
 
-def build_model(name: str, num_classes: int, image_size: int) -> torch.nn.Module:
+def task_of(model: str) -> str:
+    """What a model predicts, as CocoMetric's ``iou_type``: masks, keypoints or boxes."""
+    return "segm" if model.startswith("maskrcnn") else "keypoints" if model.startswith("keypointrcnn") else "bbox"
+
+
+def build_model(name: str, num_classes: int, image_size: int, num_keypoints: int = 0) -> torch.nn.Module:
     """A torchvision detector with ``num_classes`` outputs (background included), randomly initialised."""
     builder = getattr(detection_models(), name)
     max_size = round(image_size * 1333 / 800)
+    extra = {"num_keypoints": num_keypoints} if task_of(name) == "keypoints" else {}
     # weights=None and weights_backbone=None: nothing is downloaded
-    return builder(weights=None, weights_backbone=None, num_classes=num_classes, min_size=image_size, max_size=max_size)
+    return builder(
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        min_size=image_size,
+        max_size=max_size,
+        **extra,
+    )
 
 
 def load_weights(model: torch.nn.Module, path: str) -> None:
@@ -245,8 +311,15 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
 class RunMeta:
     """Saved next to the weights: what is needed to rebuild the model, and its metrics at save time."""
 
-    def __init__(self, config: dict[str, Any], num_classes: int, evaluator: Engine | None = None) -> None:
-        self.config = {"model": config["model"], "num_classes": num_classes, "image_size": config["image_size"]}
+    def __init__(
+        self, config: dict[str, Any], num_classes: int, evaluator: Engine | None = None, num_keypoints: int = 0
+    ) -> None:
+        self.config = {
+            "model": config["model"],
+            "num_classes": num_classes,
+            "image_size": config["image_size"],
+            "num_keypoints": num_keypoints,
+        }
         self.evaluator = evaluator
         self.wandb_run_id: str | None = None
 
@@ -254,7 +327,7 @@ class RunMeta:
         metrics = {}
         state = self.evaluator.state if self.evaluator is not None else None
         if state is not None:
-            metrics = {k: float(state.metrics[k]) for k in STAT_NAMES if k in state.metrics}
+            metrics = _metrics_dict(state.metrics) if "coco" in state.metrics else {}
         return {"config": dict(self.config), "metrics": metrics, "wandb_run_id": self.wandb_run_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -285,7 +358,11 @@ def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dev
 
 
 def create_evaluator(
-    model: torch.nn.Module, config: dict[str, Any], class_names: dict[int, str], device: torch.device
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    class_names: dict[int, str],
+    device: torch.device,
+    num_keypoints: int = 0,
 ) -> Engine:
     @torch.no_grad()
     def eval_step(engine: Engine, batch: Batch) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -296,8 +373,29 @@ def create_evaluator(
 
     evaluator = Engine(eval_step)
     evaluator.logger = setup_logger("evaluator", level=30)
-    CocoMetric(box_format="xyxy", backend=config["backend"], class_names=class_names).attach(evaluator, "coco")
+    task = task_of(config["model"])
+    CocoMetric(
+        box_format="xyxy",
+        iou_type=task,
+        backend=config["backend"],
+        class_names=class_names,
+        keypoint_sigmas=keypoint_sigmas(config, num_keypoints) if task == "keypoints" else None,
+    ).attach(evaluator, "coco")
     return evaluator
+
+
+def keypoint_sigmas(config: dict[str, Any], num_keypoints: int) -> list[float] | None:
+    """``--keypoint-sigmas``, else COCO's person sigmas (None) for 17 points, else a corner's for each.
+
+    Raises:
+        ValueError: if ``--keypoint-sigmas`` has another number of values than the keypoints.
+    """
+    given = config["keypoint_sigmas"]
+    if given is not None and len(given) != num_keypoints:
+        raise ValueError(f"--keypoint-sigmas has {len(given)} values for {num_keypoints} keypoints")
+    if given is not None:
+        return list(given)
+    return None if num_keypoints == 17 else [DEFAULT_CORNER_SIGMA] * num_keypoints
 
 
 def add_lr_schedule(
@@ -399,7 +497,8 @@ def say(message: str) -> None:
 
 
 def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(state_metrics[k]) for k in STAT_NAMES}
+    """The COCO numbers of the evaluation: the 12 of boxes and masks, the 10 of keypoints."""
+    return {k: float(v) for k, v in state_metrics["coco"].items()}
 
 
 # ----------------------------------------------------------------------------- run
@@ -427,9 +526,10 @@ def evaluate_checkpoint(config: dict[str, Any], val_ds: CocoDetectionDataset, de
     saved = ckpt.get("meta", {}) if "model" in ckpt else {}
     saved_config = saved.get("config", {})
     num_classes = saved_config.get("num_classes", max(val_ds.class_names) + 1)
-    model = build_model(saved_config.get("model", config["model"]), num_classes, config["image_size"])
+    num_keypoints = saved_config.get("num_keypoints", val_ds.num_keypoints)
+    model = build_model(saved_config.get("model", config["model"]), num_classes, config["image_size"], num_keypoints)
     model.load_state_dict(ckpt.get("model", ckpt))
-    evaluator = create_evaluator(model.to(device), config, val_ds.class_names, device)
+    evaluator = create_evaluator(model.to(device), config, val_ds.class_names, device, num_keypoints)
     if not config["no_progress"]:
         ProgressBar(desc="eval").attach(evaluator)
     wandb_logger = setup_eval_wandb(config, evaluator, val_ds.class_names, saved)
@@ -448,10 +548,11 @@ def evaluate_checkpoint(config: dict[str, Any], val_ds: CocoDetectionDataset, de
 
 
 def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.device) -> dict[str, Any]:
-    train_ds = CocoDetectionDataset(config["images"], config["annotations"], train=True)
+    train_ds = CocoDetectionDataset(config["images"], config["annotations"], train=True, task=val_ds.task)
     class_names = val_ds.class_names
     num_classes = max(max(train_ds.class_names), max(class_names)) + 1  # K + 1 when the ids are 1..K
-    model = build_model(config["model"], num_classes, config["image_size"])
+    num_keypoints = val_ds.num_keypoints if val_ds.task == "keypoints" else 0
+    model = build_model(config["model"], num_classes, config["image_size"], num_keypoints)
     if config["weights"]:
         load_weights(model, config["weights"])
     model.to(device)
@@ -463,7 +564,7 @@ def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.de
     epoch_length = min(len(train_loader), config["max_iterations"] or len(train_loader))
     trainer = create_trainer(model, optimizer, device)
     add_lr_schedule(trainer, optimizer, config, config["epochs"] * epoch_length)
-    evaluator = create_evaluator(model, config, class_names, device)
+    evaluator = create_evaluator(model, config, class_names, device, num_keypoints)
     history: list[dict[str, float]] = []
 
     @trainer.on(Events.EPOCH_COMPLETED)
@@ -472,7 +573,8 @@ def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.de
         state = evaluator.run(val_loader)
         history.append(_metrics_dict(state.metrics))
         m = history[-1]
-        summary = f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AR100 {m['AR100']:.4f}  (eval {time.time() - t0:.1f} s)"
+        recall = "AR100" if "AR100" in m else "AR"  # keypoints: AR at 20 detections
+        summary = f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  {recall} {m[recall]:.4f}  (eval {time.time() - t0:.1f} s)"
         say(f"epoch {engine.state.epoch:3d}: {summary}")
 
     best = ModelCheckpoint(
@@ -484,7 +586,7 @@ def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.de
         global_step_transform=global_step_from_engine(trainer),
         require_empty=False,
     )
-    meta = RunMeta(config, num_classes, evaluator)
+    meta = RunMeta(config, num_classes, evaluator, num_keypoints)
     evaluator.add_event_handler(Events.COMPLETED, best, {"model": model, "meta": meta})
     if not config["no_progress"]:
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
@@ -571,7 +673,12 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
         torch.set_num_threads(cfg["threads"])
     manual_seed(cfg["seed"])
     device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
-    val_ds = CocoDetectionDataset(val_images, val_annotations, train=False)
+    model_name = cfg["model"]
+    if cfg["eval_only"]:  # the checkpoint says which model it holds
+        model_name = load_checkpoint(cfg["checkpoint"]).get("meta", {}).get("config", {}).get("model", model_name)
+    val_ds = CocoDetectionDataset(val_images, val_annotations, train=False, task=task_of(model_name))
+    if val_ds.task == "keypoints":
+        keypoint_sigmas(cfg, val_ds.num_keypoints)  # a wrong count is refused before anything runs
     cfg["run_dir"] = str(make_run_dir(cfg))
 
     result = evaluate_checkpoint(cfg, val_ds, device) if cfg["eval_only"] else train(cfg, val_ds, device)

@@ -169,6 +169,35 @@ def test_train_then_eval_only(torchvision_python: str, shapes_coco: Path, tmp_pa
     assert config["trained_by_wandb_run"] == report["wandb_run_id"] == again["trained_by_wandb_run"]
 
 
+@pytest.mark.parametrize(
+    "model, annotations, names, iou_type",
+    [
+        ("maskrcnn_resnet50_fpn", "instances.json", list(STAT_NAMES), "segm"),
+        (
+            "keypointrcnn_resnet50_fpn",
+            "keypoints.json",
+            ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"],
+            "keypoints",
+        ),
+    ],
+)
+def test_mask_and_keypoint_models_train_and_evaluate_their_type(
+    torchvision_python: str, shapes_coco: Path, tmp_path: Path, model: str, annotations: str, names: list, iou_type: str
+) -> None:
+    """Mask R-CNN on the export's masks and Keypoint R-CNN on its squares' corners: trained a step, then
+    evaluated by their own IoU type (the report's keys say which), logged to W&B with its images."""
+    data = ["--images", str(shapes_coco / "images"), "--annotations", str(shapes_coco / annotations)]
+    args = [*data, "--model", model, "--epochs", "1", "--max-iterations", "1", "--output-dir", "out"]
+    done = _run_example(torchvision_python, [*args, "--wandb-mode", "offline"], tmp_path)
+    report = json.loads((tmp_path / "out" / "run-1" / "metrics.json").read_text())
+    assert list(report["metrics"]) == names
+    assert all(isinstance(v, float) and -1.0 <= v <= 1.0 for v in report["metrics"].values())
+    assert ("maxDets= 20" in done.stdout) == (iou_type == "keypoints")
+    run_dir = find_run_dir(tmp_path / "wandb")
+    rows = [row for row in history_rows(run_dir) if "val/AP" in row]
+    assert [{k: row[f"val/{k}"] for k in names} for row in rows] == [report["metrics"]]
+
+
 def test_documented_commands_parse() -> None:
     """Every command line of the docs that runs the example has flags it knows (no torchvision needed)."""
     sys.path.insert(0, str(EXAMPLE.parent))
