@@ -91,6 +91,8 @@ class Rles:
 
     def pack(self) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 (B,): the ``counts`` strings end to end, int64 (N,): the length of each)."""
+        if not self.sizes.any():  # rows of another IoU type: no mask at all (a real mask is at least 1x1)
+            return np.zeros(0, np.uint8), np.zeros(len(self), np.int64)
         lengths = np.array([len(c) for c in self.counts.tolist()], dtype=np.int64)
         return np.frombuffer(b"".join(self.counts.tolist()), dtype=np.uint8), lengths
 

@@ -148,7 +148,7 @@ class Detections:
                 self.det_labels,
                 self.det_area,
                 self.det_position,
-                _lengths(self.det_rle),
+                self.det_masks().pack()[1].astype(np.float64),
                 self.det_mask_size,
                 self.det_keypoints.reshape(len(self.det_scores), 3 * self.num_keypoints),
             ]
@@ -160,7 +160,7 @@ class Detections:
                 self.gt_labels,
                 self.gt_crowd,
                 self.gt_position,
-                _lengths(self.gt_rle),
+                self.gt_masks().pack()[1].astype(np.float64),
                 self.gt_mask_size,
                 self.gt_keypoints.reshape(len(self.gt_labels), 3 * self.num_keypoints),
             ]
@@ -217,10 +217,6 @@ class Detections:
             gt_mask_size=gt_masks.sizes,
             gt_keypoints=g[:, _BASE_COLUMNS:].reshape(len(g), k, 3).copy(),
         )
-
-
-def _lengths(rle: np.ndarray) -> np.ndarray:
-    return np.array([len(c) for c in rle.tolist()], dtype=np.float64)
 
 
 def _unpack(name: str, data: torch.Tensor | None, table: np.ndarray) -> Rles:
