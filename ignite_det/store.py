@@ -188,9 +188,15 @@ class Detections:
         """The inverse of :meth:`to_tensors` and :meth:`rle_tensors` (tensors on any device).
 
         Raises:
-            ValueError: if the tables' RLE lengths do not add up to the RLE bytes given.
+            ValueError: if the tables' widths are not this version's, or their RLE lengths do not add up
+                to the RLE bytes given.
         """
         width = dets.shape[-1]
+        if width < _BASE_COLUMNS or (width - _BASE_COLUMNS) % 3 or gts.shape[-1] != width:
+            raise ValueError(
+                f"not a CocoMetric state of this version: tables of {width} and {gts.shape[-1]} columns, "
+                f"expected {_BASE_COLUMNS} + 3 per keypoint"
+            )
         k = (width - _BASE_COLUMNS) // 3
         i, d, g = (
             t.detach().cpu().numpy().astype(np.float64).reshape(-1, w)
