@@ -23,6 +23,7 @@ functions directly, as the COCO file format itself, not as an evaluation backend
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ _MAX_CHARS_PER_COUNT = 7  # 35 bits: any count of an image below 2**32 pixels
 # larger chunks make fewer launches and synchronisations. Either way the buffers stay small.
 _MASKS_PER_CHUNK = {"cpu": 4}
 _MASKS_PER_CHUNK_ELSEWHERE = 32
+_BUFFERS = threading.local()
 # pycocotools 2.0.11's area() counts a list's masks in a uint8: it fails beyond 255 masks.
 _AREA_CHUNK = 255
 
@@ -251,9 +253,7 @@ def _encode_tensor(where: str, masks: torch.Tensor) -> Rles:
     masks = masks.detach().reshape(masks.shape[0], masks.shape[-2], masks.shape[-1])
     n, height, width = masks.shape
     step = min(n, _MASKS_PER_CHUNK.get(masks.device.type, _MASKS_PER_CHUNK_ELSEWHERE))
-    # Buffers reused from chunk to chunk: fresh ones would cost a page fault per 4 KB every time.
-    binary = torch.empty((step, height, width), dtype=torch.bool, device=masks.device)
-    columns = np.empty((step, width, height), dtype=np.uint8)
+    binary, columns = _buffers(masks.device, step, height, width)
     rles: list[dict[str, Any]] = []
     for start in range(0, n, step):
         chunk = masks[start : start + step]
@@ -270,6 +270,25 @@ def _encode_tensor(where: str, masks: torch.Tensor) -> Rles:
         np.copyto(columns[:k], made.cpu().view(torch.uint8).numpy().transpose(0, 2, 1))
         rles += coco_mask.encode(columns[:k].transpose(2, 1, 0))
     return Rles.from_dicts(rles)
+
+
+def _buffers(device: torch.device, step: int, height: int, width: int) -> tuple[torch.Tensor, np.ndarray]:
+    """This thread's buffers for ``step`` masks of ``height`` x ``width``, kept from call to call.
+
+    Fresh buffers at every ``update()`` cost a page fault per 4 KB, and left the C heap fragmented
+    between the stored RLEs: the resident set grew by 0.75 MB per image of 100 masks (measured;
+    glibc kept the holes), where reused ones keep it flat.
+    """
+    cache = _BUFFERS.__dict__.setdefault("by_shape", {})
+    key = (str(device), height, width)
+    if key not in cache or len(cache[key][1]) < step:
+        if len(cache) >= 4:  # images of many sizes: keep the memory bounded
+            cache.clear()
+        cache[key] = (
+            torch.empty((step, height, width), dtype=torch.bool, device=device),
+            np.empty((step, width, height), dtype=np.uint8),
+        )
+    return cache[key]
 
 
 def _check_values(where: str, masks: torch.Tensor) -> None:
