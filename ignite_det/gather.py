@@ -1,7 +1,9 @@
 """Bring every process's detections together, and count each image once.
 
-The gather uses a fixed number of collectives on flat float64 tensors (one for the sizes,
-one each for images, detections and ground truth), never pickled Python objects.
+The gather uses a fixed number of collectives on flat tensors (one for the sizes, one each for
+images, detections and ground truth, all float64, and with the native backend one int8 for the
+detections' match outcomes), never pickled Python objects. Each rank has matched its own images,
+so the native backend's matching scales with the number of processes.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
+from ignite_det.native_matching import MatchRecords
 from ignite_det.store import Detections
 
 
-def gather_detections(local: Detections, has_image_ids: bool | None) -> Detections:
-    """All processes' detections, rank after rank, on every process (the local ones alone without distribution).
+def gather_detections(
+    local: Detections, has_image_ids: bool | None, records: MatchRecords | None = None
+) -> tuple[Detections, MatchRecords | None]:
+    """All processes' detections, rank after rank, on every process (the local ones alone without
+    distribution), with their match records when given (in the same row order).
 
     ``has_image_ids`` is None on a process that saw no image.
 
@@ -25,7 +31,7 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
         ValueError: if some processes' targets carried ``image_id`` and others' did not.
     """
     if idist.backend() is None:  # no process group; a group of one still runs the collectives, so it is tested
-        return local
+        return local, records
     device = idist.device()
     flag = -1 if has_image_ids is None else int(has_image_ids)
     mine = torch.tensor([[len(local.image_ids), len(local.det_scores), len(local.gt_labels), flag]], device=device)
@@ -41,20 +47,26 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
             "Give every target its image_id.",
             stacklevel=3,
         )
-    images, dets, gts = _pack(local)
+    images, dets, gts = _pack(local, records)
+    det_rows = [s[1] for s in sizes]
     parts = zip(
         _gather(images, [s[0] for s in sizes], device),
-        _gather(dets, [s[1] for s in sizes], device),
+        _gather(dets, det_rows, device),
         _gather(gts, [s[2] for s in sizes], device),
     )
-    joined = Detections.concatenate([_unpack(*part) for part in parts])
+    unpacked = [_unpack(*part) for part in parts]
+    joined = Detections.concatenate([d for d, _ in unpacked])
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = _renumbered(joined)
-    return joined
+    if records is None:
+        return joined, None
+    rows = np.concatenate(_gather(torch.from_numpy(_outcome_rows(records)), det_rows, device))
+    outcome = np.ascontiguousarray(rows.T).reshape(records.outcome.shape[:2] + (-1,))
+    return joined, MatchRecords(np.concatenate([rank for _, rank in unpacked]), outcome)
 
 
-def deduplicate(detections: Detections) -> Detections:
-    """Keep the first occurrence of each ``image_id``.
+def deduplicate(detections: Detections, records: MatchRecords | None = None) -> tuple[Detections, MatchRecords | None]:
+    """Keep the first occurrence of each ``image_id`` (and the records of its detections).
 
     Raises:
         ValueError: if two occurrences of one image_id carry different ground truth
@@ -63,11 +75,12 @@ def deduplicate(detections: Detections) -> Detections:
     ids = detections.image_ids
     _, first = np.unique(ids, return_index=True)
     if len(first) == len(ids):
-        return detections
+        return detections, records
     keep = np.zeros(len(ids), dtype=bool)
     keep[first] = True
     _check_repeats_match(detections, keep)
-    return detections.select_images(keep)
+    kept_records = None if records is None else records.select(keep[detections.det_position])
+    return detections.select_images(keep), kept_records
 
 
 def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
@@ -87,14 +100,28 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
             )
 
 
-def _pack(d: Detections) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pack(d: Detections, records: MatchRecords | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, detections and ground truth as float64 rows; a native record's rank rides with its detection."""
     images = d.image_ids.astype(np.float64).reshape(-1, 1)
-    dets = np.column_stack([d.det_boxes, d.det_scores, d.det_labels, d.det_position]).astype(np.float64)
+    rank = [] if records is None else [records.rank]
+    dets = np.column_stack([d.det_boxes, d.det_scores, d.det_labels, d.det_position, *rank]).astype(np.float64)
     gts = np.column_stack([d.gt_boxes, d.gt_area, d.gt_labels, d.gt_crowd, d.gt_position]).astype(np.float64)
-    return torch.from_numpy(images), torch.from_numpy(dets.reshape(-1, 7)), torch.from_numpy(gts.reshape(-1, 8))
+    return (
+        torch.from_numpy(images),
+        torch.from_numpy(dets.reshape(-1, 7 + len(rank))),
+        torch.from_numpy(gts.reshape(-1, 8)),
+    )
 
 
-def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> Detections:
+def _outcome_rows(records: MatchRecords) -> np.ndarray:
+    """(N, A * T) int8: one row per detection, so that ranks' parts can be gathered as rows."""
+    a, t, n = records.outcome.shape
+    return np.ascontiguousarray(records.outcome.reshape(a * t, n).T)
+
+
+def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> tuple[Detections, np.ndarray]:
+    """The Detections of one rank, and the ranks of the native records (empty without them)."""
+    rank = dets[:, 7].astype(np.int32) if dets.shape[1] > 7 else np.zeros(0, np.int32)
     return Detections(
         image_ids=images[:, 0].astype(np.int64),
         det_boxes=dets[:, :4].copy(),
@@ -106,7 +133,7 @@ def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> Detections
         gt_labels=gts[:, 5].astype(np.int64),
         gt_crowd=gts[:, 6].astype(np.int64),
         gt_position=gts[:, 7].astype(np.int64),
-    )
+    ), rank
 
 
 def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[np.ndarray]:

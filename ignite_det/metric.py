@@ -16,6 +16,8 @@ from ignite_det.coco_backend import accumulate, check_backend, match_cells
 from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
+from ignite_det.native_accumulate import accumulate_records
+from ignite_det.native_matching import ChunkedMatcher, MatchRecords
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
 from ignite_det.result import CocoResult
@@ -49,8 +51,10 @@ class CocoMetric(Metric):
 
     Args:
         box_format: ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``, in absolute pixels.
-        backend: ``"pycocotools"`` (the reference) or ``"faster_coco_eval"`` (same numbers, faster;
-            ``pip install 'ignite-det[fast]'``).
+        backend: ``"native"`` (default: images are matched as they arrive, in chunks, and
+            accumulated in a few vectorised passes), ``"pycocotools"`` (the reference, COCOeval
+            itself) or ``"faster_coco_eval"`` (COCOeval in C++; ``pip install 'ignite-det[fast]'``).
+            All three give the same numbers to the last bit.
         class_names: names for the category ids, as a list indexed by label or a mapping from label
             to name. Named categories are evaluated even when no ground truth has them (their AP is -1).
         iou_thresholds: IoU thresholds; default ``np.linspace(0.5, 0.95, 10)``.
@@ -83,7 +87,7 @@ class CocoMetric(Metric):
     def __init__(
         self,
         box_format: str = "xyxy",
-        backend: str = "pycocotools",
+        backend: str = "native",
         class_names: Sequence[str] | Mapping[int, str] | None = None,
         iou_thresholds: Sequence[float] | None = None,
         rec_thresholds: Sequence[float] | None = None,
@@ -112,15 +116,19 @@ class CocoMetric(Metric):
     @reinit__is_reduced
     def reset(self) -> None:
         self._store = DetectionStore()
+        self._matcher = ChunkedMatcher(self.params) if self.backend == "native" else None
 
     @reinit__is_reduced
     def update(self, output: Sequence[Sequence[Mapping[str, Any]]]) -> None:
         batch = normalize_batch(output, self.box_format)
         self._store.append(batch)
+        if self._matcher is not None:
+            self._matcher.update(self._store)
 
     def compute(self) -> CocoResult:
-        detections = gather_detections(self._store.collect(), self._store.has_image_ids)
-        detections = deduplicate(detections)
+        records = None if self._matcher is None else self._matcher.records(self._store)
+        detections, records = gather_detections(self._store.collect(), self._store.has_image_ids, records)
+        detections, records = deduplicate(detections, records)
         if len(detections.image_ids) == 0:
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
         category_ids = np.unique(np.r_[detections.gt_labels, list(self.class_names)].astype(np.int64))
@@ -129,7 +137,7 @@ class CocoMetric(Metric):
             category_index(detections.gt_labels, category_ids)[detections.gt_crowd == 0], minlength=len(category_ids)
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
-        arrays = self._evaluate(detections, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
+        arrays = self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
         arrays = _broadcast(arrays, self._shapes(len(category_ids)))
         return CocoResult(
             params=self.params,
@@ -149,12 +157,21 @@ class CocoMetric(Metric):
         )
 
     def _evaluate(
-        self, detections: Detections, category_ids: np.ndarray, det_k: np.ndarray, num_gt: np.ndarray
+        self,
+        detections: Detections,
+        records: MatchRecords | None,
+        category_ids: np.ndarray,
+        det_k: np.ndarray,
+        num_gt: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
-        coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
         iou = float(self.params.iou_thresholds[self._f1_index])
-        outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
+        if records is not None:  # native: everything from the records, no second matching pass
+            coco = accumulate_records(detections, records, category_ids, self.params)
+            outcome = np.where(det_k >= 0, records.outcome[0, self._f1_index], -1)  # area "all"
+        else:
+            cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
+            coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
+            outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
         threshold = best.threshold if np.isfinite(best.threshold) else np.inf
         arrays = {

@@ -67,19 +67,19 @@ def _single_process(backend: str, images: list[int]) -> dict:
     }
 
 
-@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 @pytest.mark.parametrize("case", list(SHARDS))
 def test_two_gloo_processes_equal_one(tmp_path, case, backend):
     _check_group("gloo", SHARDS[case], backend, tmp_path)
 
 
-@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 def test_a_gloo_group_of_one(tmp_path, backend):
     _check_group("gloo", [list(range(12))], backend, tmp_path)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 def test_a_nccl_group_with_inputs_on_the_gpu(tmp_path, backend):
     _check_group("nccl", [list(range(12))], backend, tmp_path)
 

@@ -1,0 +1,170 @@
+"""COCOeval's ``accumulate`` on match records: a sort and some cumulative counts, all categories at once.
+
+For each (area range, maxDets), pycocotools sorts a category's counted detections by descending
+score (a stable sort over images in sorted-id order, each image's detections in their cell order),
+and at each IoU threshold takes cumulative true and false positive counts ``tp``, ``fp``, recall
+``tp / npig``, precision ``tp / (fp + tp + eps)`` made non-increasing from the right, and samples
+both at the recall thresholds with ``searchsorted`` (cocoeval.py:354-409).
+
+The same numbers follow from the true positives alone, with integers until the last division:
+
+- the first position where recall reaches a threshold is where the ``c``-th true positive is, for
+  the smallest ``c`` with ``c / npig >= threshold`` (a float64 division is monotone in ``c``), or
+  the first detection when ``c`` is 0;
+- between true positives precision only falls, so the interpolated precision at the ``c``-th true
+  positive is the largest precision at it or any later true positive.
+
+Precision is computed as pycocotools computes it, ``c / ((fp + c) + eps)`` in float64, so the
+arrays are equal to the last bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ignite_det.coco_backend import CocoArrays, non_ignored_gt_counts
+from ignite_det.native_matching import FALSE_POSITIVE, TRUE_POSITIVE, MatchRecords
+from ignite_det.params import EvalParams
+from ignite_det.store import Detections, category_index
+
+_EPS = np.spacing(1)
+
+
+def accumulate_records(
+    d: Detections, records: MatchRecords, category_ids: np.ndarray, params: EvalParams
+) -> CocoArrays:
+    """pycocotools' ``precision``, ``recall`` and ``scores`` from the records of ``d``'s detections.
+
+    ``d`` holds each image once (positions 0..I-1); ``records`` are in its detection row order.
+    """
+    t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
+    k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
+    precision = np.full((t_count, r_count, k_count, a_count, m_count), -1.0)
+    scores = np.full_like(precision, -1.0)
+    recall = np.full((t_count, k_count, a_count, m_count), -1.0)
+    npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
+    all_k = category_index(d.det_labels, category_ids)
+    rows = _accumulation_order(d, records.rank, all_k, params)
+    det_k, det_scores, rank = all_k[rows], d.det_scores[rows], records.rank[rows]
+    kept = [rank < max_det for max_det in params.max_detections]
+    buffer = np.empty(len(rows) * t_count, dtype=np.int64 if len(rows) * t_count >= 2**31 else np.int32)
+    for a in range(a_count):
+        has_gt = npig[:, a] > 0
+        outcome = np.take(records.outcome[a], rows, axis=1)  # (T, n) in accumulation order
+        for m in range(m_count):
+            keep = kept[m]
+            p, r, s = _curves(
+                np.compress(keep, outcome, axis=1) if m < m_count - 1 else outcome,
+                det_k[keep],
+                det_scores[keep],
+                npig[:, a],
+                params.rec_thresholds,
+                buffer,
+            )
+            precision[:, :, has_gt, a, m] = p[:, :, has_gt]
+            recall[:, has_gt, a, m] = r[:, has_gt]
+            scores[:, :, has_gt, a, m] = s[:, :, has_gt]
+    return CocoArrays(precision, recall, scores)
+
+
+def _accumulation_order(d: Detections, rank: np.ndarray, det_k: np.ndarray, params: EvalParams) -> np.ndarray:
+    """Rows of the evaluated detections by category, descending score, image id, then rank in the cell.
+
+    Three stable sorts, least significant key first; the last one, on the category, is a radix sort.
+    """
+    rows = np.flatnonzero((det_k >= 0) & (rank < params.max_detections[-1]))
+    image_order = np.empty(len(d.image_ids), dtype=np.int64)
+    image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
+    cell_order = image_order[d.det_position[rows]] * params.max_detections[-1] + rank[rows]
+    if np.any(cell_order[1:] < cell_order[:-1]):
+        rows = rows[np.argsort(cell_order, kind="stable")]
+    rows = rows[np.argsort(-d.det_scores[rows], kind="stable")]
+    k = det_k[rows]
+    return rows[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 2**16 else k, kind="stable")]
+
+
+def _curves(
+    outcome: np.ndarray,
+    det_k: np.ndarray,
+    det_scores: np.ndarray,
+    npig: np.ndarray,
+    rec_thresholds: np.ndarray,
+    buffer: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision (T, R, K), recall (T, K) and scores (T, R, K) of one (area range, maxDets).
+
+    ``outcome`` (T, n) holds the counted detections sorted by category, then as COCOeval sorts them.
+    Segment ``t * K + k`` is category ``k`` at threshold ``t``. ``buffer``: scratch of T * n integers
+    or more, reused across calls (a fresh array this size costs more in page faults than the sum).
+    """
+    t_count, n = outcome.shape
+    k_count = len(npig)
+    first = np.searchsorted(det_k, np.arange(k_count))
+    num_det = np.searchsorted(det_k, np.arange(k_count), side="right") - first
+    tp = _TruePositives(outcome, det_k, first, buffer)
+    recall = tp.count.reshape(t_count, k_count) / np.maximum(npig, 1)
+
+    r_order = np.argsort(rec_thresholds, kind="stable")
+    needed = np.tile(_tp_needed(npig, rec_thresholds[r_order]), (t_count, 1))  # (T*K, R)
+    seg_first = tp.first[:, None]
+    seg_end = seg_first + tp.count[:, None]
+    valid = np.where(needed == 0, np.tile(num_det > 0, t_count)[:, None], needed <= tp.count[:, None])
+    at = np.where(valid, seg_first + np.maximum(needed - 1, 0), seg_end)  # index into the true positives
+
+    # Interpolated precision: the largest precision at or after each query, within its segment.
+    # reduceat's pieces run from one query to the next (or the segment's end); an empty piece gives
+    # the true positive at its start, which is in the query's suffix anyway.
+    bounds = np.concatenate([at, seg_end], axis=1)
+    pieces = np.maximum.reduceat(np.r_[tp.precision, -np.inf], bounds.ravel()).reshape(bounds.shape)[:, :-1]
+    pieces = np.where(at < seg_end, pieces, -np.inf)
+    q = np.maximum.accumulate(pieces[:, ::-1], axis=1)[:, ::-1]
+    q = np.where(valid, np.maximum(q, 0.0), 0.0)  # no true positive yet: pycocotools' precision is 0
+    first_score = np.tile(det_scores[np.minimum(first, n - 1)] if n else np.zeros(k_count), t_count)
+    tp_score = np.r_[det_scores[tp.columns], 0.0][at]
+    ss = np.where(valid, np.where(needed == 0, first_score[:, None], tp_score), 0.0)
+
+    # Back to the given threshold order; pycocotools stops at the first threshold out of reach.
+    reached = np.empty_like(valid)
+    reached[:, r_order] = valid
+    reached = np.logical_and.accumulate(reached, axis=1)
+    precision, score = np.empty_like(q), np.empty_like(ss)
+    precision[:, r_order], score[:, r_order] = q, ss
+    precision, score = (
+        np.where(reached, x, 0.0).reshape(t_count, k_count, -1).transpose(0, 2, 1) for x in (precision, score)
+    )
+    return precision, recall, score
+
+
+class _TruePositives:
+    """The true positives of every (threshold, category) segment, in order, with their precision.
+
+    ``count`` and ``first`` (T*K,): how many each segment has and where its first one is listed;
+    ``columns``: each one's detection (column of ``outcome``); ``precision``: pycocotools' ``tp / (fp
+    + tp + eps)`` at it, counts exact as integers until the division.
+    """
+
+    def __init__(self, outcome: np.ndarray, det_k: np.ndarray, first: np.ndarray, buffer: np.ndarray) -> None:
+        t_count, n = outcome.shape
+        k_count = len(first)
+        flat = outcome.ravel()
+        positions = np.flatnonzero(flat == TRUE_POSITIVE)
+        fp_cum = np.cumsum(flat == FALSE_POSITIVE, out=buffer[: len(flat)])
+        t = positions // max(n, 1)
+        self.columns = positions - t * n
+        segment = t * k_count + det_k[self.columns]
+        self.count = np.bincount(segment, minlength=t_count * k_count)
+        self.first = np.cumsum(self.count) - self.count
+        seg_start = (np.arange(t_count)[:, None] * n + first[None, :]).ravel()  # flat index of each segment's start
+        fp_before = np.r_[0, fp_cum][seg_start]
+        c = (np.arange(len(positions)) - self.first[segment] + 1).astype(np.float64)
+        fp = (fp_cum[positions] - fp_before[segment]).astype(np.float64)
+        self.precision = c / ((fp + c) + _EPS)  # as pycocotools: tp / (fp + tp + np.spacing(1))
+
+
+def _tp_needed(npig: np.ndarray, rec_thresholds: np.ndarray) -> np.ndarray:
+    """(K, R) the smallest ``c`` with ``c / npig >= threshold`` in float64 (``npig + 1``: never)."""
+    n = np.maximum(npig, 1)[:, None, None].astype(np.int64)
+    guess = np.floor(rec_thresholds[None, :, None] * n).astype(np.int64) + np.arange(-2, 4)[None, None, :]
+    guess = np.clip(guess, 0, n)
+    reaches = guess / n >= rec_thresholds[None, :, None]
+    return np.where(reaches, guess, n + 1).min(axis=2)
