@@ -130,7 +130,7 @@ def _curves(
     precision, score = np.empty_like(q), np.empty_like(ss)
     precision[:, r_order], score[:, r_order] = q, ss
     precision, score = (
-        np.where(reached, x, 0.0).reshape(t_count, k_count, -1).transpose(0, 2, 1) for x in (precision, score)
+        np.where(reached, x, 0.0).reshape(t_count, k_count, len(r_order)).transpose(0, 2, 1) for x in (precision, score)
     )
     return precision, recall, score
 

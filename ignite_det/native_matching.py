@@ -144,7 +144,8 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
     is_counted = rank < params.max_detections[-1]
     unmatched = np.stack([is_counted & (det_area >= lo) & (det_area <= hi) for lo, hi in params.area_ranges])
     unmatched = np.where(unmatched, np.int8(FALSE_POSITIVE), np.int8(NOT_COUNTED))  # (A, N)
-    outcome = np.ascontiguousarray(np.broadcast_to(unmatched[:, None, :], (len(unmatched), t_count, len(rank))))
+    outcome = np.empty((len(unmatched), t_count, len(rank)), dtype=np.int8)
+    outcome[:] = unmatched[:, None, :]
 
     thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)  # cocoeval.py:276
     det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds.min()), pair_iou)
