@@ -109,9 +109,9 @@ def _add_annotations(d: Detections, cat_ids: list[int], add_gt: AddAnnotation, a
 
     The dicts keep only the fields that pycocotools' ``evaluateImg`` and faster-coco-eval's C++ core
     read: ground truths ``id, area, iscrowd, ignore`` (``ignore`` is ``iscrowd``, as
-    ``COCOeval._prepare`` sets it, cocoeval.py:108-109), detections ``id, score, area`` (the area of a
-    box result is w * h, as loadRes sets it, coco.py:342). Ids are row index + 1: COCOeval tests a
-    match for truth, so id 0 would read as "unmatched".
+    ``COCOeval._prepare`` sets it, cocoeval.py:108-109), detections ``id, score, area`` (``det_area``:
+    w * h for a box result, as loadRes sets it, coco.py:342, unless the prediction gave its own).
+    Ids are row index + 1: COCOeval tests a match for truth, so id 0 would read as "unmatched".
     """
     image_ids = d.image_ids.tolist()
     with gc_paused():  # half a million small dicts: the cyclic collector would rescan them over and over
@@ -125,13 +125,12 @@ def _add_annotations(d: Detections, cat_ids: list[int], add_gt: AddAnnotation, a
         ):
             add_gt(image_ids[position], cat, {"id": i, "area": area, "iscrowd": crowd, "ignore": crowd})
         rows = np.flatnonzero(np.isin(d.det_labels, cat_ids))
-        det_area = d.det_boxes[rows, 2] * d.det_boxes[rows, 3]
         for i, position, cat, score, area in zip(
             (rows + 1).tolist(),
             d.det_position[rows].tolist(),
             d.det_labels[rows].tolist(),
             d.det_scores[rows].tolist(),
-            det_area.tolist(),
+            d.det_area[rows].tolist(),
         ):
             add_dt(image_ids[position], cat, {"id": i, "score": score, "area": area})
 

@@ -16,13 +16,24 @@ import numpy as np
 
 from ignite_det.store import Detections, category_index
 
-_IMAGES_PER_CHUNK = 256
+# Images paired per block in _overlaps; a parameter so that tests can make it tiny and cross block bounds.
+IMAGES_PER_BLOCK = 256
 
 
 def confusion_matrix(
-    d: Detections, category_ids: np.ndarray, score_threshold: float, iou_threshold: float = 0.5
+    d: Detections,
+    category_ids: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float = 0.5,
+    images_per_block: int | None = None,
 ) -> np.ndarray:
-    """(K+1, K+1) int64 counts in the order of ``category_ids``, background last."""
+    """(K+1, K+1) int64 counts in the order of ``category_ids``, background last.
+
+    A ``score_threshold`` of ``inf`` (no operating point: nothing detected, or no ground truth)
+    keeps no detection, so every ground truth is counted as missed. ``images_per_block`` defaults
+    to :data:`IMAGES_PER_BLOCK`, read at call time.
+    """
+    block = images_per_block or IMAGES_PER_BLOCK
     k = len(category_ids)
     matrix = np.zeros((k + 1, k + 1), dtype=np.int64)
     det_k = category_index(d.det_labels, category_ids)
@@ -33,7 +44,7 @@ def confusion_matrix(
     num_images = len(d.image_ids)
 
     # Greedy one-to-one pairing by decreasing IoU; images are independent, so one global order will do.
-    det_i, gt_i, ious = _overlaps(d, dets, regular, num_images, _iou, iou_threshold)
+    det_i, gt_i, ious = _overlaps(d, dets, regular, num_images, _iou, iou_threshold, block)
     order = np.argsort(-ious, kind="stable")
     det_paired = np.zeros(len(dets), dtype=bool)
     gt_paired = np.zeros(len(regular), dtype=bool)
@@ -48,24 +59,24 @@ def confusion_matrix(
     np.add.at(matrix[:, k], gt_k[regular[~gt_paired]], 1)
 
     spurious = ~det_paired
-    covered, _, _ = _overlaps(d, dets, crowd, num_images, _coverage, iou_threshold)
+    covered, _, _ = _overlaps(d, dets, crowd, num_images, _coverage, iou_threshold, block)
     spurious[covered] = False
     np.add.at(matrix[k], det_k[dets[spurious]], 1)
     return matrix
 
 
 def _overlaps(
-    d: Detections, dets: np.ndarray, gts: np.ndarray, num_images: int, measure, threshold: float
+    d: Detections, dets: np.ndarray, gts: np.ndarray, num_images: int, measure, threshold: float, block: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(det index, gt index, value) of same-image pairs whose ``measure`` reaches ``threshold``.
 
-    Indices point into ``dets`` and ``gts``. Images go by in chunks, so that the all-pairs arrays
-    stay small (a COCO-val-sized evaluation has millions of same-image pairs).
+    Indices point into ``dets`` and ``gts``. Images go by in blocks of ``block``, so that the
+    all-pairs arrays stay small (a COCO-val-sized evaluation has millions of same-image pairs).
     """
     det_position, gt_position = d.det_position[dets], d.gt_position[gts]
     found = []
-    for start in range(0, num_images, _IMAGES_PER_CHUNK):
-        stop = min(start + _IMAGES_PER_CHUNK, num_images)
+    for start in range(0, num_images, block):
+        stop = min(start + block, num_images)
         det_lo, det_hi = np.searchsorted(det_position, [start, stop])
         gt_lo, gt_hi = np.searchsorted(gt_position, [start, stop])
         det_i, gt_i = _same_image_pairs(
@@ -88,7 +99,7 @@ def _same_image_pairs(
     gt_start = np.r_[0, np.cumsum(gt_count)[:-1]]
     per_det = gt_count[det_position]
     det_i = np.repeat(np.arange(len(det_position)), per_det)
-    first = np.r_[0, np.cumsum(per_det)[:-1]]
+    first = np.cumsum(per_det) - per_det  # where each detection's pairs start (also right for no detection)
     gt_i = np.arange(len(det_i)) - np.repeat(first, per_det) + np.repeat(gt_start[det_position], per_det)
     return det_i, gt_i
 

@@ -1,9 +1,9 @@
 """Bring every process's detections together, and count each image once.
 
 The gather uses a fixed number of collectives on flat tensors (one for the sizes, one each for
-images, detections and ground truth, all float64, and with the native backend one int8 for the
-detections' match outcomes), never pickled Python objects. Each rank has matched its own images,
-so the native backend's matching scales with the number of processes.
+images, detections and ground truth in float64, and with the native backend two more for the
+detections' match records: ranks in int32, outcomes in int8), never pickled Python objects. Each
+process has matched its own images, so the native backend's matching scales with their number.
 """
 
 from __future__ import annotations
@@ -47,25 +47,50 @@ def gather_detections(
             "Give every target its image_id.",
             stacklevel=3,
         )
-    images, dets, gts = _pack(local, records)
+    images, dets, gts = local.to_tensors()
     det_rows = [s[1] for s in sizes]
     parts = zip(
         _gather(images, [s[0] for s in sizes], device),
         _gather(dets, det_rows, device),
         _gather(gts, [s[2] for s in sizes], device),
     )
-    unpacked = [_unpack(*part) for part in parts]
-    joined = Detections.concatenate([d for d, _ in unpacked])
+    joined = Detections.concatenate([Detections.from_tensors(*part) for part in parts])
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
-        joined = _renumbered(joined)
-    if records is None:
-        return joined, None
-    rows = np.concatenate(_gather(torch.from_numpy(_outcome_rows(records)), det_rows, device))
-    outcome = np.ascontiguousarray(rows.T).reshape(records.outcome.shape[:2] + (-1,))
-    return joined, MatchRecords(np.concatenate([rank for _, rank in unpacked]), outcome)
+        joined = joined.renumbered()
+    return joined, None if records is None else _gather_records(records, det_rows, device)
 
 
-def deduplicate(detections: Detections, records: MatchRecords | None = None) -> tuple[Detections, MatchRecords | None]:
+def _gather_records(records: MatchRecords, det_rows: list[int], device: torch.device) -> MatchRecords:
+    """Every process's records, one row per detection: ranks (int32) and outcomes (int8, A * T per row)."""
+    a, t, n = records.outcome.shape
+    rank = torch.from_numpy(records.rank.reshape(-1, 1))
+    outcome = torch.from_numpy(np.ascontiguousarray(records.outcome.reshape(a * t, n).T))
+    ranks = torch.cat(_gather(rank, det_rows, device)).numpy()[:, 0]
+    rows = torch.cat(_gather(outcome, det_rows, device)).numpy()
+    return MatchRecords(ranks.copy(), np.ascontiguousarray(rows.T).reshape(a, t, -1))
+
+
+def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """Every process's stored state (see ``DetectionStore.state``), in rank order, on every process.
+
+    One collective for the sizes, one per array, as for the detections themselves.
+    """
+    if idist.backend() is None:
+        return [state]
+    device = idist.device()
+    tables = {name: tensor for name, tensor in state.items() if tensor.ndim == 2}
+    mine = [len(t) for t in tables.values()] + [int(state["has_image_ids"])]
+    sizes = cast(torch.Tensor, idist.all_gather(torch.tensor([mine], device=device))).cpu().tolist()
+    gathered = {name: _gather(t, [s[i] for s in sizes], device) for i, (name, t) in enumerate(tables.items())}
+    return [
+        {**{name: parts[rank] for name, parts in gathered.items()}, "has_image_ids": torch.tensor(s[-1])}
+        for rank, s in enumerate(sizes)
+    ]
+
+
+def deduplicate(
+    detections: Detections, records: MatchRecords | None = None
+) -> tuple[Detections, MatchRecords | None]:
     """Keep the first occurrence of each ``image_id`` (and the records of its detections).
 
     Raises:
@@ -100,50 +125,10 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
             )
 
 
-def _pack(d: Detections, records: MatchRecords | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images, detections and ground truth as float64 rows; a native record's rank rides with its detection."""
-    images = d.image_ids.astype(np.float64).reshape(-1, 1)
-    rank = [] if records is None else [records.rank]
-    dets = np.column_stack([d.det_boxes, d.det_scores, d.det_labels, d.det_position, *rank]).astype(np.float64)
-    gts = np.column_stack([d.gt_boxes, d.gt_area, d.gt_labels, d.gt_crowd, d.gt_position]).astype(np.float64)
-    return (
-        torch.from_numpy(images),
-        torch.from_numpy(dets.reshape(-1, 7 + len(rank))),
-        torch.from_numpy(gts.reshape(-1, 8)),
-    )
-
-
-def _outcome_rows(records: MatchRecords) -> np.ndarray:
-    """(N, A * T) int8: one row per detection, so that ranks' parts can be gathered as rows."""
-    a, t, n = records.outcome.shape
-    return np.ascontiguousarray(records.outcome.reshape(a * t, n).T)
-
-
-def _unpack(images: np.ndarray, dets: np.ndarray, gts: np.ndarray) -> tuple[Detections, np.ndarray]:
-    """The Detections of one rank, and the ranks of the native records (empty without them)."""
-    rank = dets[:, 7].astype(np.int32) if dets.shape[1] > 7 else np.zeros(0, np.int32)
-    return Detections(
-        image_ids=images[:, 0].astype(np.int64),
-        det_boxes=dets[:, :4].copy(),
-        det_scores=dets[:, 4].copy(),
-        det_labels=dets[:, 5].astype(np.int64),
-        det_position=dets[:, 6].astype(np.int64),
-        gt_boxes=gts[:, :4].copy(),
-        gt_area=gts[:, 4].copy(),
-        gt_labels=gts[:, 5].astype(np.int64),
-        gt_crowd=gts[:, 6].astype(np.int64),
-        gt_position=gts[:, 7].astype(np.int64),
-    ), rank
-
-
-def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[np.ndarray]:
+def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[torch.Tensor]:
     width = tensor.shape[1]
     with warnings.catch_warnings():
         # Ignite 0.5 indexes with a list inside this helper, which torch 2.x deprecates; the result is right.
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
         gathered = idist.all_gather_tensors_with_shapes(tensor.to(device), [[n, width] for n in rows])
-    return [t.cpu().numpy() for t in gathered]
-
-
-def _renumbered(d: Detections) -> Detections:
-    return Detections(**{**d.__dict__, "image_ids": np.arange(len(d.image_ids), dtype=np.int64)})
+    return [t.cpu() for t in gathered]

@@ -10,10 +10,13 @@ y_pred[i]
 ``boxes``     float       (N,4)  predicted boxes in ``box_format``, absolute pixels
 ``scores``    float       (N,)   confidence of each box
 ``labels``    int         (N,)   category id of each box
+``area``      float       (N,)   optional; the detection's area for small/medium/
+                                 large (e.g. its mask area); box area when absent
 y[i]
 ``boxes``     float       (M,4)  ground-truth boxes in ``box_format``
 ``labels``    int         (M,)   category id of each box
-``iscrowd``   int / bool  (M,)   optional; 1 marks a crowd region (COCO's rules)
+``iscrowd``   int / bool  (M,)   optional; 1 marks a crowd region (COCO's rules);
+                                 a float tensor of 0.0/1.0 is accepted too
 ``area``      float       (M,)   optional; COCO's ``area`` (e.g. mask area) that
                                  drives small/medium/large; box area when absent
 ``image_id``  int         ()     optional; the image's id, used for tie-breaking and
@@ -21,8 +24,9 @@ y[i]
 ============  ==========  =====  ==================================================
 
 Every check runs before anything is stored, and every message names the sample,
-the key, what was expected and what was given. Boxes are converted to COCO's
-``xywh`` in float64: values are first widened exactly to float64, then
+the key, what was expected and what was given. Boxes may be floating point or
+integer tensors. They are converted to COCO's ``xywh`` in float64: values are
+first widened exactly to float64 (integers up to 2**53 in magnitude), then
 ``w = x2 - x1`` (or ``x = cx - w / 2``) is computed in float64.
 """
 
@@ -53,6 +57,7 @@ class DetectionBatch:
     det_boxes: np.ndarray  # float64 (N, 4) xywh
     det_scores: np.ndarray  # float64 (N,)
     det_labels: np.ndarray  # int64 (N,)
+    det_area: np.ndarray  # float64 (N,)
     det_image: np.ndarray  # int64 (N,)
     gt_boxes: np.ndarray  # float64 (M, 4) xywh
     gt_labels: np.ndarray  # int64 (M,)
@@ -81,8 +86,10 @@ def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
     det_scores = _concat_float([p["scores"] for p in y_pred])
     det_labels = _concat_int([p["labels"] for p in y_pred])
     gt_labels = _concat_int([t["labels"] for t in y])
-    gt_crowd = _crowd(y)
+    gt_crowd = _crowd(y, gt_image)
+    det_xywh = _to_xywh(det_boxes, box_format)
     gt_xywh = _to_xywh(gt_boxes, box_format)
+    det_area = _area(y_pred, det_xywh)
     gt_area = _area(y, gt_xywh)
     _refuse_rows("y_pred", "scores", ~np.isfinite(det_scores), det_image, det_scores, "must be finite")
     _refuse_rows(
@@ -96,15 +103,17 @@ def normalize_batch(output: Any, box_format: str) -> DetectionBatch:
     _refuse_rows(
         "y", "labels", np.abs(gt_labels) >= _MAX_ID, gt_image, gt_labels, "must be smaller than 2**53 in magnitude"
     )
-    _refuse_rows("y", "iscrowd", (gt_crowd != 0) & (gt_crowd != 1), gt_image, gt_crowd, "must hold only 0 and 1")
+    _refuse_rows("y_pred", "area", ~np.isfinite(det_area), det_image, det_area, "must be finite")
+    _refuse_rows("y_pred", "area", det_area < 0, det_image, det_area, "must be >= 0")
     _refuse_rows("y", "area", ~np.isfinite(gt_area), gt_image, gt_area, "must be finite")
     _refuse_rows("y", "area", gt_area < 0, gt_image, gt_area, "must be >= 0")
     return DetectionBatch(
         num_images=len(y),
         image_ids=image_ids,
-        det_boxes=_to_xywh(det_boxes, box_format),
+        det_boxes=det_xywh,
         det_scores=det_scores,
         det_labels=det_labels,
+        det_area=det_area,
         det_image=det_image,
         gt_boxes=gt_xywh,
         gt_labels=gt_labels,
@@ -145,6 +154,8 @@ def _check_prediction(index: int, prediction: Any) -> None:
     n = _check_boxes_shape(where, prediction["boxes"])
     _check_vector(where, "scores", prediction["scores"], n, floating=True)
     _check_vector(where, "labels", prediction["labels"], n, floating=False)
+    if prediction.get("area") is not None:
+        _check_vector(where, "area", prediction["area"], n, floating=None)
 
 
 def _check_target(index: int, target: Any) -> None:
@@ -153,7 +164,7 @@ def _check_target(index: int, target: Any) -> None:
     m = _check_boxes_shape(where, target["boxes"])
     _check_vector(where, "labels", target["labels"], m, floating=False)
     if target.get("iscrowd") is not None:
-        _check_vector(where, "iscrowd", target["iscrowd"], m, floating=False)
+        _check_vector(where, "iscrowd", target["iscrowd"], m, floating=None)
     if target.get("area") is not None:
         _check_vector(where, "area", target["area"], m, floating=None)
     if target.get("image_id") is not None:
@@ -175,8 +186,12 @@ def _check_boxes_shape(where: str, boxes: Any) -> int:
         if boxes.numel() == 0:  # an empty tensor of any shape means "no boxes"
             return 0
         raise ValueError(f"{where}['boxes'] must have shape (N, 4), got {tuple(boxes.shape)}")
-    if not boxes.is_floating_point():
-        raise TypeError(f"{where}['boxes'] must be a floating point tensor, got dtype {boxes.dtype}")
+    if boxes.dtype == torch.bool or boxes.is_complex():
+        raise TypeError(f"{where}['boxes'] must be a floating point or integer tensor, got dtype {boxes.dtype}")
+    if not boxes.is_floating_point() and len(boxes) and int(boxes.abs().max()) >= _MAX_ID:
+        # float64 holds every integer below 2**53 exactly; beyond, widening would round silently
+        largest = int(boxes.abs().max())
+        raise ValueError(f"{where}['boxes'] integer coordinates must be smaller than 2**53 in magnitude, got {largest}")
     return boxes.shape[0]
 
 
@@ -190,6 +205,8 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
             f"{where}['{key}'] has {value.numel()} entries but {where}['boxes'] has {length} boxes; "
             "they must have the same length"
         )
+    if length == 0:  # an empty tensor of any dtype means "none", as for boxes (torch.tensor([]) is float32)
+        return
     if floating is True and not value.is_floating_point():
         raise TypeError(f"{where}['{key}'] must be a floating point tensor, got dtype {value.dtype}")
     if floating is False and (value.is_floating_point() or value.is_complex()):
@@ -274,23 +291,30 @@ def _image_index(counts: list[int]) -> np.ndarray:
     return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
-def _crowd(y: Sequence[Mapping]) -> np.ndarray:
+def _crowd(y: Sequence[Mapping], gt_image: np.ndarray) -> np.ndarray:
+    """``iscrowd`` as int64 0/1; other values (0.5, 2, -1) are refused before any rounding could hide them."""
     parts = [
-        torch.zeros(len(t["labels"]), dtype=torch.int64)
+        torch.zeros(len(t["labels"]), dtype=torch.float64)
         if t.get("iscrowd") is None
-        else t["iscrowd"].detach().reshape(-1).to("cpu", torch.int64)
+        else t["iscrowd"].detach().reshape(-1).to("cpu", torch.float64)
         for t in y
     ]
-    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.int64)
+    crowd = torch.cat(parts).numpy() if parts else np.zeros(0)
+    _refuse_rows("y", "iscrowd", (crowd != 0) & (crowd != 1), gt_image, crowd, "must hold only 0 and 1")
+    return crowd.astype(np.int64)
 
 
-def _area(y: Sequence[Mapping], gt_xywh: np.ndarray) -> np.ndarray:
-    """COCO's ``area`` field when given, else the box area ``w * h`` (what ``loadRes`` uses for boxes)."""
-    box_area = gt_xywh[:, 2] * gt_xywh[:, 3]
-    if all(t.get("area") is None for t in y):
+def _area(samples: Sequence[Mapping], xywh: np.ndarray) -> np.ndarray:
+    """The ``area`` key when given, else the box area ``w * h`` (what ``loadRes`` sets for box results).
+
+    For ground truth it is COCO's ``area`` field (the mask area on COCO); for a detection, e.g. the
+    mask area that ``loadRes`` gives a segmentation result without a box.
+    """
+    box_area = xywh[:, 2] * xywh[:, 3]
+    if all(t.get("area") is None for t in samples):
         return box_area
     parts, start = [], 0
-    for t in y:
+    for t in samples:
         m = len(t["labels"])
         given = t.get("area")
         parts.append(

@@ -80,8 +80,7 @@ class MatchCells:
         """Per detection, COCOeval's greedy matching at one IoU threshold and one area range."""
         lo, hi = area_range
         outcome = np.full(len(d.det_scores), -1, dtype=np.int8)
-        det_area = d.det_boxes[:, 2] * d.det_boxes[:, 3]
-        outcome[self.counted & (det_area >= lo) & (det_area <= hi)] = 0  # unmatched: a false positive
+        outcome[self.counted & (d.det_area >= lo) & (d.det_area <= hi)] = 0  # unmatched: a false positive
         gt_ignored = (d.gt_crowd != 0) | (d.gt_area < lo) | (d.gt_area > hi)
         for ious, dets, gts in zip(self.ious, self.dets, self.gts):
             matches = greedy_match(ious, gt_ignored[gts], d.gt_crowd[gts] != 0, threshold)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import ignite.distributed as idist
 import numpy as np
 import torch
+from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
 from ignite_det.coco_backend import accumulate, check_backend, match_cells
 from ignite_det.confusion import confusion_matrix
-from ignite_det.gather import deduplicate, gather_detections
+from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
 from ignite_det.native_accumulate import accumulate_records
 from ignite_det.native_matching import ChunkedMatcher, MatchRecords
@@ -46,8 +48,9 @@ class CocoMetric(Metric):
     COCO's rules; annotation ids start at 1; thresholds are pycocotools' float64 ``np.linspace``.
     Each ``image_id`` counts once (a repeat, such as a ``DistributedSampler``'s padding, is dropped;
     a repeat with different ground truth is an error). Under ``ignite.distributed``, ``compute()``
-    gathers all processes' boxes with a fixed number of collectives, evaluates on rank 0 and
-    broadcasts, so every rank returns the same result.
+    gathers all processes' boxes (and, with the native backend, the match records of the images each
+    process has matched) with a fixed number of collectives, evaluates on rank 0 and broadcasts, so
+    every rank returns the same result.
 
     Args:
         box_format: ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``, in absolute pixels.
@@ -63,7 +66,8 @@ class CocoMetric(Metric):
         area_ranges: ``{name: (low, high)}`` in pixels², replacing small/medium/large; the "all"
             range is always evaluated.
         f1_iou_threshold: IoU threshold of the best-F1 operating point and the confusion matrix; it
-            must be one of ``iou_thresholds``. Default 0.5.
+            must be one of ``iou_thresholds``. Default: 0.5 when it is among ``iou_thresholds``, else the
+            lowest of them.
         output_transform: turns the engine's ``state.output`` into ``(y_pred, y)``.
         device: where collectives run under distribution; inputs may be on any device.
 
@@ -93,7 +97,7 @@ class CocoMetric(Metric):
         rec_thresholds: Sequence[float] | None = None,
         max_detections: Sequence[int] | None = None,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
-        f1_iou_threshold: float = 0.5,
+        f1_iou_threshold: float | None = None,
         output_transform: Callable[[Any], Any] = lambda x: x,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -104,19 +108,25 @@ class CocoMetric(Metric):
         self.backend = backend
         self.class_names = _names(class_names)
         self.params = EvalParams.create(iou_thresholds, rec_thresholds, max_detections, area_ranges)
-        f1_index = self.params.iou_index(f1_iou_threshold)
-        if f1_index is None:
-            raise ValueError(
-                f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds "
-                f"{self.params.iou_thresholds.tolist()}"
-            )
-        self._f1_index = f1_index
+        self._f1_index = _f1_index(self.params, f1_iou_threshold)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced
     def reset(self) -> None:
         self._store = DetectionStore()
         self._matcher = ChunkedMatcher(self.params) if self.backend == "native" else None
+        self._resuming = False
+
+    def started(self, engine: Engine) -> None:
+        """Start of an evaluation (Ignite's ``EPOCH_STARTED``): reset, unless a state was just loaded.
+
+        So ``metric.load_state_dict(saved)`` (or ``Checkpoint.load_objects``) followed by
+        ``evaluator.run(rest)`` resumes an interrupted evaluation instead of wiping it.
+        """
+        if self._resuming:
+            self._resuming = False
+            return
+        self.reset()
 
     @reinit__is_reduced
     def update(self, output: Sequence[Sequence[Mapping[str, Any]]]) -> None:
@@ -124,6 +134,42 @@ class CocoMetric(Metric):
         self._store.append(batch)
         if self._matcher is not None:
             self._matcher.update(self._store)
+
+    def state_dict(self) -> OrderedDict:
+        """Everything accumulated so far, as tensors, so that ``Checkpoint(to_save={"metric": metric})``
+        can resume an interrupted evaluation (``torch.load``'s default ``weights_only=True`` reads it).
+
+        Under distribution it holds every process's data, one entry per rank (gathered with a fixed
+        number of collectives: call it on every process), as Ignite's own metrics do.
+        """
+        return OrderedDict([(_STATE_KEY, gather_states(self._store.state()))])
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Replace what was accumulated with a :meth:`state_dict`; later ``update()`` calls add to it,
+        and the next evaluation run resumes from it (see :meth:`started`).
+
+        Each process takes its own rank's entry. Saved with another number of processes, rank 0
+        takes every entry and the other ranks start empty: ``compute()`` gathers them all the same.
+
+        Raises:
+            TypeError: if ``state_dict`` is not a mapping.
+            ValueError: if it is not a ``CocoMetric.state_dict()``.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict from CocoMetric.state_dict(), got {type(state_dict).__name__}")
+        states = state_dict.get(_STATE_KEY)
+        if set(state_dict) != {_STATE_KEY} or not isinstance(states, Sequence) or not states:
+            raise ValueError(
+                f"not a CocoMetric.state_dict(): expected the single key {_STATE_KEY!r} holding one state per "
+                f"process, got keys {sorted(state_dict)}"
+            )
+        rank, world_size = idist.get_rank(), idist.get_world_size()
+        if len(states) == world_size:
+            mine = [states[rank]]
+        else:
+            mine = list(states) if rank == 0 else []
+        self._store = DetectionStore.from_states(mine)
+        self._resuming = True
 
     def compute(self) -> CocoResult:
         records = None if self._matcher is None else self._matcher.records(self._store)
@@ -173,7 +219,7 @@ class CocoMetric(Metric):
             coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
             outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
-        threshold = best.threshold if np.isfinite(best.threshold) else np.inf
+        threshold = best.threshold if np.isfinite(best.threshold) else -np.inf  # no operating point: count all
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),
@@ -196,6 +242,9 @@ class CocoMetric(Metric):
         }
 
 
+_STATE_KEY = "per_rank"
+
+
 def _broadcast(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Rank 0's arrays on every rank, in one float64 broadcast (shapes are known everywhere)."""
     if idist.backend() is None:
@@ -209,6 +258,19 @@ def _broadcast(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int
     received = cast(torch.Tensor, idist.broadcast(flat.to(idist.device()), src=0)).cpu().numpy()
     parts = np.split(received, np.cumsum(sizes)[:-1])
     return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}
+
+
+def _f1_index(params: EvalParams, f1_iou_threshold: float | None) -> int:
+    """Index of the operating point's IoU threshold: the one given, else 0.5 if evaluated, else the lowest."""
+    if f1_iou_threshold is None:
+        half = params.iou_index(0.5)
+        return half if half is not None else int(np.argmin(params.iou_thresholds))
+    index = params.iou_index(f1_iou_threshold)
+    if index is None:
+        raise ValueError(
+            f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds {params.typed_iou_thresholds()}"
+        )
+    return index
 
 
 def _names(class_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:

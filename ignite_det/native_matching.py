@@ -140,9 +140,9 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
     t_count = len(params.iou_thresholds)
 
     gt_ignored = _gt_ignored(d, params)  # (A, G)
-    det_area = d.det_boxes[:, 2] * d.det_boxes[:, 3]
     is_counted = rank < params.max_detections[-1]
-    unmatched = np.stack([is_counted & (det_area >= lo) & (det_area <= hi) for lo, hi in params.area_ranges])
+    area = d.det_area
+    unmatched = np.stack([is_counted & (area >= lo) & (area <= hi) for lo, hi in params.area_ranges])
     unmatched = np.where(unmatched, np.int8(FALSE_POSITIVE), np.int8(NOT_COUNTED))  # (A, N)
     outcome = np.empty((len(unmatched), t_count, len(rank)), dtype=np.int8)
     outcome[:] = unmatched[:, None, :]

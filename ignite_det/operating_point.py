@@ -20,14 +20,33 @@ CURVE_POINTS = 101
 class F1Point:
     """Precision, recall and F1 of the detections scoring at least ``threshold``.
 
-    All four are NaN where there is no ground truth; with ground truth but no counted detection,
-    the threshold is NaN and precision, recall and F1 are 0.
+    When there is nothing to count, :attr:`status` says why, in words:
+
+    - ``"no ground truth"``: recall, hence F1, is undefined; all four are NaN;
+    - ``"no detection"``: ground truth exists but no detection is counted (none was made, or each
+      one fell on a crowd region): there is no threshold (NaN), and precision, recall and F1 are 0.
     """
 
     threshold: float
     precision: float
     recall: float
     f1: float
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"no ground truth"`` or ``"no detection"`` (see the class docstring)."""
+        if math.isnan(self.recall):
+            return "no ground truth"
+        return "no detection" if math.isnan(self.threshold) else "ok"
+
+    def describe(self, digits: int = 3) -> str:
+        """``threshold=0.412 precision=0.800 recall=0.750 F1=0.774``, or the status when there is nothing to count."""
+        if self.status != "ok":
+            return self.status
+        return (
+            f"threshold={self.threshold:.{digits}f} precision={self.precision:.{digits}f} "
+            f"recall={self.recall:.{digits}f} F1={self.f1:.{digits}f}"
+        )
 
     def as_array(self) -> np.ndarray:
         return np.array([self.threshold, self.precision, self.recall, self.f1])
@@ -51,7 +70,8 @@ def best_f1_points(
 def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int) -> np.ndarray:
     """Pooled (threshold, precision, recall, f1) at 101 thresholds spanning [min(0, lowest), max(1, highest)].
 
-    Returns a (101, 4) array; precision is 0 where no detection passes the threshold.
+    Returns a (101, 4) array; precision is 0 where no detection passes the threshold; without
+    ground truth, recall and F1 are NaN (undefined) and precision is 0 (every detection is false).
     """
     counted = outcome >= 0
     s, tp = scores[counted], outcome[counted].astype(np.float64)
@@ -64,7 +84,7 @@ def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(kept > 0, cum_tp[kept] / np.maximum(kept, 1), 0.0)
         recall = cum_tp[kept] / num_gt if num_gt else np.full(len(kept), np.nan)
-        f1 = _f1(precision, recall)
+        f1 = np.where(np.isnan(recall), np.nan, _f1(precision, recall))
     return np.column_stack([thresholds, precision, recall, f1])
 
 

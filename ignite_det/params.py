@@ -53,6 +53,10 @@ class EvalParams:
             area_ranges=(ALL_AREAS, *((float(lo), float(hi)) for lo, hi in areas.values())),
         )
 
+    def typed_iou_thresholds(self) -> list[float]:
+        """The IoU thresholds as a person would type them (0.9, not np.linspace's 0.8999999999999999)."""
+        return [float(f"{t:.10g}") for t in self.iou_thresholds]
+
     def iou_index(self, iou: float) -> int | None:
         """Index of an IoU threshold, tolerant of float noise such as ``np.arange``'s 0.7500000000000002."""
         hits = np.flatnonzero(np.abs(self.iou_thresholds - iou) < 1e-9)

@@ -55,6 +55,13 @@ class CocoResult(Mapping[str, float]):
     - ``scores``: (T, R, K, A, M) the detection score at which each precision is reached.
     - ``recall``: (T, K, A, M) the highest recall reached.
 
+    When there is nothing to count, every attribute is still defined: AP and AR are 0 where ground
+    truth exists and nothing was detected, -1 where a category (or the whole evaluation) has no
+    ground truth, as in pycocotools; ``best_f1.status`` says ``"no ground truth"`` or
+    ``"no detection"`` (see :class:`~ignite_det.F1Point`); the F1 curve's recall and F1 are NaN
+    without ground truth; the confusion matrix then counts every detection
+    (:attr:`confusion_score_threshold` is ``-inf``); the tables print ``-`` for undefined values.
+
     Example:
         >>> result = evaluator.state.metrics["coco"]          # doctest: +SKIP
         >>> result["AP"], result.best_f1.precision, result.per_class[0].AP50  # doctest: +SKIP
@@ -93,6 +100,13 @@ class CocoResult(Mapping[str, float]):
         self.per_class = tuple(
             self._class_result(k, int(num_gt[k]), int(num_det[k]), class_f1[k]) for k in range(len(category_ids))
         )
+
+    @property
+    def confusion_score_threshold(self) -> float:
+        """The score from which detections are counted in :attr:`confusion_matrix`: the best-F1 threshold,
+        or ``-inf`` (every detection) when there is no operating point."""
+        threshold = self.best_f1.threshold
+        return threshold if math.isfinite(threshold) else -math.inf
 
     # --- Mapping ---
     def __getitem__(self, key: str) -> float:
@@ -137,8 +151,8 @@ class CocoResult(Mapping[str, float]):
         """A JSON-ready report: the numbers under their names, per-class rows, the operating point."""
         return {
             **self._stats,
-            "per_class": [_json_ready(asdict(row)) for row in self.per_class],
-            "best_f1": _json_ready(asdict(self.best_f1)),
+            "per_class": [{**_json_ready(asdict(row)), "f1": _f1_json(row.f1)} for row in self.per_class],
+            "best_f1": _f1_json(self.best_f1),
             "f1_iou_threshold": self.f1_iou_threshold,
             "num_images": self.num_images,
             "iou_thresholds": self.params.iou_thresholds.tolist(),
@@ -151,7 +165,8 @@ class CocoResult(Mapping[str, float]):
         return "\n".join(_summary_lines(self._stats, self.params))
 
     def class_table(self) -> str:
-        """A fixed-width table with one row per category."""
+        """A fixed-width table with one row per category; ``-`` marks an undefined value (COCO's -1: no
+        ground truth of the class in that range; no threshold: nothing detected)."""
         names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
         header = (
             f"{'class':<20} "
@@ -165,18 +180,14 @@ class CocoResult(Mapping[str, float]):
             f1 = (c.f1.threshold, c.f1.precision, c.f1.recall, c.f1.f1)
             rows.append(
                 f"{c.name[:20]:<20} "
-                + " ".join(f"{v:>6.3f}" for v in numbers)
+                + " ".join(_cell(v, undefined=v < 0) for v in numbers)
                 + f" {c.num_gt:>6d} {c.num_det:>7d} "
-                + " ".join(f"{v:>6.3f}" for v in f1)
+                + " ".join(_cell(v, undefined=math.isnan(v)) for v in f1)
             )
         return "\n".join(rows)
 
     def __str__(self) -> str:
-        f = self.best_f1
-        operating = (
-            f"Best F1 at IoU={self.f1_iou_threshold:.2f}: threshold={f.threshold:.3f} "
-            f"precision={f.precision:.3f} recall={f.recall:.3f} F1={f.f1:.3f}"
-        )
+        operating = f"Best F1 at IoU={self.f1_iou_threshold:.2f}: {self.best_f1.describe()}"
         return f"{self.summary()}\n{operating}\n\n{self.class_table()}"
 
     # --- helpers ---
@@ -201,7 +212,7 @@ class CocoResult(Mapping[str, float]):
     def _iou_index(self, iou: float) -> int:
         t = self.params.iou_index(iou)
         if t is None:
-            raise ValueError(f"IoU threshold {iou} was not evaluated; evaluated: {self.params.iou_thresholds.tolist()}")
+            raise ValueError(f"IoU threshold {iou} was not evaluated; evaluated: {self.params.typed_iou_thresholds()}")
         return t
 
     def _area_index(self, area: str) -> int:
@@ -256,10 +267,20 @@ def _summary_lines(stats: dict[str, float], params: EvalParams) -> list[str]:
     ]
 
 
+def _cell(value: float, undefined: bool) -> str:
+    """A table cell; undefined values (COCO's -1 for AP/AR, NaN for the operating point) print as ``-``."""
+    return f"{'-':>6}" if undefined else f"{value:>6.3f}"
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     array = np.asarray(array)
     array.flags.writeable = False
     return array
+
+
+def _f1_json(point: F1Point) -> dict[str, Any]:
+    """An operating point for JSON: undefined values are None, and ``status`` says why."""
+    return {**_json_ready(asdict(point)), "status": point.status}
 
 
 def _json_ready(row: dict[str, Any]) -> dict[str, Any]:

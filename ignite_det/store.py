@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+import torch
 
 from ignite_det.inputs import DetectionBatch
 
@@ -23,6 +24,7 @@ class Detections:
     det_boxes: np.ndarray  # float64 (N, 4) xywh
     det_scores: np.ndarray  # float64 (N,)
     det_labels: np.ndarray  # int64 (N,)
+    det_area: np.ndarray  # float64 (N,) for area ranges: the box area unless the prediction gave one
     det_position: np.ndarray  # int64 (N,)
     gt_boxes: np.ndarray  # float64 (M, 4) xywh
     gt_labels: np.ndarray  # int64 (M,)
@@ -37,6 +39,7 @@ class Detections:
             det_boxes=np.zeros((0, 4)),
             det_scores=np.zeros(0),
             det_labels=np.zeros(0, np.int64),
+            det_area=np.zeros(0),
             det_position=np.zeros(0, np.int64),
             gt_boxes=np.zeros((0, 4)),
             gt_labels=np.zeros(0, np.int64),
@@ -65,9 +68,9 @@ class Detections:
             **{f.name: getattr(self, f.name)[det_lo:det_hi] for f in fields(Detections) if f.name.startswith("det_")},
             **{f.name: getattr(self, f.name)[gt_lo:gt_hi] for f in fields(Detections) if f.name.startswith("gt_")},
             image_ids=self.image_ids[start:stop],
-        ).renumbered(-start)
+        ).shifted(-start)
 
-    def renumbered(self, shift: int) -> Detections:
+    def shifted(self, shift: int) -> Detections:
         """The same images with every position moved by ``shift``."""
         if shift == 0:
             return self
@@ -87,12 +90,52 @@ class Detections:
             det_boxes=self.det_boxes[det],
             det_scores=self.det_scores[det],
             det_labels=self.det_labels[det],
+            det_area=self.det_area[det],
             det_position=new_position[self.det_position[det]],
             gt_boxes=self.gt_boxes[gt],
             gt_labels=self.gt_labels[gt],
             gt_crowd=self.gt_crowd[gt],
             gt_area=self.gt_area[gt],
             gt_position=new_position[self.gt_position[gt]],
+        )
+
+    def renumbered(self) -> Detections:
+        """The same, with image ids 0..I-1 by position (for images that came without an ``image_id``)."""
+        return Detections(**{**self.__dict__, "image_ids": np.arange(len(self.image_ids), dtype=np.int64)})
+
+    def to_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Three flat float64 tensors: images (I, 1), detections (N, 8), ground truths (M, 8).
+
+        float64 holds every value exactly: ids and labels are checked to be below 2**53 at ``update()``.
+        This is the form that travels between processes and into checkpoints.
+        """
+        images = self.image_ids.astype(np.float64).reshape(-1, 1)
+        dets = np.column_stack([self.det_boxes, self.det_scores, self.det_labels, self.det_area, self.det_position])
+        gts = np.column_stack([self.gt_boxes, self.gt_area, self.gt_labels, self.gt_crowd, self.gt_position])
+        return (
+            torch.from_numpy(images),
+            torch.from_numpy(dets.astype(np.float64).reshape(-1, 8)),
+            torch.from_numpy(gts.astype(np.float64).reshape(-1, 8)),
+        )
+
+    @staticmethod
+    def from_tensors(images: torch.Tensor, dets: torch.Tensor, gts: torch.Tensor) -> Detections:
+        """The inverse of :meth:`to_tensors` (tensors on any device)."""
+        i, d, g = (
+            t.detach().cpu().numpy().astype(np.float64).reshape(-1, w) for t, w in ((images, 1), (dets, 8), (gts, 8))
+        )
+        return Detections(
+            image_ids=i[:, 0].astype(np.int64),
+            det_boxes=d[:, :4].copy(),
+            det_scores=d[:, 4].copy(),
+            det_labels=d[:, 5].astype(np.int64),
+            det_area=d[:, 6].copy(),
+            det_position=d[:, 7].astype(np.int64),
+            gt_boxes=g[:, :4].copy(),
+            gt_area=g[:, 4].copy(),
+            gt_labels=g[:, 5].astype(np.int64),
+            gt_crowd=g[:, 6].astype(np.int64),
+            gt_position=g[:, 7].astype(np.int64),
         )
 
 
@@ -142,6 +185,7 @@ class DetectionStore:
                 det_boxes=batch.det_boxes,
                 det_scores=batch.det_scores,
                 det_labels=batch.det_labels,
+                det_area=batch.det_area,
                 det_position=batch.det_image,
                 gt_boxes=batch.gt_boxes,
                 gt_labels=batch.gt_labels,
@@ -161,6 +205,40 @@ class DetectionStore:
                 parts.append(part.image_range(max(start - offset, 0), min(stop - offset, count)))
             offset += count
         return Detections.concatenate(parts)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Everything stored, as tensors only (``torch.load(weights_only=True)`` reads them back)."""
+        images, dets, gts = self.collect().to_tensors()
+        flag = -1 if self.has_image_ids is None else int(self.has_image_ids)
+        return {"images": images, "detections": dets, "ground_truth": gts, "has_image_ids": torch.tensor(flag)}
+
+    @staticmethod
+    def from_states(states: list[dict[str, torch.Tensor]]) -> DetectionStore:
+        """A store holding the data of one or more :meth:`state` dicts, one after the other.
+
+        Raises:
+            ValueError: if a state lacks a key, or the states disagree on whether targets carry ``image_id``.
+        """
+        store = DetectionStore()
+        flags = set()
+        for state in states:
+            missing = {"images", "detections", "ground_truth", "has_image_ids"} - set(state)
+            if missing:
+                raise ValueError(f"not a CocoMetric state: missing {sorted(missing)}; got keys {sorted(state)}")
+            flags.add(int(state["has_image_ids"]))
+            part = Detections.from_tensors(state["images"], state["detections"], state["ground_truth"])
+            if len(part.image_ids):
+                store._parts.append(part)
+        flags.discard(-1)
+        if len(flags) > 1:
+            raise ValueError("the saved states disagree: some targets carried 'image_id' and others did not")
+        store.has_image_ids = bool(flags.pop()) if flags else None
+        joined = store.collect()
+        if store.has_image_ids is False:  # arrival numbers restart in every saved state
+            joined = joined.renumbered()
+            store._parts = [joined]
+        store._num_images = len(joined.image_ids)
+        return store
 
     def collect(self) -> Detections:
         joined = Detections.concatenate(self._parts)

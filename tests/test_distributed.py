@@ -7,6 +7,7 @@ NCCL refuses two ranks on one GPU). A group of one runs the same collectives as 
 from __future__ import annotations
 
 import pickle
+import socket
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -23,6 +24,13 @@ SHARDS = {
     "padded_duplicate": [list(range(0, 11, 2)), list(range(1, 11, 2)) + [0]],
     "rank_without_images": [list(range(12)), []],
 }
+
+
+def free_port() -> int:
+    """A port no other process group on this machine is using (parallel test runs must not collide)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +93,13 @@ def test_a_nccl_group_with_inputs_on_the_gpu(tmp_path, backend):
 
 
 def _check_group(dist_backend: str, shards: list[list[int]], backend: str, tmp_path: Path) -> None:
-    idist.spawn(dist_backend, _worker, args=(shards, backend, str(tmp_path)), nproc_per_node=len(shards))
+    idist.spawn(
+        dist_backend,
+        _worker,
+        args=(shards, backend, str(tmp_path)),
+        nproc_per_node=len(shards),
+        master_port=free_port(),
+    )
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(len(shards))]
     images = sorted(set().union(*shards))
     single = _single_process(backend, images)
@@ -123,7 +137,7 @@ def _mixed_worker(local_rank: int, out_dir: str) -> None:
 
 
 def test_processes_disagreeing_on_image_ids_all_raise(tmp_path):
-    idist.spawn("gloo", _mixed_worker, args=(str(tmp_path),), nproc_per_node=2)
+    idist.spawn("gloo", _mixed_worker, args=(str(tmp_path),), nproc_per_node=2, master_port=free_port())
     for rank in range(2):
         assert (
             "some processes' targets carry 'image_id' and others' do not" in (tmp_path / f"rank{rank}.txt").read_text()

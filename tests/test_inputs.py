@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import re
 
+import numpy as np
 import pytest
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from ignite_det import CocoMetric
+from tests.coco_reference import (
+    DATA,
+    GT_FILE,
+    load_real_samples,
+    random_case,
+    run_cocoeval,
+    stats_dict,
+    to_coco,
+)
+from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
 
 
 def pred(n: int = 2, **override):
@@ -64,10 +80,16 @@ CASES = [
         "y_pred[0]['boxes'] must be a torch.Tensor of shape (N, 4), got list",
     ),
     (
-        "integer boxes",
-        ([pred(boxes=torch.zeros(2, 4, dtype=torch.int64))], [target()]),
+        "boolean boxes",
+        ([pred(boxes=torch.zeros(2, 4, dtype=torch.bool))], [target()]),
         TypeError,
-        "y_pred[0]['boxes'] must be a floating point tensor, got dtype torch.int64",
+        "y_pred[0]['boxes'] must be a floating point or integer tensor, got dtype torch.bool",
+    ),
+    (
+        "integer boxes beyond float64's exact integers",
+        ([pred()], [target(boxes=torch.tensor([[0, 0, 2**53, 2**53]]))]),
+        ValueError,
+        "y[0]['boxes'] integer coordinates must be smaller than 2**53 in magnitude, got 9007199254740992",
     ),
     (
         "scores length",
@@ -146,7 +168,25 @@ CASES = [
         "iscrowd values",
         ([pred()], [target(iscrowd=torch.tensor([2]))]),
         ValueError,
-        "y[0]['iscrowd'] must hold only 0 and 1, got [2]",
+        "y[0]['iscrowd'] must hold only 0 and 1, got [2.0]",
+    ),
+    (
+        "float iscrowd that is not 0 or 1",
+        ([pred(), pred()], [target(), target(2, iscrowd=torch.tensor([1.0, 0.5]))]),
+        ValueError,
+        "y[1]['iscrowd'] must hold only 0 and 1, got [0.5]",
+    ),
+    (
+        "negative prediction area",
+        ([pred(area=torch.tensor([4.0, -1.0]))], [target()]),
+        ValueError,
+        "y_pred[0]['area'] must be >= 0, got [-1.0]",
+    ),
+    (
+        "prediction area length",
+        ([pred(area=torch.tensor([4.0]))], [target()]),
+        ValueError,
+        "y_pred[0]['area'] has 1 entries but y_pred[0]['boxes'] has 2 boxes",
     ),
     (
         "negative area",
@@ -225,10 +265,86 @@ def test_empty_predictions_and_targets_are_valid():
         ({"backend": "detectron"}, "backend must be one of ('pycocotools', 'faster_coco_eval'), got 'detectron'"),
         ({"iou_thresholds": [0.5, 1.5]}, "iou_thresholds must be a non-empty list of numbers in [0, 1]"),
         ({"max_detections": [0, 10]}, "max_detections must be a non-empty list of positive integers"),
-        ({"f1_iou_threshold": 0.42}, "f1_iou_threshold=0.42 must be one of iou_thresholds"),
+        ({"f1_iou_threshold": 0.42}, "f1_iou_threshold=0.42 must be one of iou_thresholds [0.5, 0.55, 0.6,"),
+        (
+            {"iou_thresholds": np.linspace(0.5, 0.9, 5), "f1_iou_threshold": 0.95},
+            "must be one of iou_thresholds [0.5, 0.6, 0.7, 0.8, 0.9]",  # as typed, not 0.8999999999999999
+        ),
         ({"area_ranges": {"all": (0, 1)}}, "area_ranges must not contain 'all'"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         CocoMetric(**kwargs)
+
+
+# --- inputs other tools pass: accepted, and evaluated exactly as pycocotools evaluates them ---------------
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("box_format", ["xyxy", "xywh"])
+def test_integer_boxes_are_widened_exactly(dtype, box_format):
+    predictions, targets = random_case(4, box_format=box_format, dtype=dtype)  # integer coordinates
+    predictions = [{**p, "scores": p["scores"].double()} for p in predictions]
+    assert predictions[0]["boxes"].dtype == dtype
+    result = evaluate_with_engine(list(zip(predictions, targets)), 3, box_format=box_format)["coco"]
+    coco_eval = run_cocoeval(*to_coco(predictions, targets, box_format))
+    assert dict(result) == stats_dict(coco_eval)
+    assert_same_arrays(result, coco_eval)
+
+
+def test_float_iscrowd_of_zeros_and_ones_counts_as_integers():
+    predictions, targets = random_case(5)
+    as_float = [{**t, "iscrowd": t["iscrowd"].float()} for t in targets]
+    assert any(t["iscrowd"].sum() for t in as_float)
+    result = evaluate_with_engine(list(zip(predictions, as_float)), 4)["coco"]
+    coco_eval = run_cocoeval(*to_coco(predictions, targets))
+    assert dict(result) == stats_dict(coco_eval)
+
+
+def test_empty_tensors_of_any_dtype_mean_no_boxes():
+    metric = CocoMetric()
+    metric.update(([{"boxes": torch.tensor([]), "scores": torch.tensor([]), "labels": torch.tensor([])}], [target()]))
+    assert metric.compute()["AP"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "thresholds, expected",
+    [(None, 0.5), ([0.3, 0.5, 0.7], 0.5), ([0.75, 0.6, 0.9], 0.6), (np.arange(0.55, 0.96, 0.05), 0.55)],
+)
+def test_the_operating_point_is_at_iou_half_or_the_lowest_threshold(thresholds, expected):
+    result = evaluate_with_engine([(pred(1), target())], 1, iou_thresholds=thresholds)["coco"]
+    assert result.f1_iou_threshold == pytest.approx(expected)
+    assert result.best_f1.f1 == 1.0
+
+
+def test_a_predictions_own_area_drives_its_area_range_as_loadres_does_for_masks():
+    """Segmentation results without a box: loadRes takes the box from the mask and the area from the mask;
+    COCOeval's bbox evaluation then uses that mask area for the detection's area range."""
+    gt = json.loads(GT_FILE.read_text())
+    segm = json.loads((DATA / "instances_val2014_fakesegm100_results.json").read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes([{k: v for k, v in r.items() if k != "bbox"} for r in segm])
+        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    by_image: dict[int, list] = {i: [] for i in coco_gt.getImgIds()}
+    for det in coco_dt.dataset["annotations"]:
+        by_image[det["image_id"]].append(det)
+    samples = []
+    for _, target in load_real_samples():
+        dets = by_image[target["image_id"]]
+        prediction = {
+            "boxes": torch.tensor([d["bbox"] for d in dets], dtype=torch.float64).reshape(-1, 4),
+            "scores": torch.tensor([d["score"] for d in dets], dtype=torch.float64),
+            "labels": torch.tensor([d["category_id"] for d in dets]),
+            "area": torch.tensor([d["area"] for d in dets], dtype=torch.float64),
+        }
+        samples.append((prediction, target))
+    assert any(abs(d["area"] - d["bbox"][2] * d["bbox"][3]) > 1 for d in coco_dt.dataset["annotations"])
+    names = {c["id"]: c["name"] for c in gt["categories"]}  # pycocotools evaluates every listed category
+    result = evaluate_with_engine(samples, 10, box_format="xywh", class_names=names)["coco"]
+    assert_same_arrays(result, coco_eval)

@@ -186,7 +186,8 @@ def test_to_dict_is_json_ready(real):
     report = json.loads(json.dumps(real.to_dict(), allow_nan=False))
     assert report["AP"] == real["AP"]
     assert len(report["per_class"]) == len(real.per_class)
-    assert set(report["best_f1"]) == {"threshold", "precision", "recall", "f1"}
+    assert set(report["best_f1"]) == {"threshold", "precision", "recall", "f1", "status"}
+    assert report["best_f1"]["status"] == "ok"
 
 
 @pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
