@@ -88,9 +88,7 @@ def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor
     ]
 
 
-def deduplicate(
-    detections: Detections, records: MatchRecords | None = None
-) -> tuple[Detections, MatchRecords | None]:
+def deduplicate(detections: Detections, records: MatchRecords | None = None) -> tuple[Detections, MatchRecords | None]:
     """Keep the first occurrence of each ``image_id`` (and the records of its detections).
 
     Raises:

@@ -262,7 +262,10 @@ def test_empty_predictions_and_targets_are_valid():
     "kwargs, message",
     [
         ({"box_format": "xxyy"}, "box_format must be one of ('xyxy', 'xywh', 'cxcywh'), got 'xxyy'"),
-        ({"backend": "detectron"}, "backend must be one of ('pycocotools', 'faster_coco_eval'), got 'detectron'"),
+        (
+            {"backend": "detectron"},
+            "backend must be one of ('native', 'pycocotools', 'faster_coco_eval'), got 'detectron'",
+        ),
         ({"iou_thresholds": [0.5, 1.5]}, "iou_thresholds must be a non-empty list of numbers in [0, 1]"),
         ({"max_detections": [0, 10]}, "max_detections must be a non-empty list of positive integers"),
         ({"f1_iou_threshold": 0.42}, "f1_iou_threshold=0.42 must be one of iou_thresholds [0.5, 0.55, 0.6,"),
