@@ -18,7 +18,7 @@ from ignite_det.coco_backend import accumulate, check_backend, match_cells
 from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
-from ignite_det.native_accumulate import accumulate_records
+from ignite_det.native_accumulate import Ranking, accumulate_records
 from ignite_det.native_matching import ChunkedMatcher, MatchRecords
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
@@ -212,18 +212,21 @@ class CocoMetric(Metric):
     ) -> dict[str, np.ndarray]:
         iou = float(self.params.iou_thresholds[self._f1_index])
         if records is not None:  # native: everything from the records, no second matching pass
-            coco = accumulate_records(detections, records, category_ids, self.params)
+            ranking = Ranking.create(detections, records.rank, det_k, self.params.max_detections[-1])
+            coco = accumulate_records(detections, records, det_k, category_ids, self.params, ranking)
             outcome = np.where(det_k >= 0, records.outcome[0, self._f1_index], -1)  # area "all"
+            by_score = ranking.by_score
         else:
             cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
             coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
             outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
-        class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
+            by_score = np.argsort(-detections.det_scores, kind="stable")
+        class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score)
         threshold = best.threshold if np.isfinite(best.threshold) else -np.inf  # no operating point: count all
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),
-            "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum())),
+            "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum()), by_score),
             "confusion_matrix": confusion_matrix(detections, category_ids, threshold, iou),
         }
         return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}

@@ -20,22 +20,58 @@ arrays are equal to the last bit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ignite_det.coco_backend import CocoArrays, non_ignored_gt_counts
 from ignite_det.native_matching import FALSE_POSITIVE, TRUE_POSITIVE, MatchRecords
 from ignite_det.params import EvalParams
-from ignite_det.store import Detections, category_index
+from ignite_det.store import Detections
 
 _EPS = np.spacing(1)
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """The evaluated detections (of an evaluated category, within ``max_detections[-1]`` of their
+    cell) in COCOeval's accumulation order.
+
+    ``by_score``: rows by descending score, ties by image id, then rank in the cell (what
+    pycocotools' stable sort over its per-image lists gives). ``by_class``: the same, category by
+    category (a stable sort of ``by_score``), as ``accumulate`` takes them.
+    """
+
+    by_score: np.ndarray
+    by_class: np.ndarray
+
+    @staticmethod
+    def create(d: Detections, rank: np.ndarray, det_k: np.ndarray, max_det: int) -> Ranking:
+        """Three stable sorts, least significant key first; the one on the category is a radix sort."""
+        rows = np.flatnonzero((det_k >= 0) & (rank < max_det))
+        image_order = np.empty(len(d.image_ids), dtype=np.int64)
+        image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
+        cell_order = image_order[d.det_position[rows]] * max_det + rank[rows]
+        if np.any(cell_order[1:] < cell_order[:-1]):  # rows come by position; ids often in that order too
+            rows = rows[np.argsort(cell_order, kind="stable")]
+        by_score = rows[np.argsort(-d.det_scores[rows], kind="stable")]
+        k = det_k[by_score]
+        k = k.astype(np.uint16) if len(k) and k.max() < 2**16 else k
+        return Ranking(by_score, by_score[np.argsort(k, kind="stable")])
+
+
 def accumulate_records(
-    d: Detections, records: MatchRecords, category_ids: np.ndarray, params: EvalParams
+    d: Detections,
+    records: MatchRecords,
+    det_k: np.ndarray,
+    category_ids: np.ndarray,
+    params: EvalParams,
+    ranking: Ranking | None = None,
 ) -> CocoArrays:
     """pycocotools' ``precision``, ``recall`` and ``scores`` from the records of ``d``'s detections.
 
-    ``d`` holds each image once (positions 0..I-1); ``records`` are in its detection row order.
+    ``d`` holds each image once (positions 0..I-1); ``records`` and ``det_k`` (each detection's
+    index in ``category_ids``, -1 if not evaluated) are in its detection row order.
     """
     t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
     k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
@@ -43,11 +79,12 @@ def accumulate_records(
     scores = np.full_like(precision, -1.0)
     recall = np.full((t_count, k_count, a_count, m_count), -1.0)
     npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
-    all_k = category_index(d.det_labels, category_ids)
-    rows = _accumulation_order(d, records.rank, all_k, params)
-    det_k, det_scores, rank = all_k[rows], d.det_scores[rows], records.rank[rows]
+    if ranking is None:
+        ranking = Ranking.create(d, records.rank, det_k, params.max_detections[-1])
+    rows = ranking.by_class
+    sorted_k, sorted_scores, rank = det_k[rows], d.det_scores[rows], records.rank[rows]
     kept = [rank < max_det for max_det in params.max_detections]
-    buffer = np.empty(len(rows) * t_count, dtype=np.int64 if len(rows) * t_count >= 2**31 else np.int32)
+    buffer = np.empty(len(rows), dtype=np.int64 if len(rows) >= 2**31 else np.int32)
     for a in range(a_count):
         has_gt = npig[:, a] > 0
         outcome = np.take(records.outcome[a], rows, axis=1)  # (T, n) in accumulation order
@@ -55,8 +92,8 @@ def accumulate_records(
             keep = kept[m]
             p, r, s = _curves(
                 np.compress(keep, outcome, axis=1) if m < m_count - 1 else outcome,
-                det_k[keep],
-                det_scores[keep],
+                sorted_k[keep],
+                sorted_scores[keep],
                 npig[:, a],
                 params.rec_thresholds,
                 buffer,
@@ -65,22 +102,6 @@ def accumulate_records(
             recall[:, has_gt, a, m] = r[:, has_gt]
             scores[:, :, has_gt, a, m] = s[:, :, has_gt]
     return CocoArrays(precision, recall, scores)
-
-
-def _accumulation_order(d: Detections, rank: np.ndarray, det_k: np.ndarray, params: EvalParams) -> np.ndarray:
-    """Rows of the evaluated detections by category, descending score, image id, then rank in the cell.
-
-    Three stable sorts, least significant key first; the last one, on the category, is a radix sort.
-    """
-    rows = np.flatnonzero((det_k >= 0) & (rank < params.max_detections[-1]))
-    image_order = np.empty(len(d.image_ids), dtype=np.int64)
-    image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
-    cell_order = image_order[d.det_position[rows]] * params.max_detections[-1] + rank[rows]
-    if np.any(cell_order[1:] < cell_order[:-1]):
-        rows = rows[np.argsort(cell_order, kind="stable")]
-    rows = rows[np.argsort(-d.det_scores[rows], kind="stable")]
-    k = det_k[rows]
-    return rows[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 2**16 else k, kind="stable")]
 
 
 def _curves(
@@ -94,8 +115,8 @@ def _curves(
     """Precision (T, R, K), recall (T, K) and scores (T, R, K) of one (area range, maxDets).
 
     ``outcome`` (T, n) holds the counted detections sorted by category, then as COCOeval sorts them.
-    Segment ``t * K + k`` is category ``k`` at threshold ``t``. ``buffer``: scratch of T * n integers
-    or more, reused across calls (a fresh array this size costs more in page faults than the sum).
+    Segment ``t * K + k`` is category ``k`` at threshold ``t``. ``buffer``: scratch of n integers or
+    more, reused across calls (a fresh array this size costs more in page faults than the sum).
     """
     t_count, n = outcome.shape
     k_count = len(npig)
@@ -140,25 +161,30 @@ class _TruePositives:
 
     ``count`` and ``first`` (T*K,): how many each segment has and where its first one is listed;
     ``columns``: each one's detection (column of ``outcome``); ``precision``: pycocotools' ``tp / (fp
-    + tp + eps)`` at it, counts exact as integers until the division.
+    + tp + eps)`` at it, counts exact as integers until the division. One threshold at a time: the
+    temporaries stay in cache.
     """
 
     def __init__(self, outcome: np.ndarray, det_k: np.ndarray, first: np.ndarray, buffer: np.ndarray) -> None:
-        t_count, n = outcome.shape
         k_count = len(first)
-        flat = outcome.ravel()
-        positions = np.flatnonzero(flat == TRUE_POSITIVE)
-        fp_cum = np.cumsum(flat == FALSE_POSITIVE, out=buffer[: len(flat)])
-        t = positions // max(n, 1)
-        self.columns = positions - t * n
-        segment = t * k_count + det_k[self.columns]
-        self.count = np.bincount(segment, minlength=t_count * k_count)
+        columns, counts, precision = [], [], []
+        fp_cum = buffer[: outcome.shape[1]]
+        for row in outcome:
+            cols = np.flatnonzero(row == TRUE_POSITIVE)
+            np.cumsum(row == FALSE_POSITIVE, out=fp_cum)  # with out=: several times faster than a new array
+            k = det_k[cols]
+            count = np.bincount(k, minlength=k_count)
+            # false positives of earlier categories
+            fp_before = np.where(first > 0, fp_cum[np.maximum(first - 1, 0)], 0) if len(fp_cum) else first
+            c = (np.arange(len(cols)) - (np.cumsum(count) - count)[k] + 1).astype(np.float64)
+            fp = (fp_cum[cols] - fp_before[k]).astype(np.float64)
+            columns.append(cols)
+            counts.append(count)
+            precision.append(c / ((fp + c) + _EPS))  # as pycocotools: tp / (fp + tp + np.spacing(1))
+        self.columns = np.concatenate(columns)
+        self.count = np.concatenate(counts)
         self.first = np.cumsum(self.count) - self.count
-        seg_start = (np.arange(t_count)[:, None] * n + first[None, :]).ravel()  # flat index of each segment's start
-        fp_before = np.r_[0, fp_cum][seg_start]
-        c = (np.arange(len(positions)) - self.first[segment] + 1).astype(np.float64)
-        fp = (fp_cum[positions] - fp_before[segment]).astype(np.float64)
-        self.precision = c / ((fp + c) + _EPS)  # as pycocotools: tp / (fp + tp + np.spacing(1))
+        self.precision = np.concatenate(precision)
 
 
 def _tp_needed(npig: np.ndarray, rec_thresholds: np.ndarray) -> np.ndarray:
