@@ -66,7 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("gt", type=Path, metavar="GT.json", help="COCO instances file (ground truth)")
     evaluate.add_argument("predictions", type=Path, metavar="PREDICTIONS.json", help="COCO results list")
     evaluate.add_argument("--iou-type", default="bbox", help="only 'bbox' is supported (default: bbox)")
-    evaluate.add_argument("--backend", default="pycocotools", choices=("pycocotools", "faster_coco_eval"))
+    evaluate.add_argument("--backend", default="native", choices=("native", "pycocotools", "faster_coco_eval"))
     evaluate.add_argument("--max-dets", type=int, nargs="+", metavar="N", help="default: 1 10 100")
     evaluate.add_argument("--iou-thresholds", type=float, nargs="+", metavar="T", help="default: 0.50:0.05:0.95")
     evaluate.add_argument("--per-class", action="store_true", help="also print the per-class table")

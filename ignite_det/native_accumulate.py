@@ -47,17 +47,48 @@ class Ranking:
 
     @staticmethod
     def create(d: Detections, rank: np.ndarray, det_k: np.ndarray, max_det: int) -> Ranking:
-        """Three stable sorts, least significant key first; the one on the category is a radix sort."""
+        """Stable radix sorts, least significant key first: image id, score, category.
+
+        Rows come image by image, each image's in arrival order; within a cell, detections of equal
+        score are in rank order already (a stable sort ranked them), so ties need no rank key.
+        """
         rows = np.flatnonzero((det_k >= 0) & (rank < max_det))
-        image_order = np.empty(len(d.image_ids), dtype=np.int64)
+        image_order = np.empty(len(d.image_ids), dtype=np.uint64)
         image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
-        cell_order = image_order[d.det_position[rows]] * max_det + rank[rows]
-        if np.any(cell_order[1:] < cell_order[:-1]):  # rows come by position; ids often in that order too
-            rows = rows[np.argsort(cell_order, kind="stable")]
-        by_score = rows[np.argsort(-d.det_scores[rows], kind="stable")]
+        row_image = image_order[d.det_position[rows]]
+        if np.any(row_image[1:] < row_image[:-1]):  # images did not arrive in id order
+            rows = rows[_radix_order(row_image, len(d.image_ids).bit_length())]
+        key, bits = _descending_score_key(d.det_scores[rows])
+        by_score = rows[_radix_order(key, bits)]
         k = det_k[by_score]
-        k = k.astype(np.uint16) if len(k) and k.max() < 2**16 else k
-        return Ranking(by_score, by_score[np.argsort(k, kind="stable")])
+        return Ranking(by_score, by_score[_radix_order(k.astype(np.uint64), int(k.max(initial=0)).bit_length())])
+
+
+def _descending_score_key(scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """Unsigned keys in descending score order, equal for equal scores (so -0.0 and 0.0 tie, as in
+    a float sort), and how many bits they use: 32 when every score is a float32 (a model's output
+    usually is), else 64."""
+    scores = scores + 0.0  # -0.0 becomes 0.0
+    narrow = scores.astype(np.float32)
+    if np.array_equal(narrow, scores):
+        bits, width = narrow.view(np.uint32).astype(np.uint64), 32
+    else:
+        bits, width = scores.view(np.uint64), 64
+    sign = np.uint64(1) << np.uint64(width - 1)
+    full = np.uint64(2**width - 1)
+    ascending = np.where(bits & sign, ~bits & full, bits | sign)  # IEEE bits ordered like the values
+    return full - ascending, width
+
+
+def _radix_order(keys: np.ndarray, bits: int) -> np.ndarray:
+    """A stable argsort of unsigned integer keys below ``2**bits``: stable sorts on 16-bit digits,
+    least significant first (numpy sorts 16-bit integers stably by radix, several times faster
+    than a comparison sort)."""
+    order = np.arange(len(keys))
+    for shift in range(0, max(bits, 1), 16):
+        digits = ((keys[order] >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.uint16)
+        order = order[np.argsort(digits, kind="stable")]
+    return order
 
 
 def accumulate_records(
@@ -75,33 +106,39 @@ def accumulate_records(
     """
     t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
     k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
-    precision = np.full((t_count, r_count, k_count, a_count, m_count), -1.0)
-    scores = np.full_like(precision, -1.0)
-    recall = np.full((t_count, k_count, a_count, m_count), -1.0)
+    # Filled area range by area range: laid out (A, M, ...) and returned as transposed views.
+    precision = np.empty((a_count, m_count, t_count, r_count, k_count))
+    scores = np.empty_like(precision)
+    recall = np.empty((a_count, m_count, t_count, k_count))
     npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
     if ranking is None:
         ranking = Ranking.create(d, records.rank, det_k, params.max_detections[-1])
     rows = ranking.by_class
-    sorted_k, sorted_scores, rank = det_k[rows], d.det_scores[rows], records.rank[rows]
-    kept = [rank < max_det for max_det in params.max_detections]
+    rank = records.rank[rows]
+    kept = [rank < max_det if m < m_count - 1 else None for m, max_det in enumerate(params.max_detections)]
+    all_k, all_scores = det_k[rows], d.det_scores[rows]
+    sorted_k = [all_k if keep is None else all_k[keep] for keep in kept]
+    sorted_scores = [all_scores if keep is None else all_scores[keep] for keep in kept]
     buffer = np.empty(len(rows), dtype=np.int64 if len(rows) >= 2**31 else np.int32)
+    r_order = np.argsort(params.rec_thresholds, kind="stable")
     for a in range(a_count):
-        has_gt = npig[:, a] > 0
+        missing = npig[:, a] == 0  # no ground truth to find: -1, as pycocotools leaves it
+        needed = _tp_needed(npig[:, a], params.rec_thresholds[r_order])
         outcome = np.take(records.outcome[a], rows, axis=1)  # (T, n) in accumulation order
-        for m in range(m_count):
-            keep = kept[m]
+        for m, keep in enumerate(kept):
             p, r, s = _curves(
-                np.compress(keep, outcome, axis=1) if m < m_count - 1 else outcome,
-                sorted_k[keep],
-                sorted_scores[keep],
+                outcome if keep is None else np.compress(keep, outcome, axis=1),
+                sorted_k[m],
+                sorted_scores[m],
                 npig[:, a],
-                params.rec_thresholds,
+                needed,
+                r_order,
                 buffer,
             )
-            precision[:, :, has_gt, a, m] = p[:, :, has_gt]
-            recall[:, has_gt, a, m] = r[:, has_gt]
-            scores[:, :, has_gt, a, m] = s[:, :, has_gt]
-    return CocoArrays(precision, recall, scores)
+            np.copyto(precision[a, m], np.where(missing, -1.0, p))
+            np.copyto(recall[a, m], np.where(missing, -1.0, r))
+            np.copyto(scores[a, m], np.where(missing, -1.0, s))
+    return CocoArrays(precision.transpose(2, 3, 4, 0, 1), recall.transpose(2, 3, 0, 1), scores.transpose(2, 3, 4, 0, 1))
 
 
 def _curves(
@@ -109,14 +146,17 @@ def _curves(
     det_k: np.ndarray,
     det_scores: np.ndarray,
     npig: np.ndarray,
-    rec_thresholds: np.ndarray,
+    needed: np.ndarray,
+    r_order: np.ndarray,
     buffer: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision (T, R, K), recall (T, K) and scores (T, R, K) of one (area range, maxDets).
 
     ``outcome`` (T, n) holds the counted detections sorted by category, then as COCOeval sorts them.
-    Segment ``t * K + k`` is category ``k`` at threshold ``t``. ``buffer``: scratch of n integers or
-    more, reused across calls (a fresh array this size costs more in page faults than the sum).
+    Segment ``t * K + k`` is category ``k`` at threshold ``t``. ``needed`` (K, R): true positives
+    needed to reach each recall threshold, thresholds in ascending order ``r_order``. ``buffer``:
+    scratch of n integers or more, reused across calls (a fresh array this size costs more in page
+    faults than the sum).
     """
     t_count, n = outcome.shape
     k_count = len(npig)
@@ -125,8 +165,7 @@ def _curves(
     tp = _TruePositives(outcome, det_k, first, buffer)
     recall = tp.count.reshape(t_count, k_count) / np.maximum(npig, 1)
 
-    r_order = np.argsort(rec_thresholds, kind="stable")
-    needed = np.tile(_tp_needed(npig, rec_thresholds[r_order]), (t_count, 1))  # (T*K, R)
+    needed = np.tile(needed, (t_count, 1))  # (T*K, R)
     seg_first = tp.first[:, None]
     seg_end = seg_first + tp.count[:, None]
     valid = np.where(needed == 0, np.tile(num_det > 0, t_count)[:, None], needed <= tp.count[:, None])

@@ -127,7 +127,8 @@ def _best(scores: np.ndarray, is_tp: np.ndarray, bounds: np.ndarray, num_gt: np.
         top = np.maximum.reduceat(f1, starts[:-1][has_any])
         first_top = np.where(f1 == np.repeat(top, np.diff(starts)[has_any]), np.arange(len(f1)), len(f1))
         best[has_any] = np.minimum.reduceat(first_top, starts[:-1][has_any])
-    return [_point(int(b), scores[at], precision, recall, f1, int(g)) for b, g in zip(best, num_gt)]
+    thresholds = scores[at]
+    return [_point(int(b), thresholds, precision, recall, f1, int(g)) for b, g in zip(best, num_gt)]
 
 
 def _point(
