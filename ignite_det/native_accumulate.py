@@ -27,6 +27,7 @@ import numpy as np
 from ignite_det.coco_backend import CocoArrays, non_ignored_gt_counts
 from ignite_det.native_matching import FALSE_POSITIVE, TRUE_POSITIVE, MatchRecords
 from ignite_det.params import EvalParams
+from ignite_det.sorting import descending_score_key, radix_order
 from ignite_det.store import Detections
 
 _EPS = np.spacing(1)
@@ -57,38 +58,11 @@ class Ranking:
         image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
         row_image = image_order[d.det_position[rows]]
         if np.any(row_image[1:] < row_image[:-1]):  # images did not arrive in id order
-            rows = rows[_radix_order(row_image, len(d.image_ids).bit_length())]
-        key, bits = _descending_score_key(d.det_scores[rows])
-        by_score = rows[_radix_order(key, bits)]
+            rows = rows[radix_order(row_image, len(d.image_ids).bit_length())]
+        key, bits = descending_score_key(d.det_scores[rows])
+        by_score = rows[radix_order(key, bits)]
         k = det_k[by_score]
-        return Ranking(by_score, by_score[_radix_order(k.astype(np.uint64), int(k.max(initial=0)).bit_length())])
-
-
-def _descending_score_key(scores: np.ndarray) -> tuple[np.ndarray, int]:
-    """Unsigned keys in descending score order, equal for equal scores (so -0.0 and 0.0 tie, as in
-    a float sort), and how many bits they use: 32 when every score is a float32 (a model's output
-    usually is), else 64."""
-    scores = scores + 0.0  # -0.0 becomes 0.0
-    narrow = scores.astype(np.float32)
-    if np.array_equal(narrow, scores):
-        bits, width = narrow.view(np.uint32).astype(np.uint64), 32
-    else:
-        bits, width = scores.view(np.uint64), 64
-    sign = np.uint64(1) << np.uint64(width - 1)
-    full = np.uint64(2**width - 1)
-    ascending = np.where(bits & sign, ~bits & full, bits | sign)  # IEEE bits ordered like the values
-    return full - ascending, width
-
-
-def _radix_order(keys: np.ndarray, bits: int) -> np.ndarray:
-    """A stable argsort of unsigned integer keys below ``2**bits``: stable sorts on 16-bit digits,
-    least significant first (numpy sorts 16-bit integers stably by radix, several times faster
-    than a comparison sort)."""
-    order = np.arange(len(keys))
-    for shift in range(0, max(bits, 1), 16):
-        digits = ((keys[order] >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.uint16)
-        order = order[np.argsort(digits, kind="stable")]
-    return order
+        return Ranking(by_score, by_score[radix_order(k.astype(np.uint64), int(k.max(initial=0)).bit_length())])
 
 
 def accumulate_records(

@@ -26,16 +26,14 @@ import numpy as np
 
 from ignite_det.box_iou import PairIou, box_pair_iou
 from ignite_det.params import EvalParams
+from ignite_det.sorting import descending_score_key, radix_order
 from ignite_det.store import Detections, DetectionStore
 
 # Images matched at a time. Each call has a fixed cost (about 4 ms measured), so update() only stores
 # a batch, and images are matched once this many have arrived; the rest at compute().
-IMAGES_PER_CHUNK = 512
+IMAGES_PER_CHUNK = 256
 
 TRUE_POSITIVE, FALSE_POSITIVE, NOT_COUNTED = 1, 0, -1
-
-# A regular ground truth outranks any ignored one in the matching key (IoU bits stay below 2**62).
-_REGULAR_BIT = np.int64(1) << np.int64(62)
 
 
 @dataclass(frozen=True)
@@ -155,17 +153,23 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
 
 
 def _cells(d: Detections) -> tuple[np.ndarray, np.ndarray]:
-    """An int64 key per detection and per ground truth: equal for the same (image, label)."""
-    labels, index = np.unique(np.concatenate([d.det_labels, d.gt_labels]), return_inverse=True)
+    """A key per detection and per ground truth, ``position * span + label``, equal for the same
+    (image, label), with labels made dense when their range is too wide to multiply."""
+    labels = np.concatenate([d.det_labels, d.gt_labels])
+    low = int(labels.min(initial=0))
+    span = int(labels.max(initial=0)) - low + 1
+    if span * (len(d.image_ids) + 1) >= 2**62:
+        unique, labels = np.unique(labels, return_inverse=True)
+        low, span = 0, len(unique)
     n = len(d.det_labels)
-    num_labels = max(len(labels), 1)
-    return d.det_position * num_labels + index[:n], d.gt_position * num_labels + index[n:]
+    return d.det_position * span + (labels[:n] - low), d.gt_position * span + (labels[n:] - low)
 
 
 def _cell_order(cell: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Detection rows by cell, then descending score, ties in arrival order (pycocotools' mergesort)."""
-    by_score = np.argsort(-scores, kind="stable")
-    return by_score[np.argsort(cell[by_score], kind="stable")]
+    key, bits = descending_score_key(scores)
+    by_score = radix_order(key, bits)
+    return by_score[radix_order(cell[by_score].astype(np.uint64), int(cell.max(initial=0)).bit_length())]
 
 
 def _rank_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
@@ -220,36 +224,43 @@ def _greedy(
     """
     if len(det_i) == 0:
         return (np.zeros(0, np.int64),) * 4  # type: ignore[return-value]
-    # The key to maximise: regular before ignored, then IoU (its bits order like the value, as
-    # IoUs are >= 0); a tie is won by the last ground truth in arrival order (the highest pair index).
-    key = np.where(gt_ignored[:, gt_rows], np.int64(0), _REGULAR_BIT) | ious.view(np.int64)  # (A, P)
+    key = _pair_keys(det_i, ious, gt_ignored[:, gt_rows])  # (P, A)
     starts = np.flatnonzero(np.r_[True, det_i[1:] != det_i[:-1]])
     round_of_det = _rank_in_runs(cells[det_i[starts]])
     round_of_pair = np.repeat(round_of_det, np.diff(np.r_[starts, len(det_i)]))
     by_round = np.argsort(round_of_pair, kind="stable")
     bounds = np.searchsorted(round_of_pair[by_round], np.arange(round_of_det.max() + 2))
-    taken = np.zeros((len(thresholds), gt_ignored.shape[0], gt_ignored.shape[1]), dtype=bool)
+    reached = ious[:, None] >= thresholds[None, :]  # (P, T)
+    taken = np.zeros((gt_ignored.shape[1], len(thresholds), gt_ignored.shape[0]), dtype=bool)  # (G, T, A)
+    mask = (np.int64(1) << np.int64(_index_bits(len(det_i)))) - 1
     found = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         pairs = by_round[lo:hi]
-        det, t, a, gt = _match_round(det_i[pairs], gt_rows[pairs], ious[pairs], key[:, pairs], thresholds, taken)
-        crowd = gt_crowd[gt]
-        taken[t[~crowd], a[~crowd], gt[~crowd]] = True
-        found.append((det, t, a, gt))
+        # One detection per cell: its best available ground truth at each (threshold, area range).
+        usable = ~taken[gt_rows[pairs]] & reached[pairs][:, :, None]  # (P, T, A)
+        keys = np.where(usable, key[pairs][:, None, :], np.int64(-1))
+        best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0)
+        d, t, a = np.nonzero(best >= 0)
+        pair = best[d, t, a] & mask  # the key ends with the pair's index
+        gt = gt_rows[pair]
+        crowd = gt_crowd[gt]  # a crowd region stays available
+        taken[gt[~crowd], t[~crowd], a[~crowd]] = True
+        found.append((det_i[pair], t, a, gt))
     return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
 
 
-def _match_round(
-    det_i: np.ndarray, gt_rows: np.ndarray, ious: np.ndarray, key: np.ndarray, thresholds: np.ndarray, taken: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One detection per cell: its best available ground truth at each (threshold, area range)."""
-    starts = np.flatnonzero(np.r_[True, det_i[1:] != det_i[:-1]])
-    owner = np.cumsum(np.r_[True, det_i[1:] != det_i[:-1]]) - 1  # the detection of each pair (0..D-1)
-    usable = ~taken[:, :, gt_rows] & (ious >= thresholds[:, None, None])  # (T, A, P)
-    keys = np.where(usable, key[None], np.int64(-1))
-    best = np.maximum.reduceat(keys, starts, axis=2)
-    winner = usable & (keys == best[:, :, owner])
-    choice = np.maximum.reduceat(np.where(winner, np.arange(len(det_i)), -1), starts, axis=2)  # (T, A, D)
-    t, a, d = np.nonzero(choice >= 0)
-    pair = choice[t, a, d]
-    return det_i[pair], t, a, gt_rows[pair]
+def _index_bits(count: int) -> int:
+    return max(1, int(count).bit_length())
+
+
+def _pair_keys(det_i: np.ndarray, ious: np.ndarray, gt_ignored: np.ndarray) -> np.ndarray:
+    """(P, A) int64 keys whose maximum over a detection's pairs is COCOeval's choice.
+
+    From the most significant bits: regular before ignored ground truth, then the IoU (as its rank
+    among the chunk's IoUs, which orders and ties exactly like the value), then the pair's index, so
+    that of equal IoUs the last ground truth in arrival order wins (cocoeval.py:286-290).
+    """
+    bits = _index_bits(len(det_i))
+    iou_rank = np.unique(ious, return_inverse=True)[1].astype(np.int64)
+    low = (iou_rank << np.int64(bits)) | np.arange(len(det_i), dtype=np.int64)
+    return np.where(gt_ignored.T, np.int64(0), np.int64(1) << np.int64(2 * bits)) | low[:, None]
