@@ -61,13 +61,16 @@ def gather_detections(
 
 
 def _gather_records(records: MatchRecords, det_rows: list[int], device: torch.device) -> MatchRecords:
-    """Every process's records, one row per detection: ranks (int32) and outcomes (int8, A * T per row)."""
-    a, t, n = records.outcome.shape
-    rank = torch.from_numpy(records.rank.reshape(-1, 1))
-    outcome = torch.from_numpy(np.ascontiguousarray(records.outcome.reshape(a * t, n).T))
-    ranks = torch.cat(_gather(rank, det_rows, device)).numpy()[:, 0]
-    rows = torch.cat(_gather(outcome, det_rows, device)).numpy()
-    return MatchRecords(ranks.copy(), np.ascontiguousarray(rows.T).reshape(a, t, -1))
+    """Every process's records: ranks (int32) and outcomes (int8), each as one flat array per process
+    (the outcomes' (A, T, n) layout travels as is, and the parts join along n)."""
+    a, t, _ = records.outcome.shape
+    ranks = _gather(torch.from_numpy(records.rank), det_rows, device)
+    flat = torch.from_numpy(records.outcome.reshape(-1))
+    outcomes = _gather(flat, [a * t * n for n in det_rows], device)
+    return MatchRecords(
+        torch.cat(ranks).numpy(),
+        np.concatenate([part.numpy().reshape(a, t, n) for part, n in zip(outcomes, det_rows)], axis=2),
+    )
 
 
 def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -124,9 +127,14 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
 
 
 def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[torch.Tensor]:
-    width = tensor.shape[1]
-    with warnings.catch_warnings():
-        # Ignite 0.5 indexes with a list inside this helper, which torch 2.x deprecates; the result is right.
-        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
-        gathered = idist.all_gather_tensors_with_shapes(tensor.to(device), [[n, width] for n in rows])
-    return [t.cpu() for t in gathered]
+    """Each process's ``tensor`` (``rows[r]`` rows on process r, the same trailing shape everywhere),
+    on every process: padded to the longest, in one ``all_gather``."""
+    longest = max(rows)
+    if longest == 0:
+        return [tensor[:0].clone() for _ in rows]
+    padded = tensor
+    if len(tensor) < longest:
+        padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+        padded[: len(tensor)] = tensor
+    gathered = cast(torch.Tensor, idist.all_gather(padded.to(device))).cpu()
+    return [gathered[r * longest : r * longest + n] for r, n in enumerate(rows)]
