@@ -6,10 +6,11 @@ Each method runs in a fresh process on the same deterministic workload (benchmar
 image). Reported per method: update time (all batches of 16 images) and per image, compute time
 (what a training loop waits for after the last update), total, peak extra memory (resident set
 above the process's size before the run) and the largest difference of the 12 numbers from the
-first recipe run. Medians over ``--repeats`` runs; the last columns are ratios to the plain
-faster-coco-eval recipe measured in the same run.
+first recipe run. Medians over ``--repeats`` runs. Ratios: ``x recipe`` to the plain recipe with the
+same backend (faster-coco-eval's for the native backend), then total time, compute time and memory
+to the plain faster-coco-eval recipe, all measured in the same run.
 
-``--processes 2`` also runs the ignite-det methods in 2 gloo processes (``ignite_det:native@2``),
+``--processes 2`` also runs the native method in 2 gloo processes (``ignite_det:native@2``),
 each updating with every other image as a ``DistributedSampler`` deals them; times are from a
 common start, memory is the sum of both processes.
 
@@ -217,7 +218,7 @@ def _python(method: str, args: argparse.Namespace) -> str:
 def _methods(args: argparse.Namespace) -> list[str]:
     methods = list(args.methods)
     if args.processes > 1:
-        methods += [f"{m}@{args.processes}" for m in args.methods if m.startswith("ignite_det:")]
+        methods += [f"{m}@{args.processes}" for m in args.methods if m == "ignite_det:native"]
     return methods
 
 
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--workload", default="coco", choices=("coco", "lvis"))
-    parser.add_argument("--processes", type=int, default=1, help="also run the ignite-det methods in N processes")
+    parser.add_argument("--processes", type=int, default=1, help="also run the native method in N processes")
     parser.add_argument("--torchmetrics-python", default=sys.executable, help="interpreter for torchmetrics runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -259,24 +260,18 @@ def _print_table(runs: dict[str, list[dict]], workload_name: str) -> None:
     reference_method = next((m for m in ("recipe:pycocotools", "recipe:faster_coco_eval") if m in runs), None)
     reference = runs[reference_method][0]["stats"] if reference_method else None
     fast = med.get("recipe:faster_coco_eval")
-    columns = (
-        "update s",
-        "us/image",
-        "compute s",
-        "total s",
-        "peak MiB",
-        "max |diff|",
-        "x fce tot",
-        "x fce cmp",
-        "x fce mem",
-    )
+    columns = ("update s", "us/image", "compute s", "total s", "peak MiB", "max |diff|", "x recipe")
+    columns += ("x fce tot", "x fce cmp", "x fce mem")
     print(f"{'method':<30} " + " ".join(f"{c:>10}" for c in columns))
     for method, m in med.items():
         diff = max(abs(a - b) for a, b in zip(runs[method][0]["stats"], reference)) if reference else float("nan")
-        ratios = (
-            (m["total_s"] / fast["total_s"], m["compute_s"] / fast["total_s"], m["peak_mib"] / fast["peak_mib"])
+        backend = method.split(":")[1].partition("@")[0]
+        recipe = med.get("recipe:" + ("faster_coco_eval" if backend == "native" else backend))
+        ratios = [m["total_s"] / recipe["total_s"] if recipe else float("nan")]
+        ratios += (
+            [m["total_s"] / fast["total_s"], m["compute_s"] / fast["total_s"], m["peak_mib"] / fast["peak_mib"]]
             if fast
-            else (float("nan"),) * 3
+            else [float("nan")] * 3
         )
         print(
             f"{method:<30} {m['update_s']:>10.2f} {m['update_s'] / num_images * 1e6:>10.0f} {m['compute_s']:>10.2f} "
