@@ -2,10 +2,13 @@
 
 Everything is generated locally (see ``shapes_data.py``), the detector is plain
 PyTorch (see ``shapes_model.py``), and the defaults (1024 training and 192
-validation images of 128 px, 12 epochs) finish in about 2 minutes on two CPU
-cores with validation AP ~0.58 and AP50 ~0.92. The 12 COCO numbers of every
-evaluation, the best checkpoint and the W&B run directory end up in
-``<output-dir>/results.json`` (and in what ``run(config)`` returns).
+validation images of 128 px, 12 epochs) finish in 2.5 to 3 minutes on two
+CPU cores with validation AP 0.608 and AP50 0.910 (see README.md). Each run gets
+a folder of its own, ``runs/shapes/run-N`` (``--output-dir``/``--run-name``),
+printed at the start and the end, and ``runs/shapes/latest`` links the last
+training run. The 12 COCO numbers of every evaluation, the best checkpoint and
+the W&B run directory end up in ``<run folder>/results.json`` (and in what
+``run(config)`` returns).
 
 Usage::
 
@@ -20,11 +23,12 @@ Usage::
     # ... or launched by torchrun
     torchrun --nproc_per_node 2 examples/train_shapes.py
 
-    # evaluate a checkpoint only
-    python examples/train_shapes.py --eval-only --checkpoint runs/shapes/checkpoints/best_checkpoint_12_AP=0.5845.pt
+    # evaluate the best checkpoint of the last training run (or name a run folder or a .pt file);
+    # the results go to runs/shapes/eval-N and to a W&B run of their own
+    python examples/train_shapes.py --eval-only --checkpoint runs/shapes/latest
 
-    # upload an offline run afterwards
-    wandb sync runs/shapes/wandb/offline-run-...
+    # upload an offline run afterwards (the script prints the command)
+    wandb sync runs/shapes/run-1/wandb/offline-run-...
 
 The environment variables ``WANDB_MODE``, ``WANDB_DIR`` and ``WANDB_PROJECT``
 are used when the corresponding flags are not given.
@@ -60,6 +64,7 @@ from ignite.handlers import (
     global_step_from_engine,
 )
 from ignite.utils import manual_seed, setup_logger
+from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
@@ -73,6 +78,7 @@ try:
 except ImportError:  # an ignite_det without the W&B helpers
     attach_wandb_logging = None  # type: ignore[assignment]
 
+from run_dirs import find_checkpoint, link_latest, new_run_dir, shown_path  # noqa: E402
 from shapes_data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, collate  # noqa: E402
 from shapes_model import DetectionLoss, ShapesDetector, decode  # noqa: E402
 
@@ -93,7 +99,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default="runs/shapes",
-        help="checkpoints, results.json (eval_results.json with --eval-only) and (by default) W&B",
+        help="where run folders go: run-N (training), eval-N (--eval-only), and latest, a link to the last run-N",
+    )
+    parser.add_argument(
+        "--run-name",
+        default=None,
+        help="this run's folder under --output-dir (default: the next run-N, or eval-N with --eval-only); it holds "
+        "checkpoints/, results.json (eval_results.json with --eval-only) and, by default, W&B's files",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument(
@@ -101,7 +113,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
     parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (with --eval-only)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="with --eval-only: a .pt file, or a run folder such as runs/shapes/latest"
+    )
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop when AP stalls")
     parser.add_argument("--nproc-per-node", type=int, default=None, help="spawn N processes (gloo on CPU)")
     parser.add_argument("--wandb-mode", default=None, choices=["online", "offline", "disabled"],
@@ -129,74 +143,116 @@ def get_config(config: dict[str, Any] | argparse.Namespace | None = None) -> dic
 # ----------------------------------------------------------------------------- W&B
 
 
-def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> Any:
-    """Create the W&B logger and attach it (call on rank 0 only). Returns the logger, or None when disabled."""
-    mode = config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
-    if mode == "disabled":
+def wandb_mode(config: dict[str, Any]) -> str:
+    return config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
+
+
+def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **init: Any) -> Any:
+    """A ``WandBLogger`` writing under the run folder, on rank 0; None on other ranks or when disabled."""
+    if wandb_mode(config) == "disabled" or idist.get_rank() != 0:
         return None
     from ignite.handlers.wandb_logger import WandBLogger
 
-    wandb_dir = config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["output_dir"]
+    # absolute: W&B's service process may have been started in another working directory
+    wandb_dir = os.path.abspath(config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["run_dir"])
     os.makedirs(wandb_dir, exist_ok=True)
-    wandb_logger = WandBLogger(
+    return WandBLogger(
         project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-shapes",
-        mode=mode,
+        mode=wandb_mode(config),
         dir=wandb_dir,
-        config={k: v for k, v in config.items() if k not in ("checkpoint",)},
-        tags=["shapes", "ignite-det"],
+        config=run_config,
+        **init,
     )
-    wandb_logger.attach_output_handler(
-        trainer,
-        event_name=Events.ITERATION_COMPLETED(every=config["log_every"]),
-        tag="train",
-        output_transform=lambda loss: {"loss": loss},
-    )
-    wandb_logger.attach_opt_params_handler(
-        trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
-    )
-    # the metric: the 12 COCO numbers, the per-class report and sample images (ignite_det's helper when
-    # available, else Ignite's own OutputHandler with the 12 numbers), at the trainer's iteration, the step
-    # of the training loss, so that validation lines up with it
-    at_iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
+
+
+def attach_coco_logging(wandb_logger: Any, evaluator: Engine, step: Any = None) -> None:
+    """The 12 COCO numbers, the per-class report and sample images (ignite_det's helper when available,
+    else Ignite's own OutputHandler with the 12 numbers), at the step ``step`` gives (default: 1, 2, ...).
+    Call on every process, with ``wandb_logger`` None but on rank 0: each captures its share of the images."""
     if attach_wandb_logging is not None:
         attach_wandb_logging(
-            wandb_logger,
-            evaluator,
-            metric_name="coco",
-            tag="val",
-            class_names=CLASS_NAMES,
-            global_step_transform=at_iteration,
+            wandb_logger, evaluator, metric_name="coco", tag="val", class_names=CLASS_NAMES, global_step_transform=step
         )
-    else:
+    elif wandb_logger is not None:
         wandb_logger.attach_output_handler(
-            evaluator,
-            event_name=Events.COMPLETED,
-            tag="val",
-            metric_names=list(STAT_NAMES),
-            global_step_transform=at_iteration,
+            evaluator, event_name=Events.COMPLETED, tag="val", metric_names=list(STAT_NAMES), global_step_transform=step
         )
+
+
+def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> Any:
+    """Create the W&B logger of a training run on rank 0 and attach it. Call on every process: each captures
+    its share of the sample images. Returns the logger (None on other ranks, or when disabled)."""
+    if wandb_mode(config) == "disabled":
+        return None
+    run_config = {k: v for k, v in config.items() if k != "checkpoint"}
+    wandb_logger = create_wandb_logger(config, run_config, job_type="train", tags=["shapes", "ignite-det"])
+    if wandb_logger is not None:
+        wandb_logger.attach_output_handler(
+            trainer,
+            event_name=Events.ITERATION_COMPLETED(every=config["log_every"]),
+            tag="train",
+            output_transform=lambda loss: {"loss": loss},
+        )
+        wandb_logger.attach_opt_params_handler(
+            trainer, event_name=Events.ITERATION_STARTED(every=config["log_every"]), optimizer=optimizer
+        )
+    # validation at the trainer's iteration, the step of the training loss, so that the curves line up
+    attach_coco_logging(wandb_logger, evaluator, global_step_from_engine(trainer, Events.ITERATION_COMPLETED))
+    return wandb_logger
+
+
+def setup_eval_wandb(config: dict[str, Any], evaluator: Engine, saved: dict[str, Any]) -> Any:
+    """W&B for ``--eval-only``: a run of its own (job type ``eval``) with the same report and images as
+    training, whose config names the checkpoint, its epoch and numbers, and the W&B run that trained it.
+    Call on every process, as :func:`setup_wandb`."""
+    if wandb_mode(config) == "disabled":
+        return None
+    run_config = dict(
+        config,
+        checkpoint_epoch=saved.get("epoch"),
+        checkpoint_metrics=saved.get("metrics"),
+        trained_by_wandb_run=saved.get("wandb_run_id"),
+    )
+    wandb_logger = create_wandb_logger(
+        config,
+        run_config,
+        job_type="eval",
+        tags=["shapes", "ignite-det", "eval"],
+        notes=f"--eval-only --checkpoint {config['checkpoint']}",
+    )
+    attach_coco_logging(wandb_logger, evaluator)
     return wandb_logger
 
 
 def wandb_run_dir(wandb_logger: Any) -> str | None:
-    """The local directory of the run (what ``wandb sync`` takes)."""
+    """The local directory of the run (what ``wandb sync`` takes), relative to the working directory if
+    it is inside it."""
     if wandb_logger is None:
         return None
     run = wandb_logger._wandb.run
     if run is None or not getattr(run, "dir", None):
         return None
-    return str(Path(run.dir).parent)
+    return shown_path(Path(run.dir).parent)
+
+
+def close_wandb(wandb_logger: Any) -> str | None:
+    """Finish the run; return its local directory."""
+    run_dir = wandb_run_dir(wandb_logger)
+    if wandb_logger is not None:
+        wandb_logger.close()
+    return run_dir
 
 
 # ----------------------------------------------------------------------------- training
 
 
 class RunMeta:
-    """Saved next to the weights: the model/data config and the metrics at save time."""
+    """Saved next to the weights: the model/data config, the metrics and step at save time, the W&B run."""
 
     def __init__(self, config: dict[str, Any], trainer: Engine | None = None, evaluator: Engine | None = None):
         self.config = {k: config[k] for k in ("width", "image_size", "val_images", "train_images", "seed")}
         self.trainer, self.evaluator = trainer, evaluator
+        self.wandb_run_id: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
         metrics = {}
@@ -204,11 +260,23 @@ class RunMeta:
             metrics = {
                 k: float(self.evaluator.state.metrics[k]) for k in STAT_NAMES if k in self.evaluator.state.metrics
             }
-        epoch = self.trainer.state.epoch if self.trainer is not None else None
-        return {"config": dict(self.config), "metrics": metrics, "epoch": epoch}
+        state = self.trainer.state if self.trainer is not None else None
+        return {
+            "config": dict(self.config),
+            "metrics": metrics,
+            "epoch": state.epoch if state is not None else None,
+            "iteration": state.iteration if state is not None else None,
+            "wandb_run_id": self.wandb_run_id,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.config = dict(state.get("config", {}))
+
+
+def say(message: str) -> None:
+    """Print above the progress bars (a plain print would land on the training bar's line)."""
+    tqdm.write(message)
+    sys.stdout.flush()
 
 
 def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
@@ -242,8 +310,35 @@ def _placed(model: torch.nn.Module, device: torch.device, world: int) -> torch.n
     return idist.auto_model(model) if world > 1 else model.to(device)
 
 
+def same_on_every_rank(model: torch.nn.Module) -> None:
+    """Give every process rank 0's weights and buffers. DDP keeps the weights equal but not BatchNorm's
+    running statistics, which each process updates from its own batches (and so does each process's EMA
+    of them); the checkpoint holds rank 0's, so that the evaluation of every process should too."""
+    if idist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.copy_(idist.broadcast(tensor, src=0))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint of this script: ``{"model": state dict, "meta": RunMeta's state}``.
+
+    Raises:
+        ValueError: if the file is not a torch checkpoint with a ``model`` entry.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and torch errors alike (torch's own message runs to 10 lines)
+        kind = type(error).__name__
+        raise ValueError(f"--checkpoint {path}: not a torch checkpoint of weights ({kind} from torch.load)") from error
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"--checkpoint {path}: no 'model' entry; is it a checkpoint of train_shapes.py?")
+    return ckpt
+
+
 def training(local_rank: int, config: dict[str, Any]) -> None:
-    """What every process runs (under ``idist.Parallel``)."""
+    """What every process runs (under ``idist.Parallel``); rank 0 writes the results into the run folder."""
     rank, world = idist.get_rank(), idist.get_world_size()
     threads = config["threads"] or max(1, (os.cpu_count() or 1) // max(1, idist.get_nproc_per_node()))
     torch.set_num_threads(threads)
@@ -252,50 +347,63 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         device = idist.device()
     else:
         device = torch.device(config["device"])
-    out_dir = Path(config["output_dir"])
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    show_progress = rank == 0 and not config["no_progress"]
+    if config["run_dir"] is None:  # launched by torchrun: rank 0 makes the folder, the others learn its name
+        config["run_dir"] = idist.broadcast(str(make_run_dir(config)) if rank == 0 else "", src=0)
 
     val_ds = ShapesDataset(config["val_images"], config["image_size"], config["seed"], "val")
     val_loader = idist.auto_dataloader(
         val_ds, batch_size=config["batch_size"], shuffle=False, drop_last=False, collate_fn=collate, num_workers=0
     )
-    model: torch.nn.Module = ShapesDetector(NUM_CLASSES, width=config["width"])
-
     if config["eval_only"]:
-        if not config["checkpoint"]:
-            raise ValueError("--eval-only needs --checkpoint PATH")
-        ckpt = torch.load(config["checkpoint"], map_location="cpu", weights_only=True)
-        saved = ckpt.get("meta", {})
-        width = saved.get("config", {}).get("width", config["width"])  # the checkpoint knows its model's width
-        if width != config["width"]:
-            model = ShapesDetector(NUM_CLASSES, width=width)
-        model.load_state_dict(ckpt["model"])
-        model = _placed(model, device, world)
-        evaluator = create_evaluator(model, config, device)
-        if show_progress:
-            ProgressBar(desc="eval").attach(evaluator)
-        state = evaluator.run(val_loader)
-        result = {
-            "metrics": _metrics_dict(state.metrics),
-            "checkpoint": str(config["checkpoint"]),
-            "checkpoint_metrics": saved.get("metrics"),
-            "wandb_dir": None,
-            "world_size": world,
-        }
-        if rank == 0:
-            print(state.metrics["coco"])
-            print(f"checkpoint: {config['checkpoint']} (epoch {saved.get('epoch')})")
-            (out_dir / _results_name(config)).write_text(json.dumps(result, indent=2))
-        idist.barrier()
-        return
+        result = evaluate_checkpoint(config, val_loader, device)
+    else:
+        result = train(config, val_loader, device)
+    if rank == 0:
+        (Path(config["run_dir"]) / _results_name(config)).write_text(json.dumps(result, indent=2))
+        if result["wandb_dir"]:
+            print(f"W&B run dir: {result['wandb_dir']}")
+            if wandb_mode(config) == "offline":
+                print(f"upload it with: wandb sync {result['wandb_dir']}")
+        print(f"run folder: {config['run_dir']}")
+    idist.barrier()
 
+
+def evaluate_checkpoint(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict[str, Any]:
+    """``--eval-only``: the checkpoint's model on the validation set, logged to a W&B run of its own."""
+    rank, world = idist.get_rank(), idist.get_world_size()
+    ckpt = load_checkpoint(config["checkpoint"])
+    saved = ckpt.get("meta", {})
+    width = saved.get("config", {}).get("width", config["width"])  # the checkpoint knows its model's width
+    model = ShapesDetector(NUM_CLASSES, width=width)
+    model.load_state_dict(ckpt["model"])
+    evaluator = create_evaluator(_placed(model, device, world), config, device)
+    if rank == 0 and not config["no_progress"]:
+        ProgressBar(desc="eval").attach(evaluator)
+    wandb_logger = setup_eval_wandb(config, evaluator, saved)
+    state = evaluator.run(val_loader)
+    run_dir = close_wandb(wandb_logger)
+    if rank == 0:
+        print(state.metrics["coco"])
+        print(f"checkpoint: {config['checkpoint']} (epoch {saved.get('epoch')})")
+    return {
+        "metrics": _metrics_dict(state.metrics),
+        "checkpoint": str(config["checkpoint"]),
+        "checkpoint_metrics": saved.get("metrics"),
+        "trained_by_wandb_run": saved.get("wandb_run_id"),
+        "run_dir": config["run_dir"],
+        "wandb_dir": run_dir,
+        "world_size": world,
+    }
+
+
+def train(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict[str, Any]:
+    """Train, evaluating (and keeping the best-AP checkpoint) every epoch."""
+    rank, world = idist.get_rank(), idist.get_world_size()
     train_ds = ShapesDataset(config["train_images"], config["image_size"], config["seed"], "train", hflip=True)
     train_loader = idist.auto_dataloader(
         train_ds, batch_size=config["batch_size"], shuffle=True, drop_last=True, collate_fn=collate, num_workers=0
     )
-    model = _placed(model, device, world)
+    model = _placed(ShapesDetector(NUM_CLASSES, width=config["width"]), device, world)
     optimizer = idist.auto_optim(
         torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
     )
@@ -342,20 +450,20 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
     @trainer.on(Events.EPOCH_COMPLETED)
     def validate(engine: Engine) -> None:
         t0 = time.time()
+        same_on_every_rank(eval_model)  # what is evaluated is what rank 0 saves
         state = evaluator.run(val_loader)
         history.append(_metrics_dict(state.metrics))
         if rank == 0:
             m = history[-1]
-            print(
+            say(
                 f"epoch {engine.state.epoch:3d}: AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}  "
                 f"APs {m['APs']:.4f}  APm {m['APm']:.4f}  APl {m['APl']:.4f}  AR100 {m['AR100']:.4f}  "
-                f"(eval {time.time() - t0:.1f} s, total {time.time() - start:.0f} s)",
-                flush=True,
+                f"(eval {time.time() - t0:.1f} s, total {time.time() - start:.0f} s)"
             )
 
     meta = RunMeta(config, trainer, evaluator)
     best = ModelCheckpoint(
-        dirname=out_dir / "checkpoints",
+        dirname=Path(config["run_dir"]) / "checkpoints",
         filename_prefix="best",
         n_saved=1,
         score_function=lambda engine: engine.state.metrics["AP"],
@@ -368,40 +476,36 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         stopper = EarlyStopping(config["early_stopping"], lambda engine: engine.state.metrics["AP"], trainer)
         evaluator.add_event_handler(Events.COMPLETED, stopper)
 
-    if show_progress:
+    if rank == 0 and not config["no_progress"]:
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
         ProgressBar(persist=False, desc="eval").attach(evaluator)
 
-    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer) if rank == 0 else None
+    wandb_logger = setup_wandb(config, trainer, evaluator, optimizer)
+    if wandb_logger is not None:
+        meta.wandb_run_id = wandb_logger._wandb.run.id
     start = time.time()
 
     trainer.run(train_loader, max_epochs=config["epochs"])
     elapsed = time.time() - start
 
-    run_dir = wandb_run_dir(wandb_logger)
-    if wandb_logger is not None:
-        wandb_logger.close()
+    run_dir = close_wandb(wandb_logger)
     checkpoint = str(best.last_checkpoint) if best.last_checkpoint is not None else None
-    result = {
+    if rank == 0:
+        print(evaluator.state.metrics["coco"])
+        print(f"trained {trainer.state.epoch} epochs in {elapsed:.1f} s on {world} process(es), device {device}")
+        print(f"best checkpoint: {checkpoint}")
+    return {
         "metrics": history[-1],
         "checkpoint": checkpoint,
         "checkpoint_metrics": best_metrics(history),
+        "run_dir": config["run_dir"],
         "wandb_dir": run_dir,
+        "wandb_run_id": meta.wandb_run_id,
         "history": history,
         "epochs_run": trainer.state.epoch,
         "train_seconds": elapsed,
         "world_size": world,
     }
-    if rank == 0:
-        print(evaluator.state.metrics["coco"])
-        print(f"trained {trainer.state.epoch} epochs in {elapsed:.1f} s on {world} process(es), device {device}")
-        print(f"best checkpoint: {checkpoint}")
-        if run_dir:
-            print(f"W&B run dir: {run_dir}")
-            if (config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline") == "offline":
-                print(f"upload it with: wandb sync {run_dir}")
-        (out_dir / _results_name(config)).write_text(json.dumps(result, indent=2))
-    idist.barrier()
 
 
 def _results_name(config: dict[str, Any]) -> str:
@@ -419,10 +523,44 @@ def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
     return best
 
 
+def make_run_dir(config: dict[str, Any]) -> Path:
+    """Create this run's folder under ``--output-dir`` and print it; a training run becomes ``latest``."""
+    prefix = "eval" if config["eval_only"] else "run"
+    run_dir = new_run_dir(config["output_dir"], prefix, config["run_name"])
+    print(f"run folder: {run_dir}", flush=True)
+    if not config["eval_only"] and link_latest(run_dir) is None:
+        print(f"(could not link {run_dir.parent / 'latest'} to it: name the run folder itself)", flush=True)
+    return run_dir
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with ``checkpoint`` resolved to a file (a run folder names its best checkpoint).
+
+    Raises:
+        ValueError, FileNotFoundError, FileExistsError: with a one-line message, for a missing or unusable
+            ``--checkpoint`` or a ``--run-name`` that exists already.
+    """
+    config = dict(config)
+    if config["eval_only"]:
+        if not config["checkpoint"]:
+            raise ValueError("--eval-only needs --checkpoint PATH (a .pt file or a run folder)")
+        config["checkpoint"] = str(find_checkpoint(config["checkpoint"]))
+        load_checkpoint(config["checkpoint"])
+    wanted = Path(config["output_dir"]) / (config["run_name"] or "")
+    if config["run_name"] and wanted.exists():
+        raise FileExistsError(f"{wanted} exists already: pick another --run-name")
+    return config
+
+
 def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
     """Train (or, with ``eval_only``, evaluate) and return a dict with ``metrics`` (the 12 COCO numbers of the
-    last evaluation), ``checkpoint`` (best-AP checkpoint path), ``checkpoint_metrics`` and ``wandb_dir``."""
-    cfg = get_config(config)
+    last evaluation), ``checkpoint`` (best-AP checkpoint path), ``checkpoint_metrics``, ``run_dir`` (this run's
+    folder) and ``wandb_dir``; the same dict is in the run folder's results.json (eval_results.json).
+
+    Raises:
+        ValueError, FileNotFoundError, FileExistsError: see :func:`check_config`.
+    """
+    cfg = check_config(get_config(config))
     nproc = cfg["nproc_per_node"]
     use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
     processes = nproc or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -432,19 +570,19 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
             print("(under torchrun, launch with CUDA_VISIBLE_DEVICES= so that gloo ranks stay off the GPU)")
         use_cuda, cfg["device"] = False, "cpu"
     backend = "nccl" if use_cuda else "gloo"
-    results_file = Path(cfg["output_dir"]) / _results_name(cfg)
-    if results_file.exists() and idist.get_rank() == 0 and "WORLD_SIZE" not in os.environ:
-        results_file.unlink()
+    torchrun = not nproc and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # under torchrun every process runs this function: rank 0 makes the folder, in training()
+    cfg["run_dir"] = None if torchrun else str(make_run_dir(cfg))
     if nproc and nproc > 1:
         parallel = idist.Parallel(backend=backend, nproc_per_node=nproc)
-    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun
+    elif torchrun:
         parallel = idist.Parallel(backend=backend)
     else:
         parallel = idist.Parallel(backend=None)
     # Ignite's gloo groups put rank r on GPU r whenever CUDA is visible: spawned CPU workers must not see it.
     with _gpus_hidden(not use_cuda and bool(nproc and nproc > 1) and torch.cuda.is_available()), parallel:
-        parallel.run(training, cfg)
-    return json.loads(results_file.read_text())
+        parallel.run(training, cfg)  # in this process unless spawned, so training() may fill in cfg["run_dir"]
+    return json.loads((Path(cfg["run_dir"]) / _results_name(cfg)).read_text())
 
 
 @contextlib.contextmanager
@@ -466,8 +604,11 @@ def _gpus_hidden(hide: bool) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    if args.eval_only and not args.checkpoint:
-        get_args_parser().error("--eval-only needs --checkpoint PATH")
+    try:
+        check_config(get_config(args))
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # a mistyped path: one line, no traceback
+        print(f"train_shapes.py: error: {error}", file=sys.stderr)
+        return 2
     print(f"ignite {ignite.__version__}, torch {torch.__version__}")
     run(args)
     return 0

@@ -25,16 +25,18 @@ Usage::
     # a smoke run: 2 epochs of 3 iterations
     python examples/train_torchvision.py --images ... --annotations ... --epochs 2 --max-iterations 3
 
-    # evaluate a checkpoint only
-    python examples/train_torchvision.py --eval-only \\
-        --checkpoint runs/torchvision/checkpoints/best_checkpoint_2_AP=0.1000.pt \\
+    # evaluate the best checkpoint of the last training run (or name a run folder or a .pt file)
+    python examples/train_torchvision.py --eval-only --checkpoint runs/torchvision/latest \\
         --val-images /tmp/shapes_val/images --val-annotations /tmp/shapes_val/instances.json --image-size 160
 
-    # upload an offline run afterwards
-    wandb sync runs/torchvision/wandb/offline-run-...
+    # upload an offline run afterwards (the script prints the command)
+    wandb sync runs/torchvision/run-1/wandb/offline-run-...
 
-The environment variables ``WANDB_MODE``, ``WANDB_DIR`` and ``WANDB_PROJECT`` are used when the
-corresponding flags are not given. ``metrics.json`` in ``--output-dir`` holds the final numbers.
+Each run gets a folder of its own under ``--output-dir``: ``runs/torchvision/run-N`` for training
+(``latest`` links the last one), ``eval-N`` for ``--eval-only``, printed at the start and the end.
+It holds the checkpoint, ``metrics.json`` (the final numbers) and the W&B run; ``--eval-only`` logs to
+a W&B run of its own (job type ``eval``). The environment variables ``WANDB_MODE``, ``WANDB_DIR`` and
+``WANDB_PROJECT`` are used when the corresponding flags are not given.
 """
 
 from __future__ import annotations
@@ -61,12 +63,16 @@ from ignite.handlers import (
 from ignite.utils import manual_seed, setup_logger
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     from ignite_det import STAT_NAMES, CocoMetric, attach_wandb_logging
 except ImportError:  # running from a source checkout without installing the package
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from ignite_det import STAT_NAMES, CocoMetric, attach_wandb_logging
+
+from run_dirs import find_checkpoint, link_latest, new_run_dir, shown_path  # noqa: E402
 
 TORCHVISION_MISSING = "this example needs torchvision: pip install torch==2.14.1 torchvision==0.29.1 (see README)"
 # torchvision detectors whose builders take min_size/max_size (the model's own resize)
@@ -100,13 +106,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-iterations", type=int, default=None, help="at most N training iterations per epoch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default="runs/torchvision", help="checkpoints, metrics.json, W&B")
+    parser.add_argument(
+        "--output-dir",
+        default="runs/torchvision",
+        help="where run folders go: run-N (training), eval-N (--eval-only), and latest, a link to the last run-N",
+    )
+    parser.add_argument(
+        "--run-name",
+        default=None,
+        help="this run's folder under --output-dir (default: the next run-N, or eval-N with --eval-only); "
+        "it holds checkpoints/, metrics.json and, by default, W&B's files",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
     parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (with --eval-only)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="with --eval-only: a .pt file or a run folder (runs/torchvision/latest)"
+    )
     parser.add_argument("--wandb-mode", default=None, choices=["online", "offline", "disabled"],
                         help="default: $WANDB_MODE or offline")  # fmt: skip
     parser.add_argument("--wandb-project", default=None, help="default: $WANDB_PROJECT or ignite-det-torchvision")
@@ -230,13 +248,14 @@ class RunMeta:
     def __init__(self, config: dict[str, Any], num_classes: int, evaluator: Engine | None = None) -> None:
         self.config = {"model": config["model"], "num_classes": num_classes, "image_size": config["image_size"]}
         self.evaluator = evaluator
+        self.wandb_run_id: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
         metrics = {}
         state = self.evaluator.state if self.evaluator is not None else None
         if state is not None:
             metrics = {k: float(state.metrics[k]) for k in STAT_NAMES if k in state.metrics}
-        return {"config": dict(self.config), "metrics": metrics}
+        return {"config": dict(self.config), "metrics": metrics, "wandb_run_id": self.wandb_run_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.config = dict(state.get("config", {}))
@@ -292,6 +311,29 @@ def add_lr_schedule(
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
 
 
+def wandb_mode(config: dict[str, Any]) -> str:
+    return config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
+
+
+def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **init: Any) -> Any:
+    """A ``WandBLogger`` writing under the run folder, or None when W&B is disabled."""
+    mode = wandb_mode(config)
+    if mode == "disabled":
+        return None
+    from ignite.handlers.wandb_logger import WandBLogger
+
+    # absolute: W&B's service process may have been started in another working directory
+    wandb_dir = os.path.abspath(config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["run_dir"])
+    os.makedirs(wandb_dir, exist_ok=True)
+    return WandBLogger(
+        project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-torchvision",
+        mode=mode,
+        dir=wandb_dir,
+        config=run_config,
+        **init,
+    )
+
+
 def setup_wandb(
     config: dict[str, Any],
     trainer: Engine,
@@ -299,21 +341,13 @@ def setup_wandb(
     optimizer: torch.optim.Optimizer,
     class_names: dict[int, str],
 ) -> Any:
-    """Create the W&B logger and attach it. Returns the logger, or None when disabled."""
-    mode = config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
-    if mode == "disabled":
-        return None
-    from ignite.handlers.wandb_logger import WandBLogger
-
-    wandb_dir = config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["output_dir"]
-    os.makedirs(wandb_dir, exist_ok=True)
-    wandb_logger = WandBLogger(
-        project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-torchvision",
-        mode=mode,
-        dir=wandb_dir,
-        config={k: v for k, v in config.items() if k != "checkpoint"},
-        tags=["torchvision", config["model"], "ignite-det"],
+    """Create the W&B logger of a training run and attach it. Returns the logger, or None when disabled."""
+    run_config = {k: v for k, v in config.items() if k != "checkpoint"}
+    wandb_logger = create_wandb_logger(
+        config, run_config, job_type="train", tags=["torchvision", config["model"], "ignite-det"]
     )
+    if wandb_logger is None:
+        return None
     every = Events.ITERATION_COMPLETED(every=config["log_every"])
     wandb_logger.attach_output_handler(trainer, event_name=every, tag="train", output_transform=lambda out: out)
     wandb_logger.attach_opt_params_handler(trainer, event_name=every, optimizer=optimizer)
@@ -322,12 +356,46 @@ def setup_wandb(
     return wandb_logger
 
 
+def setup_eval_wandb(
+    config: dict[str, Any], evaluator: Engine, class_names: dict[int, str], saved: dict[str, Any]
+) -> Any:
+    """W&B for ``--eval-only``: a run of its own (job type ``eval``) with the same report and images as
+    training, whose config names the checkpoint, its numbers and the W&B run that trained it."""
+    run_config = dict(config, checkpoint_metrics=saved.get("metrics"), trained_by_wandb_run=saved.get("wandb_run_id"))
+    model = saved.get("config", {}).get("model", config["model"])
+    wandb_logger = create_wandb_logger(
+        config,
+        run_config,
+        job_type="eval",
+        tags=["torchvision", model, "ignite-det", "eval"],
+        notes=f"--eval-only --checkpoint {config['checkpoint']}",
+    )
+    if wandb_logger is not None:
+        attach_wandb_logging(wandb_logger, evaluator, class_names=class_names)
+    return wandb_logger
+
+
 def wandb_run_dir(wandb_logger: Any) -> str | None:
-    """The local directory of the run (what ``wandb sync`` takes)."""
+    """The local directory of the run (what ``wandb sync`` takes), relative to the working directory if
+    it is inside it."""
     run = wandb_logger._wandb.run if wandb_logger is not None else None
     if run is None or not getattr(run, "dir", None):
         return None
-    return str(Path(run.dir).parent)
+    return shown_path(Path(run.dir).parent)
+
+
+def close_wandb(wandb_logger: Any) -> str | None:
+    """Finish the run; return its local directory."""
+    run_dir = wandb_run_dir(wandb_logger)
+    if wandb_logger is not None:
+        wandb_logger.close()
+    return run_dir
+
+
+def say(message: str) -> None:
+    """Print above the progress bars (a plain print would land on the training bar's line)."""
+    tqdm.write(message)
+    sys.stdout.flush()
 
 
 def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
@@ -337,8 +405,25 @@ def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- run
 
 
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint of this script (``{"model": ..., "meta": ...}``) or a plain state dict.
+
+    Raises:
+        ValueError: if the file does not load as a dict of weights.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and torch errors alike (torch's own message runs to 10 lines)
+        kind = type(error).__name__
+        raise ValueError(f"--checkpoint {path}: not a torch checkpoint of weights ({kind} from torch.load)") from error
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"--checkpoint {path}: holds a {type(ckpt).__name__}, not a state dict or a checkpoint")
+    return ckpt
+
+
 def evaluate_checkpoint(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.device) -> dict[str, Any]:
-    ckpt = torch.load(config["checkpoint"], map_location="cpu", weights_only=True)
+    """``--eval-only``: the checkpoint's model on the validation set, logged to a W&B run of its own."""
+    ckpt = load_checkpoint(config["checkpoint"])
     saved = ckpt.get("meta", {}) if "model" in ckpt else {}
     saved_config = saved.get("config", {})
     num_classes = saved_config.get("num_classes", max(val_ds.class_names) + 1)
@@ -347,14 +432,18 @@ def evaluate_checkpoint(config: dict[str, Any], val_ds: CocoDetectionDataset, de
     evaluator = create_evaluator(model.to(device), config, val_ds.class_names, device)
     if not config["no_progress"]:
         ProgressBar(desc="eval").attach(evaluator)
+    wandb_logger = setup_eval_wandb(config, evaluator, val_ds.class_names, saved)
     state = evaluator.run(make_loader(val_ds, config, train=False))
+    run_dir = close_wandb(wandb_logger)
     print(state.metrics["coco"])
     print(f"checkpoint: {config['checkpoint']}")
     return {
         "metrics": _metrics_dict(state.metrics),
         "checkpoint": str(config["checkpoint"]),
         "checkpoint_metrics": saved.get("metrics") or None,
-        "wandb_dir": None,
+        "trained_by_wandb_run": saved.get("wandb_run_id"),
+        "run_dir": config["run_dir"],
+        "wandb_dir": run_dir,
     }
 
 
@@ -384,10 +473,10 @@ def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.de
         history.append(_metrics_dict(state.metrics))
         m = history[-1]
         summary = f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AR100 {m['AR100']:.4f}  (eval {time.time() - t0:.1f} s)"
-        print(f"epoch {engine.state.epoch:3d}: {summary}", flush=True)
+        say(f"epoch {engine.state.epoch:3d}: {summary}")
 
     best = ModelCheckpoint(
-        dirname=Path(config["output_dir"]) / "checkpoints",
+        dirname=Path(config["run_dir"]) / "checkpoints",
         filename_prefix="best",
         n_saved=1,
         score_function=lambda engine: engine.state.metrics["AP"],
@@ -395,26 +484,28 @@ def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.de
         global_step_transform=global_step_from_engine(trainer),
         require_empty=False,
     )
-    to_save = {"model": model, "meta": RunMeta(config, num_classes, evaluator)}
-    evaluator.add_event_handler(Events.COMPLETED, best, to_save)
+    meta = RunMeta(config, num_classes, evaluator)
+    evaluator.add_event_handler(Events.COMPLETED, best, {"model": model, "meta": meta})
     if not config["no_progress"]:
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
         ProgressBar(persist=False, desc="eval").attach(evaluator)
     wandb_logger = setup_wandb(config, trainer, evaluator, optimizer, class_names)
+    if wandb_logger is not None:
+        meta.wandb_run_id = wandb_logger._wandb.run.id
 
     start = time.time()
     trainer.run(train_loader, max_epochs=config["epochs"], epoch_length=epoch_length)
     elapsed = time.time() - start
-    run_dir = wandb_run_dir(wandb_logger)
-    if wandb_logger is not None:
-        wandb_logger.close()
+    run_dir = close_wandb(wandb_logger)
     print(evaluator.state.metrics["coco"])
     print(f"trained {trainer.state.epoch} epochs of {epoch_length} iterations in {elapsed:.1f} s on {device}")
     return {
         "metrics": history[-1],
         "checkpoint": str(best.last_checkpoint) if best.last_checkpoint is not None else None,
         "checkpoint_metrics": best_metrics(history),
+        "run_dir": config["run_dir"],
         "wandb_dir": run_dir,
+        "wandb_run_id": meta.wandb_run_id,
         "history": history,
         "train_seconds": elapsed,
     }
@@ -429,62 +520,82 @@ def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
     return best
 
 
-def check_config(cfg: dict[str, Any]) -> None:
-    """Raise ValueError when the data or checkpoint options are missing."""
-    if cfg["eval_only"] and not cfg["checkpoint"]:
-        raise ValueError("--eval-only needs --checkpoint PATH")
+def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config with ``checkpoint`` resolved to a file (a run folder names its best checkpoint).
+
+    Raises:
+        ValueError, FileNotFoundError, FileExistsError: with a one-line message, when the data or checkpoint
+            options are missing or unusable, or ``--run-name`` exists already.
+    """
+    cfg = dict(cfg)
+    if cfg["eval_only"]:
+        if not cfg["checkpoint"]:
+            raise ValueError("--eval-only needs --checkpoint PATH (a .pt file or a run folder)")
+        cfg["checkpoint"] = str(find_checkpoint(cfg["checkpoint"]))
+        load_checkpoint(cfg["checkpoint"])
     if not cfg["eval_only"] and not (cfg["images"] and cfg["annotations"]):
         raise ValueError("training needs --images DIR and --annotations JSON")
     if not ((cfg["val_images"] or cfg["images"]) and (cfg["val_annotations"] or cfg["annotations"])):
         raise ValueError("evaluation needs --val-images DIR and --val-annotations JSON (or --images/--annotations)")
+    wanted = Path(cfg["output_dir"]) / (cfg["run_name"] or "")
+    if cfg["run_name"] and wanted.exists():
+        raise FileExistsError(f"{wanted} exists already: pick another --run-name")
+    return cfg
+
+
+def make_run_dir(config: dict[str, Any]) -> Path:
+    """Create this run's folder under ``--output-dir`` and print it; a training run becomes ``latest``."""
+    prefix = "eval" if config["eval_only"] else "run"
+    run_dir = new_run_dir(config["output_dir"], prefix, config["run_name"])
+    print(f"run folder: {run_dir}", flush=True)
+    if not config["eval_only"] and link_latest(run_dir) is None:
+        print(f"(could not link {run_dir.parent / 'latest'} to it: name the run folder itself)", flush=True)
+    return run_dir
 
 
 def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
     """Train (or, with ``eval_only``, evaluate) and return a dict with ``metrics`` (the 12 COCO numbers of the
-    last evaluation), ``checkpoint`` (best-AP checkpoint path), ``checkpoint_metrics`` and ``wandb_dir``.
-    The dict is also written to ``output_dir/metrics.json``.
+    last evaluation), ``checkpoint`` (best-AP checkpoint path), ``checkpoint_metrics``, ``run_dir`` (this run's
+    folder) and ``wandb_dir``. The dict is also written to the run folder's ``metrics.json``.
 
     Raises:
         ImportError: if torchvision is missing or does not work with the installed torch.
-        ValueError: if the data or checkpoint options are missing.
+        ValueError, FileNotFoundError, FileExistsError: see :func:`check_config`.
     """
     cfg = get_config(config)
     detection_models()
-    check_config(cfg)
+    cfg = check_config(cfg)
     val_images = cfg["val_images"] or cfg["images"]
     val_annotations = cfg["val_annotations"] or cfg["annotations"]
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     manual_seed(cfg["seed"])
     device = torch.device(cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out_dir = Path(cfg["output_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     val_ds = CocoDetectionDataset(val_images, val_annotations, train=False)
+    cfg["run_dir"] = str(make_run_dir(cfg))
+
     result = evaluate_checkpoint(cfg, val_ds, device) if cfg["eval_only"] else train(cfg, val_ds, device)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    (Path(cfg["run_dir"]) / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     try:
         check_config(get_config(args))
         detection_models()
-    except ValueError as error:
-        parser.error(str(error))
-    except ImportError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:  # one line, no traceback
+        print(f"train_torchvision.py: error: {error}", file=sys.stderr)
         return 2
     result = run(args)
-    print(f"metrics: {Path(args.output_dir) / 'metrics.json'}")
     if result["checkpoint"] and not args.eval_only:
         print(f"best checkpoint: {result['checkpoint']}")
     if result["wandb_dir"]:
         print(f"W&B run dir: {result['wandb_dir']}")
-        if (args.wandb_mode or os.environ.get("WANDB_MODE") or "offline") == "offline":
+        if wandb_mode(vars(args)) == "offline":
             print(f"upload it with: wandb sync {result['wandb_dir']}")
+    print(f"metrics: {Path(result['run_dir']) / 'metrics.json'}")
+    print(f"run folder: {result['run_dir']}")
     return 0
 
 

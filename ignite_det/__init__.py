@@ -3,7 +3,9 @@
 from ignite_det.metric import CocoMetric
 from ignite_det.operating_point import F1Point
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
-from ignite_det.wandb_handlers import CocoReportHandler, DetectionImagesHandler, attach_wandb_logging
+from ignite_det.wandb_handlers import attach_wandb_logging
+from ignite_det.wandb_images import DetectionImagesHandler
+from ignite_det.wandb_report import CocoReportHandler
 
 __version__ = "0.1.0"
 

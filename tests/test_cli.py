@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pycocotools.coco import COCO
 
 from ignite_det import STAT_NAMES
 from ignite_det.cli import main
 from tests import wandb_records as wr
-from tests.coco_reference import GT_FILE, PUBLISHED_BBOX, RESULTS_FILE, run_cocoeval, stats_dict
+from tests.coco_reference import DATA, GT_FILE, PUBLISHED_BBOX, RESULTS_FILE, run_cocoeval, stats_dict
 
 BACKENDS = ("pycocotools", "faster_coco_eval")
+SEGM_RESULTS_FILE = DATA / "instances_val2014_fakesegm100_results.json"
 SUMMARY_FIRST_LINE = " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.505"
 
 
@@ -47,7 +53,7 @@ def test_published_numbers_in_report_and_summary(tmp_path: Path, capsys, backend
     assert code == 0
     assert {name: report[name] for name in STAT_NAMES} == PUBLISHED_BBOX
     assert len(report["per_class"]) == 80 and report["num_images"] == 100
-    assert set(report["best_f1"]) == {"threshold", "precision", "recall", "f1"}
+    assert set(report["best_f1"]) == {"threshold", "precision", "recall", "f1", "status"}
     out = capsys.readouterr().out.splitlines()
     assert out[0] == SUMMARY_FIRST_LINE and len(out) == 12  # the summary only, without --per-class
 
@@ -89,6 +95,165 @@ def test_python_dash_m(tmp_path: Path) -> None:
     assert json.loads(report.read_text())["AP"] == PUBLISHED_BBOX["AP"]
 
 
+def test_a_reader_that_leaves_early_is_no_error() -> None:
+    """``ignite-det evaluate ... | head``: the pipe closes before the report is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE, as after `head` exits
+    command = [sys.executable, "-m", "ignite_det", "evaluate", str(GT_FILE), str(RESULTS_FILE), "--per-class"]
+    out = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert out.returncode == 0
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr
+
+
+def test_help_is_plain_text(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "GT.json is a COCO instances file" in out and "--strict" in out
+    assert "``" not in out and ":class:" not in out and ":mod:" not in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files that pycocotools evaluates: the same numbers, and a warning where pycocotools goes its own way
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, name: str, content: Any) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(content))
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_predictions_are_a_model_that_found_nothing(tmp_path: Path, capsys, gt: dict, backend: str) -> None:
+    code, report = _evaluate(tmp_path, "--backend", backend, results=_write(tmp_path, "empty.json", []))
+    assert code == 0, capsys.readouterr().err
+    assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, []))
+    assert report["AP"] == 0.0 and report["num_images"] == len(gt["images"])
+
+
+def test_unknown_categories_are_left_out_with_a_warning(tmp_path: Path, capsys, gt: dict, results: list) -> None:
+    """pycocotools evaluates the ground truth's categories only: the other results count for nothing."""
+    changed = _one(_one(_one(results, 1, category_id=1000), 7, category_id=1001), 9, category_id=1000)
+    code, report = _evaluate(tmp_path, results=_write(tmp_path, "unknown.json", changed))
+    assert code == 0
+    assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, changed))
+    assert report != PUBLISHED_BBOX  # the three results mattered
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"ignite-det: warning: {tmp_path / 'unknown.json'}: 3 of 734 results have category ids not in the "
+        "ground truth (2 distinct: 1000, 1001); they are left out, as pycocotools leaves them out "
+        "(--strict refuses them)"
+    )
+
+
+def test_strict_refuses_unknown_categories(tmp_path: Path, capsys, results: list) -> None:
+    path = _write(tmp_path, "unknown.json", _one(results, 1, category_id=1000))
+    code = main(["evaluate", str(GT_FILE), str(path), "--strict"])
+    _assert_one_line_error(
+        code, capsys, path, ["1 of 734 results have category ids not in the ground truth (1 distinct: 1000)"]
+    )
+
+
+def _zero_id_case(crowd: int = 0) -> tuple[dict, list]:
+    """Two objects found exactly; the first annotation has id 0."""
+    boxes = [[10.0, 10.0, 40.0, 30.0], [100.0, 50.0, 60.0, 60.0]]
+    annotations = [
+        {"id": i, "image_id": 7, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": c}
+        for i, b, c in zip((0, 1), boxes, (crowd, 0))
+    ]
+    gt = {
+        "images": [{"id": 7, "file_name": "7.jpg", "height": 200, "width": 200}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "box"}],
+    }
+    return gt, [{"image_id": 7, "category_id": 1, "bbox": b, "score": s} for b, s in zip(boxes, (0.9, 0.8))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_annotation_id_0_counts_with_a_warning(tmp_path: Path, capsys, backend: str) -> None:
+    """pycocotools reads a match to annotation id 0 as no match (cocoapi#546): ignite-det scores the file
+    as pycocotools scores it with the ids renumbered, and warns."""
+    gt, results = _zero_id_case()
+    gt_path = _write(tmp_path, "gt.json", gt)
+    code, report = _evaluate(tmp_path, "--backend", backend, gt=gt_path, results=_write(tmp_path, "r.json", results))
+    assert code == 0 and report["AP"] == 1.0
+    renumbered = dict(gt, annotations=[dict(a, id=a["id"] + 1) for a in gt["annotations"]])
+    assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(renumbered, results))
+    assert stats_dict(run_cocoeval(gt, results))["AP"] < 1.0  # pycocotools on the file as it is
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"ignite-det: warning: {gt_path}: 1 annotation has id 0; ignite-det counts a detection matched to it as "
+        "a true positive, pycocotools would score it differently: it never counts a detection matched to "
+        "annotation id 0 as a true positive (cocoapi#546)"
+    )
+
+
+def test_crowd_region_with_id_0_needs_no_warning(tmp_path: Path, capsys) -> None:
+    """A match to a crowd region is ignored whatever its id: pycocotools gives the same numbers."""
+    gt, results = _zero_id_case(crowd=1)
+    code, report = _evaluate(tmp_path, gt=_write(tmp_path, "gt.json", gt), results=_write(tmp_path, "r.json", results))
+    assert code == 0
+    assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, results))
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masks_without_boxes_as_pycocotools_loads_them(tmp_path: Path, capsys, gt: dict, backend: str) -> None:
+    """The cocoapi's segm results (compressed RLE, no bbox) evaluated as boxes: loadRes takes each box
+    from the mask and the mask's area, not w * h, for small/medium/large."""
+    masks = json.loads(SEGM_RESULTS_FILE.read_text())
+    assert not any("bbox" in r for r in masks)
+    code, report = _evaluate(tmp_path, "--backend", backend, results=SEGM_RESULTS_FILE)
+    assert code == 0, capsys.readouterr().err
+    assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, masks))
+
+
+def test_polygons_and_uncompressed_rle(tmp_path: Path, gt: dict) -> None:
+    """Polygons (rasterised at the image's size) and uncompressed RLE, read as annToRLE reads them; the
+    reference gets the same masks as compressed RLE, the one form loadRes reads."""
+    coco = COCO()
+    coco.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    results, references = [], []
+    chosen = [a for i, a in enumerate(gt["annotations"]) if i < 300 or a["iscrowd"]]
+    for i, annotation in enumerate(chosen):
+        segmentation = annotation["segmentation"]
+        if isinstance(segmentation, list):  # polygons, moved i % 7 pixels right: IoU below 1, some misses
+            segmentation = [[v + (i % 7) * (1 - k % 2) for k, v in enumerate(p)] for p in segmentation]
+        result = {
+            "image_id": annotation["image_id"],
+            "category_id": annotation["category_id"],
+            "score": (i * 37) % 100 / 100,
+        }
+        results.append(dict(result, segmentation=segmentation))
+        rle = coco.annToRLE(dict(annotation, segmentation=segmentation))
+        references.append(dict(result, segmentation={"size": rle["size"], "counts": rle["counts"].decode()}))
+    assert {type(r["segmentation"]).__name__ for r in results} == {"list", "dict"}  # polygons, crowd RLE
+    code, report = _evaluate(tmp_path, results=_write(tmp_path, "polygons.json", results))
+    assert code == 0
+    assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, references))
+
+
+def test_a_given_box_wins_over_the_mask(tmp_path: Path, results: list) -> None:
+    """With both keys loadRes takes the box, and w * h as the area: the published box numbers."""
+    both = [dict(r, segmentation=[[0, 0, 5, 0, 5, 5]]) for r in results]
+    code, report = _evaluate(tmp_path, results=_write(tmp_path, "both.json", both))
+    assert code == 0 and {name: report[name] for name in STAT_NAMES} == PUBLISHED_BBOX
+
+
+def test_polygon_needs_the_image_size(tmp_path: Path, capsys) -> None:
+    gt, _ = _zero_id_case(crowd=1)
+    del gt["images"][0]["height"]
+    results = [{"image_id": 7, "category_id": 1, "segmentation": [[1, 1, 9, 1, 9, 9]], "score": 0.5}]
+    path = _write(tmp_path, "r.json", results)
+    code = main(["evaluate", str(_write(tmp_path, "gt.json", gt)), str(path)])
+    _assert_one_line_error(
+        code, capsys, path, ["results[0]['segmentation'] is a polygon, which is rasterised at the image's size"]
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Malformed input: exit 2, one line naming the file and the problem
 # ---------------------------------------------------------------------------------------------------------
@@ -102,22 +267,25 @@ def _without(results: list, index: int, key: str) -> list:
     return [{k: v for k, v in r.items() if k != key} if i == index else r for i, r in enumerate(results)]
 
 
+def _segm(results: list, index: int, segmentation: Any) -> list:
+    return _one(_without(results, index, "bbox"), index, segmentation=segmentation)
+
+
 # (name, predictions: results -> content or raw text, expected words)
 PREDICTION_CASES = [
     ("invalid_json", lambda r: '[{"image_id": 1,', ["not valid JSON"]),
     ("not_a_list", lambda r: {"annotations": r}, ["must be a JSON list", "got a JSON dict"]),
     ("entry_not_object", lambda r: [*r[:3], 7], ["results[3] must be an object, got int"]),
     ("missing_score", lambda r: _without(r, 5, "score"), ["results[5] has no 'score' key"]),
-    ("missing_bbox", lambda r: _without(r, 0, "bbox"), ["results[0] has no 'bbox' key"]),
+    (
+        "missing_bbox",
+        lambda r: _without(r, 0, "bbox"),
+        ["results[0] has no 'bbox' key, nor a 'segmentation' to take the box from"],
+    ),
     (
         "unknown_image",
         lambda r: _one(_one(r, 2, image_id=999999), 4, image_id=123456789),
         ["2 of 734 results have image ids not in the ground truth (2 distinct: 999999, 123456789)"],
-    ),
-    (
-        "unknown_category",
-        lambda r: _one(r, 1, category_id=1000),
-        ["1 of 734 results have category ids not in the ground truth (1 distinct: 1000)"],
     ),
     ("nan_box", lambda r: _one(r, 3, bbox=[1.0, float("nan"), 2.0, 2.0]), ["results[3]['bbox'] must be finite"]),
     ("inf_score", lambda r: _one(r, 6, score=float("inf")), ["results[6]['score'] must be finite, got inf"]),
@@ -125,6 +293,27 @@ PREDICTION_CASES = [
     ("short_box", lambda r: _one(r, 4, bbox=[1, 2, 3]), ["results[4]['bbox'] must be a list of 4 numbers"]),
     ("string_score", lambda r: _one(r, 1, score="0.5"), ["results[1]['score'] must be a number, got '0.5'"]),
     ("float_image_id", lambda r: _one(r, 0, image_id=1.5), ["results[0]['image_id'] must be an integer"]),
+    # Masks without a box: the message completes "results[i]['segmentation'] ..."
+    ("segm_number", lambda r: _segm(r, 2, 5), ["results[2]['segmentation'] must be an RLE", "got 5"]),
+    ("segm_empty_list", lambda r: _segm(r, 2, []), ["results[2]['segmentation'] must be an RLE", "got []"]),
+    ("segm_size", lambda r: _segm(r, 1, {"size": [4], "counts": "0"}), ["'size' must be [height, width]"]),
+    ("segm_counts", lambda r: _segm(r, 1, {"size": [2, 2], "counts": 7}), ["'counts' must be a string"]),
+    (
+        "segm_counts_sum",
+        lambda r: _segm(r, 3, {"size": [2, 3], "counts": [1, 2]}),
+        ["results[3]['segmentation'] is an RLE whose run lengths ('counts') add up to 3, not height * width = 6"],
+    ),
+    (
+        "segm_bad_string",
+        lambda r: _segm(r, 4, {"size": [4, 5], "counts": "zzz!!"}),
+        ["results[4]['segmentation'] is not a valid compressed RLE of a [4, 5] mask"],
+    ),
+    (
+        "segm_short_polygon",
+        lambda r: _segm(r, 0, [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4]]),
+        ["results[0]['segmentation'] holds a polygon of 4 coordinates", "at least 3 points"],
+    ),
+    ("segm_polygon_not_numbers", lambda r: _segm(r, 0, [[1, 2, "3", 4, 5, 6]]), ["got a list holding [1, 2, '3'"]),
 ]
 
 
@@ -186,7 +375,19 @@ def test_segm_is_not_supported(capsys) -> None:
     _assert_one_line_error(code, capsys, None, ["--iou-type segm is not supported", "boxes only"])
 
 
-def _assert_one_line_error(code: int, capsys, path: Path | None, words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--iou-thresholds", "0.5", "1.5"], "--iou-thresholds must be numbers in [0, 1], got 0.5 1.5"),
+        (["--iou-thresholds", "nan"], "--iou-thresholds must be numbers in [0, 1], got nan"),
+        (["--max-dets", "0", "10"], "--max-dets must be integers >= 1, got 0 10"),
+    ],
+)
+def test_bad_arguments_as_typed(capsys, extra: list[str], words: str) -> None:
+    _assert_one_line_error(main(["evaluate", str(GT_FILE), str(RESULTS_FILE), *extra]), capsys, None, [words])
+
+
+def _assert_one_line_error(code: int, capsys, path: Path | None, words: list[str]) -> str:
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
@@ -195,6 +396,7 @@ def _assert_one_line_error(code: int, capsys, path: Path | None, words: list[str
     assert line.startswith("ignite-det: error: " + (f"{path}: " if path else ""))
     for word in words:
         assert word in line
+    return line
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -202,10 +404,10 @@ def _assert_one_line_error(code: int, capsys, path: Path | None, words: list[str
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_wandb_offline_run_holds_the_report_and_images(tmp_path: Path, capsys, monkeypatch, gt: dict) -> None:
+@pytest.mark.usefixtures("wandb_env")
+def test_wandb_offline_run_holds_the_report_and_images(tmp_path: Path, capsys, gt: dict) -> None:
     from PIL import Image
 
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     images_dir = tmp_path / "images"
     images_dir.mkdir()
     shown = gt["images"][:3]
@@ -222,13 +424,76 @@ def test_wandb_offline_run_holds_the_report_and_images(tmp_path: Path, capsys, m
     columns, rows = wr.load_table(run_dir, row["val/per_class"])
     assert columns[:2] == ["category_id", "class"] and len(rows) == 80
     logged = wr.load_images(run_dir, row["val/detections"])
-    assert [i["caption"] for i in logged] == [f"image_id {image['id']}" for image in shown]
-    ground_truth = sum(a["image_id"] == shown[0]["id"] for a in gt["annotations"])
+    shown_ids = sorted(image["id"] for image in shown)  # the smallest ids among the images with a file
+    assert [i["caption"] for i in logged] == [f"image_id {i}" for i in shown_ids]
+    ground_truth = sum(a["image_id"] == shown_ids[0] for a in gt["annotations"])
     assert len(logged[0]["boxes"]["ground_truth"]["box_data"]) == ground_truth
 
 
-def test_wandb_disabled_writes_no_run(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+@pytest.mark.usefixtures("wandb_env")
+def test_wandb_disabled_writes_no_run(tmp_path: Path, capsys) -> None:
     code, report = _evaluate(tmp_path, "--wandb-project", "ignite-det-tests", "--wandb-mode", "disabled")
     assert code == 0 and report["AP"] == PUBLISHED_BBOX["AP"]
     assert not list(tmp_path.glob("**/offline-run-*")) and "W&B" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def wandb_env(monkeypatch, tmp_path: Path) -> Iterator[None]:
+    """Runs under tmp_path. W&B reads its environment once per process, at its first run: tear its
+    process-wide state down before and after, so each test's environment counts."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    wandb.teardown()
+    yield
+    wandb.teardown()
+
+
+@pytest.fixture
+def no_wandb_account(monkeypatch, tmp_path: Path, wandb_env: None) -> None:
+    """No API key, no netrc, no W&B settings file, no WANDB_MODE: W&B online has nothing to log in with.
+    No WANDB_SILENT either: the command's own settings keep W&B quiet."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_SILENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    import wandb
+
+    wandb.teardown()
+
+
+@pytest.mark.usefixtures("no_wandb_account")
+def test_wandb_is_offline_by_default(tmp_path: Path, capsys) -> None:
+    code, report = _evaluate(tmp_path, "--wandb-project", "ignite-det-tests")
+    assert code == 0
+    run_dir = wr.find_run_dir(tmp_path)
+    err = capsys.readouterr().err
+    assert run_dir.name.startswith("offline-run-") and f"wandb sync {run_dir}" in err
+    assert "WARNING" not in err  # such as W&B's "URL not available in offline run"
+    (row,) = [r for r in wr.history_rows(run_dir) if "val/AP" in r]
+    assert row["val/AP"] == report["AP"]
+
+
+def test_wandb_mode_from_the_environment(tmp_path: Path, capsys, monkeypatch, no_wandb_account: None) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    code, _ = _evaluate(tmp_path, "--wandb-project", "ignite-det-tests")
+    assert code == 0 and not list(tmp_path.glob("**/offline-run-*")) and "W&B" not in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_wandb_account")
+def test_wandb_failure_is_one_line(capsys) -> None:
+    """Online without an API key: W&B refuses at once (no network needed), and the command says so in one line."""
+    code = main(["evaluate", str(GT_FILE), str(RESULTS_FILE), "--wandb-project", "p", "--wandb-mode", "online"])
+    _assert_one_line_error(
+        code,
+        capsys,
+        None,
+        ["W&B failed in online mode: No API key configured", "--wandb-mode offline needs no account"],
+    )
+
+
+@pytest.mark.usefixtures("no_wandb_account")
+def test_wandb_refusal_offline_is_one_line(capsys) -> None:
+    code = main(["evaluate", str(GT_FILE), str(RESULTS_FILE), "--wandb-project", "a/b"])
+    line = _assert_one_line_error(code, capsys, None, ["W&B failed in offline mode: Invalid project name 'a/b'"])
+    assert "needs no account" not in line

@@ -17,6 +17,7 @@ import torch
 
 from ignite_det import CocoMetric, native_matching
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
+from tests.test_empty_evaluations import empty_cases
 
 SHARDS = {
     "uneven": [list(range(0, 9)), list(range(9, 12))],
@@ -150,3 +151,28 @@ def test_processes_disagreeing_on_image_ids_all_raise(tmp_path):
         assert (
             "some processes' targets carry 'image_id' and others' do not" in (tmp_path / f"rank{rank}.txt").read_text()
         )
+
+
+def _empty_worker(local_rank: int, case: str, out_dir: str) -> None:
+    samples = empty_cases()[case][idist.get_rank() :: 2]
+    metric = CocoMetric()
+    metric.update(([p for p, _ in samples], [t for _, t in samples]))
+    result = metric.compute()
+    summary = {"stats": dict(result), "status": result.best_f1.status, "confusion": result.confusion_matrix}
+    Path(out_dir, f"rank{idist.get_rank()}.pkl").write_bytes(pickle.dumps(summary))
+
+
+@pytest.mark.parametrize("case", ["no detection at all", "no ground truth at all"])
+def test_empty_evaluations_under_two_processes(tmp_path, case):
+    """Where a training run starts (nothing detected) and negative images, across two processes."""
+    idist.spawn("gloo", _empty_worker, args=(case, str(tmp_path)), nproc_per_node=2, master_port=free_port())
+    single = CocoMetric()
+    samples = empty_cases()[case]
+    single.update(([p for p, _ in samples], [t for _, t in samples]))
+    expected = single.compute()
+    assert dict(expected) == stats_dict(run_cocoeval(*to_coco([p for p, _ in samples], [t for _, t in samples])))
+    for rank in range(2):
+        got = pickle.loads((tmp_path / f"rank{rank}.pkl").read_bytes())
+        assert got["stats"] == dict(expected)
+        assert got["status"] == expected.best_f1.status
+        np.testing.assert_array_equal(got["confusion"], expected.confusion_matrix)

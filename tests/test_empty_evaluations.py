@@ -45,7 +45,7 @@ def _det(boxes: list, labels: list, scores: list) -> dict:
     return {"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels), "scores": torch.tensor(scores)}
 
 
-def _cases() -> dict[str, list[tuple[dict, dict]]]:
+def empty_cases() -> dict[str, list[tuple[dict, dict]]]:
     gt = [_gt([_box(0, 0), _box(40, 40)], [1, 2], image_id=i) for i in range(1, 4)]
     negatives = [_gt([], [], image_id=i) for i in range(10, 13)]
     some = [_det([_box(1, 1), _box(60, 0)], [1, 2], [0.9, 0.4]) for _ in range(3)]
@@ -95,11 +95,11 @@ def check_every_attribute(result) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("case", list(empty_cases()))
 def test_empty_evaluations_equal_pycocotools(case, backend):
-    result, coco_eval = check_against_pycocotools(_cases()[case], backend)
+    result, coco_eval = check_against_pycocotools(empty_cases()[case], backend)
     check_every_attribute(result)
-    has_gt = any(len(t["labels"]) and not t.get("iscrowd", torch.zeros(1)).all() for _, t in _cases()[case])
+    has_gt = any(len(t["labels"]) and not t.get("iscrowd", torch.zeros(1)).all() for _, t in empty_cases()[case])
     if not has_gt:
         assert result.best_f1.status == "no ground truth"
         assert result["AP"] == -1.0
@@ -108,7 +108,7 @@ def test_empty_evaluations_equal_pycocotools(case, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_no_detection_gives_ap_zero_and_every_object_missed(backend):
-    result, _ = check_against_pycocotools(_cases()["no detection at all"], backend)
+    result, _ = check_against_pycocotools(empty_cases()["no detection at all"], backend)
     assert result["AP"] == 0.0 and result["AR100"] == 0.0
     assert result.best_f1.status == "no detection"
     assert result.best_f1.describe() == "no detection"
@@ -119,7 +119,7 @@ def test_no_detection_gives_ap_zero_and_every_object_missed(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_negative_images_count_every_detection_as_spurious(backend):
-    result, _ = check_against_pycocotools(_cases()["no ground truth at all"], backend)
+    result, _ = check_against_pycocotools(empty_cases()["no ground truth at all"], backend)
     assert result.category_ids == ()  # pycocotools evaluates the ground truth's categories: none
     assert result.best_f1.status == "no ground truth"
     assert result.confusion_score_threshold == -math.inf

@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 
 from ignite_det import STAT_NAMES
-from tests.wandb_records import find_run_dir, history_rows
+from tests.doc_snippets import REPO, documented_commands
+from tests.wandb_records import find_run_dir, history_rows, read_records
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "train_torchvision.py"
+DOCS = (REPO / "README.md", REPO / "examples" / "README.md", EXAMPLE)
 SIDE_VENV = REPO / ".venv-torchvision"
 READY_MARKER = SIDE_VENV / ".ignite-det-ready"  # written last, so a half-built venv is rebuilt
 TORCHVISION_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
@@ -127,29 +128,64 @@ def test_train_then_eval_only(torchvision_python: str, shapes_coco: Path, tmp_pa
     train_args = [*data, *schedule, "--output-dir", "out", "--wandb-mode", "offline"]
     done = _run_example(torchvision_python, train_args, tmp_path)
 
-    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # the run's own folder, printed at the start and the end, linked as out/latest
+    assert done.stdout.count("run folder: out/run-1\n") == 2
+    assert (tmp_path / "out" / "latest").resolve() == (tmp_path / "out" / "run-1").resolve()
+    report = json.loads((tmp_path / "out" / "run-1" / "metrics.json").read_text())
     _assert_twelve_numbers(report["metrics"])
     assert len(report["history"]) == 2
     assert report["metrics"] == report["history"][-1]
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in done.stdout
     checkpoint = Path(report["checkpoint"])
     checkpoint = checkpoint if checkpoint.is_absolute() else tmp_path / checkpoint
-    assert checkpoint.is_file()
+    assert checkpoint.is_file() and checkpoint.parent == tmp_path / "out" / "run-1" / "checkpoints"
     assert f"best checkpoint: {report['checkpoint']}" in done.stdout
 
     # the offline W&B run: its log holds val/AP of every epoch, the last one equal to metrics.json's
     run_dir = find_run_dir(tmp_path / "wandb")
-    assert Path(report["wandb_dir"]).resolve() == run_dir.resolve()
+    assert (tmp_path / report["wandb_dir"]).resolve() == run_dir.resolve()
     assert list(run_dir.glob("run-*.wandb"))
     assert f"wandb sync {report['wandb_dir']}" in done.stdout
     logged = [row["val/AP"] for row in history_rows(run_dir) if "val/AP" in row]
     assert logged == [m["AP"] for m in report["history"]]
     assert any("train/loss" in row for row in history_rows(run_dir))
 
-    # the checkpoint alone reproduces the 12 numbers it was saved with
-    eval_args = ["--eval-only", "--checkpoint", str(checkpoint), "--val-images", data[1], "--val-annotations", data[3]]
-    _run_example(torchvision_python, [*eval_args, "--output-dir", "out_eval"], tmp_path)
-    again = json.loads((tmp_path / "out_eval" / "metrics.json").read_text())
+    # the checkpoint alone, named by its run folder, reproduces the 12 numbers it was saved with, and logs
+    # them to a W&B run of its own
+    eval_args = ["--eval-only", "--checkpoint", "out/latest", "--val-images", data[1], "--val-annotations", data[3]]
+    done = _run_example(torchvision_python, [*eval_args, "--output-dir", "out"], tmp_path)
+    again = json.loads((tmp_path / "out" / "eval-1" / "metrics.json").read_text())
     _assert_twelve_numbers(again["metrics"])
+    assert (tmp_path / again["checkpoint"]).resolve() == checkpoint.resolve()
     assert again["metrics"] == report["checkpoint_metrics"]
     assert again["checkpoint_metrics"] == report["checkpoint_metrics"]
+    eval_run = tmp_path / again["wandb_dir"]
+    assert [{k: row[f"val/{k}"] for k in STAT_NAMES} for row in history_rows(eval_run) if "val/AP" in row] == [
+        again["metrics"]
+    ]
+    (record,) = [r.run for r in read_records(eval_run) if r.WhichOneof("record_type") == "run"][:1]
+    assert record.job_type == "eval" and "eval" in record.tags
+    config = {item.key: json.loads(item.value_json) for item in record.config.update}
+    assert config["trained_by_wandb_run"] == report["wandb_run_id"] == again["trained_by_wandb_run"]
+
+
+def test_documented_commands_parse() -> None:
+    """Every command line of the docs that runs the example has flags it knows (no torchvision needed)."""
+    sys.path.insert(0, str(EXAMPLE.parent))
+    import train_torchvision
+
+    commands = documented_commands("train_torchvision.py", DOCS)
+    assert any("--eval-only" in c for c in commands) and len(commands) >= 3
+    for command in commands:
+        train_torchvision.get_args_parser().parse_args(command)  # exits on an unknown flag
+
+
+def test_bad_checkpoint_gives_one_line(tmp_path: Path) -> None:
+    """A mistyped --checkpoint: status 2 and one line, before torchvision is even needed."""
+    cmd = [sys.executable, str(EXAMPLE), "--eval-only", "--checkpoint", "runs/torchvision/latest", "--images", "x"]
+    done = subprocess.run([*cmd, "--annotations", "y.json"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "train_torchvision.py: error: --checkpoint runs/torchvision/latest: no such file or run folder "
+        "(a training run makes it)\n"
+    )

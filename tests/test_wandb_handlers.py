@@ -24,21 +24,15 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
 
-from ignite_det import STAT_NAMES, CocoMetric
-from ignite_det.wandb_handlers import (
+from ignite_det import STAT_NAMES, CocoMetric, CocoReportHandler, DetectionImagesHandler, attach_wandb_logging
+from ignite_det.wandb_overlays import _box_layers, _outcomes, _Sample, _to_hwc_uint8
+from ignite_det.wandb_report import (
     PER_CLASS_COLUMNS,
-    CocoReportHandler,
-    DetectionImagesHandler,
-    _box_layers,
     _confusion_rows,
     _f1_lines,
-    _outcomes,
     _per_class_rows,
     _pr_lines,
-    _Sample,
     _scalars,
-    _to_hwc_uint8,
-    attach_wandb_logging,
 )
 from tests import wandb_records as wr
 
@@ -49,6 +43,7 @@ CROWD_IMAGE = 3
 HIT_RATE = {1: 0.5, 2: 0.95, 3: 0.7}  # per epoch: AP peaks at epoch 2, so the best is not the last
 SCORE_THRESHOLD = 0.3
 NUM_IMAGES = 4
+SAMPLE = sorted(IMAGE_IDS)[:NUM_IMAGES]  # the images shown: the smallest ids, increasing
 BATCH_SIZE = 3
 
 
@@ -292,8 +287,10 @@ def test_confusion_matrix_with_background(convenience_run: Run) -> None:
         assert [r["nPredictions"] for r in rows] == matrix.reshape(-1).tolist()
 
 
-def test_images_are_the_first_ones_seen_and_the_same_every_epoch(convenience_run: Run) -> None:
-    expected_captions = [f"image_id {i}" for i in IMAGE_IDS[:NUM_IMAGES]]
+def test_images_are_the_smallest_ids_in_order_and_the_same_every_epoch(convenience_run: Run) -> None:
+    # the loader's order is IMAGE_IDS at epochs 1 and 3, reversed at epoch 2: the sample does not follow it
+    assert IMAGE_IDS[:NUM_IMAGES] != SAMPLE != IMAGE_IDS[::-1][:NUM_IMAGES]
+    expected_captions = [f"image_id {i}" for i in SAMPLE]
     for epoch in range(1, EPOCHS + 1):
         value = convenience_run.rows[epoch]["val/detections"]
         assert value["_type"] == "images/separated"
@@ -306,7 +303,7 @@ def test_image_boxes_are_pixel_boxes_tagged_tp_or_fp(convenience_run: Run) -> No
     for epoch in range(1, EPOCHS + 1):
         images = wr.load_images(convenience_run.run_dir, convenience_run.rows[epoch]["val/detections"])
         assert len(images) == NUM_IMAGES
-        for image_id, image in zip(IMAGE_IDS, images):
+        for image_id, image in zip(SAMPLE, images):
             assert image["path"].is_file()
             target, pred = _target(image_id), setup.predictions[(epoch, image_id)]
             drawn = [k for k, s in enumerate(pred.scores) if s >= SCORE_THRESHOLD]
@@ -329,7 +326,7 @@ def test_image_boxes_are_pixel_boxes_tagged_tp_or_fp(convenience_run: Run) -> No
 
 def test_crowd_region_is_drawn_and_a_prediction_on_it_ignored(convenience_run: Run) -> None:
     images = wr.load_images(convenience_run.run_dir, convenience_run.rows[1]["val/detections"])
-    crowd_image = images[IMAGE_IDS.index(CROWD_IMAGE)]
+    crowd_image = images[SAMPLE.index(CROWD_IMAGE)]
     assert any(b["box_caption"] == "cat (crowd)" for b in crowd_image["boxes"]["ground_truth"]["box_data"])
     assert any(b["box_caption"] == "cat 0.80 ignored" for b in crowd_image["boxes"]["predictions"]["box_data"])
 
@@ -371,8 +368,8 @@ def test_handlers_attached_one_by_one(tmp_path: Path) -> None:
         assert "val/per_class" in rows[epoch]
     assert "val/detections" not in rows[1]
     for epoch in (2, 3):
-        assert rows[epoch]["val/detections"]["captions"] == [f"image_id {i}" for i in IMAGE_IDS[:2]]
-    assert images.image_ids == IMAGE_IDS[:2]
+        assert rows[epoch]["val/detections"]["captions"] == [f"image_id {i}" for i in SAMPLE[:2]]
+    assert images.image_ids == SAMPLE[:2]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -412,9 +409,36 @@ def test_disabled_mode_is_a_silent_no_op(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         setup.trainer.run([1.0], max_epochs=2)
     logger.close()
-    assert not [w for w in caught if w.filename.endswith("wandb_handlers.py")]
+    assert not [w for w in caught if Path(w.filename).parent.name == "ignite_det"]
     assert len(setup.results) == 2
     assert not list(tmp_path.glob("**/offline-run-*"))
+
+
+def _images_but_1_and_3(batch: tuple[torch.Tensor, list[dict[str, Any]]]) -> list[torch.Tensor | None]:
+    return [None if target["image_id"] in (1, 3) else image for image, target in zip(*batch)]
+
+
+def test_images_given_as_none_are_not_shown(tmp_path: Path) -> None:
+    setup = _setup()
+    logger = _logger(tmp_path)
+    attach_wandb_logging(logger, setup.evaluator, trainer=setup.trainer, batch_transform=_images_but_1_and_3)
+    setup.trainer.run([1.0], max_epochs=1)
+    logger.close()
+    row = _rows_by_step(wr.find_run_dir(tmp_path))[1]
+    shown = sorted(set(IMAGE_IDS) - {1, 3})
+    assert row["val/detections"]["captions"] == [f"image_id {i}" for i in shown]
+
+
+def test_without_a_logger_nothing_is_captured_or_logged() -> None:
+    """``logger=None`` is for the processes without a W&B run; alone, there is nobody to send images to."""
+    setup = _setup()
+    report, images = attach_wandb_logging(None, setup.evaluator, trainer=setup.trainer, num_images=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup.trainer.run([1.0], max_epochs=2)
+    assert len(setup.results) == 2
+    assert report.best_ap is None
+    assert images is not None and images.image_ids == [] and not images._candidates
 
 
 def test_handlers_do_nothing_after_the_run_is_finished(tmp_path: Path) -> None:
@@ -681,5 +705,5 @@ def test_training_logged_every_iteration_and_validation_at_the_trainers_iteratio
         row = rows[3 * epoch]  # the last iteration of the epoch
         assert row["train/loss"] == pytest.approx(0.3)
         assert {name: row[f"val/{name}"] for name in STAT_NAMES} == dict(result)
-        assert row["val/detections"]["captions"] == [f"image_id {i}" for i in IMAGE_IDS[:2]]
+        assert row["val/detections"]["captions"] == [f"image_id {i}" for i in SAMPLE[:2]]
     assert all("val/AP" not in rows[step] for step in (1, 2, 4, 5))

@@ -1,0 +1,348 @@
+"""COCO JSON files as arrays: an instances file (the ground truth) and a results list, validated.
+
+Each numeric key is read in one pass over the entries; the slow, per-entry search runs only to word
+an error, which names the file, the entry and the key (``GT.json: annotations[3]['area'] must be >=
+0, got -1.0``). What pycocotools accepts and evaluates in its own way is kept, with a warning that
+the command line prints: results whose ``category_id`` is not in the ground truth are left out, as
+COCOeval leaves them out, and annotations with ``id`` 0 are counted, where pycocotools never counts a
+detection matched to one as a true positive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ignite_det.coco_masks import BadSegmentation, boxes_and_areas
+
+_LISTED = 5  # offending ids named in a message
+_MAX_ID = 2**53  # CocoMetric's limit on ids
+
+
+class InputError(Exception):
+    """A mistake in an input file or argument: reported as one line, never as a traceback."""
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """A COCO instances file as arrays; ``image_index`` points into ``image_ids`` (file order)."""
+
+    image_ids: np.ndarray  # int64 (I,)
+    file_names: list[str | None]
+    image_sizes: list[tuple[int, int] | None]  # (height, width) where the file gives both
+    class_names: dict[int, str]
+    boxes: np.ndarray  # float64 (M, 4) xywh
+    labels: np.ndarray  # int64 (M,)
+    area: np.ndarray  # float64 (M,) the 'area' field
+    iscrowd: np.ndarray  # int64 (M,)
+    image_index: np.ndarray  # int64 (M,)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A COCO results list as arrays, in file order; ``image_index`` points into the ground truth's images.
+
+    ``area`` is set when some results are masks without a box: the mask's area for those, ``w * h``
+    for the others (what ``loadRes`` uses for area ranges); None when every result has a box.
+    """
+
+    boxes: np.ndarray  # float64 (N, 4) xywh
+    scores: np.ndarray  # float64 (N,)
+    labels: np.ndarray  # int64 (N,)
+    image_index: np.ndarray  # int64 (N,)
+    area: np.ndarray | None = None  # float64 (N,)
+    warnings: tuple[str, ...] = ()
+
+
+def load_ground_truth(path: Path) -> GroundTruth:
+    """Read and check a COCO instances file (``images``, ``annotations``, ``categories``).
+
+    Raises:
+        InputError: naming the file, the entry and the problem.
+    """
+    document = _load_json(path)
+    images, annotations, categories = (_entries(document, key, path) for key in ("images", "annotations", "categories"))
+    if not images:
+        raise InputError(f"{path}: 'images' is empty; there is nothing to evaluate")
+    image_ids = _unique_ids(images, _Source(path, "images"))
+    category_ids = _unique_ids(categories, _Source(path, "categories"))
+    source = _Source(path, "annotations")
+    labels = _field(annotations, "category_id", source, integer=True)
+    area = _field(annotations, "area", source, integer=False)
+    iscrowd = _field(annotations, "iscrowd", source, integer=True, default=0)
+    _check_values(area >= 0, "area", "must be >= 0", area, source)
+    _check_values((iscrowd == 0) | (iscrowd == 1), "iscrowd", "must be 0 or 1", iscrowd, source)
+    _index_of(labels, category_ids, "category ids", source, known_as="its 'categories'")
+    image_index = _index_of(
+        _field(annotations, "image_id", source, integer=True), image_ids, "image ids", source, known_as="its 'images'"
+    )
+    return GroundTruth(
+        image_ids=image_ids,
+        file_names=_column(images, "file_name", _Source(path, "images"), default=""),
+        image_sizes=[_image_size(image) for image in images],
+        class_names={int(c): str(entry.get("name", c)) for c, entry in zip(category_ids.tolist(), categories)},
+        boxes=_boxes(_column(annotations, "bbox", source), source),
+        labels=labels,
+        area=area,
+        iscrowd=iscrowd,
+        image_index=image_index,
+        warnings=_zero_id_warning(annotations, iscrowd, path),
+    )
+
+
+def load_predictions(path: Path, gt: GroundTruth, strict: bool = False) -> Predictions:
+    """Read and check a COCO results list against the ground truth.
+
+    A result needs ``image_id``, ``category_id``, ``score`` and a ``bbox`` (xywh) or, without one, a
+    ``segmentation`` whose box and area are taken as pycocotools' ``loadRes`` takes them. Results whose
+    ``category_id`` is not in the ground truth are left out with a warning, or refused when ``strict``.
+
+    Raises:
+        InputError: naming the file, the entry and the problem.
+    """
+    results = _load_json(path)
+    if not isinstance(results, list):
+        raise InputError(
+            f"{path}: a COCO results file must be a JSON list of "
+            f"{{image_id, category_id, bbox, score}} objects, got a JSON {type(results).__name__}"
+        )
+    source = _Source(path, "results")
+    image_ids = _field(results, "image_id", source, integer=True)
+    labels = _field(results, "category_id", source, integer=True)
+    scores = _field(results, "score", source, integer=False)
+    image_index = _index_of(image_ids, gt.image_ids, "image ids", source)
+    boxes, area = _result_boxes(results, image_index, gt, source)
+    _, known = _lookup(labels, np.array(list(gt.class_names), dtype=np.int64))
+    if known.all():
+        return Predictions(boxes, scores, labels, image_index, area)
+    message = _not_known(labels, known, "category ids", source, "the ground truth")
+    if strict:
+        raise source.error(message)
+    warning = f"{path}: {message}; they are left out, as pycocotools leaves them out (--strict refuses them)"
+    return Predictions(
+        boxes[known],
+        scores[known],
+        labels[known],
+        image_index[known],
+        None if area is None else area[known],
+        (warning,),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Columns
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a list of entries came from, to name it in messages: ``GT.json: annotations[3] ...``."""
+
+    path: Path
+    name: str
+
+    def error(self, message: str) -> InputError:
+        return InputError(f"{self.path}: {message}")
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path, "rb") as file:
+            return json.load(file)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+
+
+def _entries(document: Any, key: str, path: Path) -> list[Any]:
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: a COCO instances file must be a JSON object, got {type(document).__name__}")
+    if key not in document:
+        raise InputError(f"{path}: has no '{key}' key; a COCO instances file has images, annotations, categories")
+    if not isinstance(document[key], list):
+        raise InputError(f"{path}: '{key}' must be a list, got {type(document[key]).__name__}")
+    return document[key]
+
+
+def _column(entries: list[Any], key: str, source: _Source, default: Any = None) -> list[Any]:
+    try:
+        if default is None:
+            return [entry[key] for entry in entries]
+        return [entry.get(key, default) for entry in entries]
+    except (KeyError, TypeError, AttributeError):
+        pass
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise source.error(f"{source.name}[{index}] must be an object, got {type(entry).__name__}")
+        if key not in entry:
+            raise source.error(f"{source.name}[{index}] has no '{key}' key (it has {sorted(entry)})")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _field(entries: list[Any], key: str, source: _Source, integer: bool, default: Any = None) -> np.ndarray:
+    """One numeric key of every entry as an int64 or (finite) float64 array."""
+    return _numbers(_column(entries, key, source, default), key, source, integer)
+
+
+def _numbers(values: list[Any], key: str, source: _Source, integer: bool) -> np.ndarray:
+    allowed = (int,) if integer else (int, float)
+    if not set(map(type, values)) <= set(allowed):  # exact types: bool and str are not numbers here
+        index = next(i for i, v in enumerate(values) if type(v) not in allowed)
+        kind = "an integer" if integer else "a number"
+        raise source.error(f"{source.name}[{index}]['{key}'] must be {kind}, got {values[index]!r}")
+    try:
+        array = np.array(values, dtype=np.int64 if integer else np.float64)
+    except OverflowError:
+        raise source.error(f"'{key}' values must fit in 64 bits") from None
+    if integer and len(array) and int(np.abs(array).max()) >= _MAX_ID:
+        raise source.error(f"'{key}' values must be smaller than 2**53 in magnitude (ids travel as float64)")
+    if not integer:
+        _check_finite(array, key, source)
+    return array.reshape(len(values))
+
+
+def _check_finite(array: np.ndarray, key: str, source: _Source) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = int(np.flatnonzero(bad.reshape(len(array), -1).any(axis=1))[0])
+        raise source.error(f"{source.name}[{index}]['{key}'] must be finite, got {array[index].tolist()}")
+
+
+def _check_values(ok: np.ndarray, key: str, rule: str, values: np.ndarray, source: _Source) -> None:
+    if not ok.all():
+        index = int(np.flatnonzero(~ok)[0])
+        raise source.error(f"{source.name}[{index}]['{key}'] {rule}, got {values[index].tolist()}")
+
+
+def _boxes(values: list[Any], source: _Source) -> np.ndarray:
+    """The ``bbox`` values of every entry, as float64 (N, 4) xywh with width, height >= 0."""
+    if set(map(type, values)) <= {list} and set(map(len, values)) <= {4}:
+        flat = list(itertools.chain.from_iterable(values))
+        if set(map(type, flat)) <= {int, float}:
+            boxes = np.array(flat, dtype=np.float64).reshape(-1, 4)
+            _check_finite(boxes, "bbox", source)
+            negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+            if negative.any():
+                index = int(np.flatnonzero(negative)[0])
+                raise source.error(
+                    f"{source.name}[{index}]['bbox'] must be [x, y, width, height] with width, height >= 0, "
+                    f"got {values[index]}"
+                )
+            return boxes
+    index = next(i for i, v in enumerate(values) if not _is_box(v))
+    raise source.error(
+        f"{source.name}[{index}]['bbox'] must be a list of 4 numbers [x, y, w, h], got {values[index]!r}"
+    )
+
+
+def _is_box(value: Any) -> bool:
+    return type(value) is list and len(value) == 4 and all(type(v) in (int, float) for v in value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ids
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _unique_ids(entries: list[Any], source: _Source) -> np.ndarray:
+    ids = _field(entries, "id", source, integer=True)
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        repeated = unique[counts > 1][:_LISTED].tolist()
+        raise source.error(f"{source.name} ids must be unique, got repeated ids {repeated}")
+    return ids
+
+
+def _lookup(ids: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position in ``known`` of each of ``ids`` (meaningless where not found), and whether it was found."""
+    if len(known) == 0:
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    order = np.argsort(known, kind="stable")
+    sorted_known = known[order]
+    position = np.minimum(np.searchsorted(sorted_known, ids), len(known) - 1)
+    return order[position], sorted_known[position] == ids
+
+
+def _not_known(ids: np.ndarray, found: np.ndarray, what: str, source: _Source, known_as: str) -> str:
+    unknown = np.unique(ids[~found])
+    listed = ", ".join(map(str, unknown[:_LISTED].tolist())) + (", ..." if len(unknown) > _LISTED else "")
+    return (
+        f"{int((~found).sum())} of {len(ids)} {source.name} have {what} not in {known_as} "
+        f"({len(unknown)} distinct: {listed})"
+    )
+
+
+def _index_of(
+    ids: np.ndarray, known: np.ndarray, what: str, source: _Source, known_as: str = "the ground truth"
+) -> np.ndarray:
+    """Position in ``known`` of each of ``ids``; an error naming a few ids that are not known."""
+    index, found = _lookup(ids, known)
+    if not found.all():
+        raise source.error(_not_known(ids, found, what, source, known_as))
+    return index
+
+
+def _zero_id_warning(annotations: list[dict[str, Any]], iscrowd: np.ndarray, path: Path) -> tuple[str, ...]:
+    """pycocotools stores the matched annotation's id and reads 0 as "unmatched" (cocoapi#546), so a
+    detection matched to annotation id 0 is a false positive there. ignite-det numbers annotations
+    from 1 itself and counts it; the warning says the two will differ. (A crowd region's match is
+    ignored either way.)"""
+    ids = [annotation.get("id") for annotation in annotations]
+    if ids.count(0) == 0:  # the common case, in one C loop
+        return ()
+    zero = np.array([type(i) in (int, float) and i == 0 for i in ids]) & (iscrowd == 0)
+    n = int(zero.sum())
+    if n == 0:
+        return ()
+    them = "them" if n > 1 else "it"
+    return (
+        f"{path}: {n} annotation{'s have' if n > 1 else ' has'} id 0; ignite-det counts a detection matched to "
+        f"{them} as a true positive, pycocotools would score {them} differently: it never counts a detection "
+        "matched to annotation id 0 as a true positive (cocoapi#546)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Boxes of results: given, or taken from a mask
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _image_size(image: dict[str, Any]) -> tuple[int, int] | None:
+    height, width = image.get("height"), image.get("width")
+    return (height, width) if type(height) is int and type(width) is int and height > 0 and width > 0 else None
+
+
+def _result_boxes(
+    results: list[dict[str, Any]], image_index: np.ndarray, gt: GroundTruth, source: _Source
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every result's xywh box; with results that have a ``segmentation`` and no ``bbox``, also every
+    result's area (the mask's for those, ``w * h`` for the others), as ``loadRes`` sets them."""
+    masked = [i for i, result in enumerate(results) if "bbox" not in result]
+    if not masked:
+        return _boxes([result["bbox"] for result in results], source), None
+    missing = next((i for i in masked if "segmentation" not in results[i]), None)
+    if missing is not None:
+        raise source.error(
+            f"results[{missing}] has no 'bbox' key, nor a 'segmentation' to take the box from "
+            f"(it has {sorted(results[missing])})"
+        )
+    try:
+        mask_boxes, mask_area = boxes_and_areas(
+            [results[i]["segmentation"] for i in masked], [gt.image_sizes[image_index[i]] for i in masked]
+        )
+    except BadSegmentation as error:
+        raise source.error(f"results[{masked[error.index]}]['segmentation'] {error}") from None
+    values = [result.get("bbox") for result in results]
+    for i, box in zip(masked, mask_boxes.tolist()):
+        values[i] = box
+    boxes = _boxes(values, source)
+    area = boxes[:, 2] * boxes[:, 3]
+    area[masked] = mask_area
+    return boxes, area

@@ -1,0 +1,78 @@
+"""What every W&B handler shares: the run to log to, and a step that W&B keeps."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from ignite.engine import Engine, Events
+from ignite.handlers.base_logger import BaseHandler
+from ignite.handlers.wandb_logger import WandBLogger
+
+StepTransform = Callable[[Engine, Any], int]
+
+
+def _default_step(engine: Engine, event_name: Any) -> int:
+    return engine.state.get_event_attrib_value(event_name)
+
+
+class _WandBHandler(BaseHandler):
+    """What both handlers share: finding the run, and a step W&B will not drop."""
+
+    global_step_transform: StepTransform
+    _warned_step = False
+
+    def _active_run(self, logger: WandBLogger | None) -> Any:
+        """The W&B run to log to, or ``None`` when there is none here: no logger on this process
+        (``logger=None``, under distribution), logging disabled, or the run finished.
+        """
+        if logger is None:
+            return None
+        if not isinstance(logger, WandBLogger):  # RuntimeError, as Ignite's own WandB handlers raise
+            raise RuntimeError(  # noqa: TRY004
+                f"Handler '{type(self).__name__}' works only with WandBLogger, got {type(logger)}."
+            )
+        run = logger._wandb.run
+        if run is None or getattr(run, "disabled", False):
+            return None
+        return run
+
+    def _step(self, engine: Engine, event_name: Any, run: Any) -> int:
+        """The handler's step, raised to the run's current step when lower (W&B would drop the data)."""
+        step = self.global_step_transform(engine, event_name)
+        if not isinstance(step, numbers.Integral):
+            raise TypeError(
+                f"global_step must be int, got {type(step)}. Please check the output of global_step_transform."
+            )
+        current = int(run.step)
+        if step >= current:
+            return int(step)
+        if not self._warned_step:  # once: an evaluation every epoch would repeat it every epoch
+            self._warned_step = True
+            warnings.warn(
+                f"{type(self).__name__}: step {step} is lower than the W&B run's current step {current}; logging at "
+                f"{current} instead (and so on for later steps), because W&B drops data logged at a lower step. "
+                "Pass global_step_transform=global_step_from_engine(trainer) with the event your training logs "
+                "use (e.g. Events.ITERATION_COMPLETED) so validation lines up with training.",
+                stacklevel=3,
+            )
+        return current
+
+
+class _EvaluationCounter:
+    """A step for an evaluator with no trainer: 1 for its first run, 2 for its second...
+
+    The evaluator's own epoch restarts at 1 every ``run()``, so it cannot be the step.
+    """
+
+    def __init__(self, evaluator: Engine) -> None:
+        self.count = 0
+        evaluator.add_event_handler(Events.STARTED, self._increment)
+
+    def _increment(self, _engine: Engine) -> None:
+        self.count += 1
+
+    def __call__(self, _engine: Engine, _event_name: Any) -> int:
+        return self.count
