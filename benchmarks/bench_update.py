@@ -1,7 +1,8 @@
 """What ``CocoMetric.update()`` costs inside a real evaluator loop: the shapes example's.
 
 The evaluator of ``examples/train_shapes.py`` (its model at the default width, 128 px images, top 100
-detections per image, batches of 32, on the CPU) runs over ``--images`` validation images; each
+detections per image, batches of 32, on the CPU with one thread, so that a shared machine gives
+repeatable loop times) runs over ``--images`` validation images; each
 batch's ``update()`` is timed apart from the rest of the iteration (data, model, decoding). The
 images are generated before timing. Reported per backend: ``update()`` per image in µs, its share of
 the evaluator loop, and ``compute()`` at the end. Medians over ``--repeats`` runs in one process
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from shapes_model import ShapesDetector
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)
     dataset = ShapesDataset(args.images, 128, seed=0, split="val")
     batches = [collate([dataset[i] for i in range(s, min(s + 32, args.images))]) for s in range(0, args.images, 32)]
     model = ShapesDetector(NUM_CLASSES, width=24).eval()
