@@ -28,7 +28,7 @@ from tests.coco_reference import (
     stats_dict,
     to_coco,
 )
-from tests.test_empty_evaluations import _cases, check_against_pycocotools
+from tests.test_empty_evaluations import check_against_pycocotools, empty_cases
 from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
 
 CHUNKS = [1, 2, 7, native_matching.IMAGES_PER_CHUNK]
@@ -225,9 +225,9 @@ def test_custom_parameters_and_unsorted_recall_thresholds_equal_pycocotools(imag
 
 
 @pytest.mark.parametrize("images_per_chunk", [1], indirect=True)
-@pytest.mark.parametrize("case", list(_cases()))
+@pytest.mark.parametrize("case", list(empty_cases()))
 def test_empty_evaluations_in_chunks_of_one_image(images_per_chunk, case):
-    check_against_pycocotools(_cases()[case], "native", batch_size=2)
+    check_against_pycocotools(empty_cases()[case], "native", batch_size=2)
 
 
 @pytest.mark.parametrize("images_per_chunk", [2], indirect=True)
