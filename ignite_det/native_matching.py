@@ -108,8 +108,13 @@ class ChunkedMatcher:
             self._store, self._parts, self._matched = store, [], 0
 
     def _match(self, store: DetectionStore, stop: int) -> None:
-        self._parts.append(match_images(store.images(self._matched, stop), self.params, self.pair_iou))
-        self._matched = stop
+        """Match the images up to ``stop``, a chunk at a time (a large batch, or a loaded state, would
+        otherwise make one large set of candidate pairs)."""
+        chunk = max(1, IMAGES_PER_CHUNK)
+        for start in range(self._matched, stop, chunk):
+            end = min(start + chunk, stop)
+            self._parts.append(match_images(store.images(start, end), self.params, self.pair_iou))
+            self._matched = end
 
 
 def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair_iou) -> MatchRecords:
