@@ -100,7 +100,7 @@ def _evalimgs_outcomes(coco_eval, num_dets: int) -> np.ndarray:
 
 
 CUSTOM = {
-    "iou_thresholds": [0.3, 0.5, 0.75, 1.0],
+    "iou_thresholds": [0.0, 0.3, 0.5, 0.75, 1.0],  # 0: any pair of a cell matches; 1: only a perfect one
     "max_detections": [1, 3, 5],
     "area_ranges": {"tiny": (0.0, 400.0), "mid": (400.0, 1024.0), "big": (1024.0, 1e10)},
 }
