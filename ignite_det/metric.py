@@ -172,6 +172,7 @@ class CocoMetric(Metric):
         self._resuming = True
 
     def compute(self) -> CocoResult:
+        self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
         records = None if self._matcher is None else self._matcher.records(self._store)
         detections, records = gather_detections(self._store.collect(), self._store.has_image_ids, records)
         detections, records = deduplicate(detections, records)
