@@ -122,8 +122,17 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
         if not np.array_equal(repeat_rows, original_rows):
             raise ValueError(
                 f"image_id {int(ids[position])} was given more than once with different ground truth "
-                f"({len(original_rows)} vs {len(repeat_rows)} boxes); image ids must be unique per image"
+                f"({_difference(original_rows, repeat_rows)}); image ids must be unique per image"
             )
+
+
+def _difference(first: np.ndarray, repeat: np.ndarray) -> str:
+    """What differs between two ground-truth tables (columns: box, area, label, iscrowd), in words."""
+    if len(first) != len(repeat):
+        return f"{len(first)} vs {len(repeat)} boxes"
+    columns = {"boxes": slice(0, 4), "area": slice(4, 5), "labels": slice(5, 6), "iscrowd": slice(6, 7)}
+    differing = [name for name, cols in columns.items() if not np.array_equal(first[:, cols], repeat[:, cols])]
+    return f"{len(first)} boxes each, with different {' and '.join(differing)}"
 
 
 def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[torch.Tensor]:

@@ -237,6 +237,14 @@ def test_switching_from_image_ids_to_none_between_batches_is_refused():
         metric.update(([pred()], [target()]))
 
 
+def test_repeated_image_id_with_different_labels_says_so():
+    metric = CocoMetric()
+    metric.update(([pred()], [target(image_id=3)]))
+    metric.update(([pred()], [target(image_id=3, labels=torch.tensor([2]))]))
+    with pytest.raises(ValueError, match=re.escape("(1 boxes each, with different labels)")):
+        metric.compute()
+
+
 def test_repeated_image_id_with_different_ground_truth_is_refused():
     metric = CocoMetric()
     metric.update(([pred()], [target(image_id=3)]))
