@@ -5,15 +5,17 @@ detections per image) is written once as a COCO instances file and a COCO result
 directory. Each measurement is the wall time of a fresh process, so both sides pay interpreter start,
 imports and JSON parsing:
 
-- ``cli``: ``python -m ignite_det evaluate GT RESULTS --backend B --output report.json``;
-- ``recipe``: ``COCO(GT)``, ``loadRes(RESULTS)``, ``COCOeval`` evaluate/accumulate/summarize with backend B
-  (faster-coco-eval's ``COCO`` and ``COCOeval_faster`` for ``faster_coco_eval``).
+- ``cli``: ``python -m ignite_det evaluate GT RESULTS --backend B --output report.json`` for each
+  backend B of ``--backends`` (native, pycocotools, faster_coco_eval);
+- ``recipe``: ``COCO(GT)``, ``loadRes(RESULTS)``, ``COCOeval`` evaluate/accumulate/summarize with
+  pycocotools, and with faster-coco-eval (its ``COCO`` and ``COCOeval_faster``).
 
-Runs are interleaved, so drift on a shared machine hits both alike; medians over ``--repeats``. The
-last column is the largest difference of the 12 numbers between the two (0 expected).
+Runs are interleaved, so drift on a shared machine hits all alike; medians over ``--repeats``. Each
+command line run is compared with the recipe of its own backend (the native one with both), and the
+last column is the largest difference of its 12 numbers from plain pycocotools' (0 expected).
 
     python benchmarks/bench_cli.py --repeats 3
-    python benchmarks/bench_cli.py --backends faster_coco_eval
+    python benchmarks/bench_cli.py --backends native
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BACKENDS = ("pycocotools", "faster_coco_eval")
+BACKENDS = ("native", "pycocotools", "faster_coco_eval")
+RECIPES = ("pycocotools", "faster_coco_eval")
 
 
 def recipe(backend: str, gt_file: str, results_file: str) -> None:
@@ -55,10 +58,11 @@ def write_files(directory: Path) -> tuple[Path, Path]:
     from workload import make_workload
 
     workload = make_workload()
-    for image in workload.coco_gt["images"]:
+    coco_gt = workload.coco_gt
+    for image in coco_gt["images"]:
         image["file_name"] = f"{image['id']:012d}.jpg"
     gt_file, results_file = directory / "gt.json", directory / "results.json"
-    gt_file.write_text(json.dumps(workload.coco_gt))
+    gt_file.write_text(json.dumps(coco_gt))
     results_file.write_text(json.dumps(workload.coco_results))
     return gt_file, results_file
 
@@ -67,14 +71,6 @@ def _timed(command: list[str]) -> tuple[float, str]:
     start = time.perf_counter()
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return time.perf_counter() - start, out.stdout
-
-
-def _stats_diff(recipe_stdout: str, report: Path) -> float:
-    """Largest difference of the 12 numbers between the recipe's output and the command's report."""
-    reference = json.loads(recipe_stdout.strip().splitlines()[-1])
-    mine = json.loads(report.read_text())
-    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-    return max(abs(mine[name] - value) for name, value in zip(names, reference))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,37 +86,42 @@ def main(argv: list[str] | None = None) -> int:
         gt_file, results_file = write_files(Path(tmp))
         sizes = f"{gt_file.stat().st_size / 2**20:.0f} MiB + {results_file.stat().st_size / 2**20:.0f} MiB"
         print(f"files: {sizes}", file=sys.stderr)
-        report = Path(tmp) / "report.json"
-        rows = []
-        for backend in args.backends:
-            cli = [
-                sys.executable,
-                "-m",
-                "ignite_det",
-                "evaluate",
-                str(gt_file),
-                str(results_file),
-                "--backend",
-                backend,
-                "--output",
-                str(report),
-            ]
-            plain = [sys.executable, __file__, "--recipe", backend, str(gt_file), str(results_file)]
-            times: dict[str, list[float]] = {"cli": [], "recipe": []}
-            for repeat in range(args.repeats):
-                seconds, recipe_stdout = _timed(plain)
-                times["recipe"].append(seconds)
-                times["cli"].append(_timed(cli)[0])
-                print(
-                    f"{backend} repeat {repeat + 1}: recipe {times['recipe'][-1]:.2f} s, cli {times['cli'][-1]:.2f} s",
-                    file=sys.stderr,
-                )
-            diff = _stats_diff(recipe_stdout, report)
-            rows.append((backend, statistics.median(times["recipe"]), statistics.median(times["cli"]), diff))
-    print(f"{'backend':<18} {'recipe s':>9} {'cli s':>9} {'cli/recipe':>11} {'max |diff|':>11}")
-    for backend, plain_s, cli_s, diff in rows:
-        print(f"{backend:<18} {plain_s:>9.2f} {cli_s:>9.2f} {cli_s / plain_s:>11.2f} {diff:>11.2e}")
+        recipes = [b for b in RECIPES if b in args.backends or "native" in args.backends]
+        times: dict[str, list[float]] = {f"recipe:{b}": [] for b in recipes} | {f"cli:{b}": [] for b in args.backends}
+        stats: dict[str, list[float]] = {}
+        for repeat in range(args.repeats):  # interleaved, so drift on a shared machine hits every command alike
+            for name in times:
+                kind, backend = name.split(":")
+                report = Path(tmp) / f"{backend}.json"
+                seconds, stdout = _timed(_command(kind, backend, gt_file, results_file, report))
+                times[name].append(seconds)
+                stats[name] = json.loads(stdout.strip().splitlines()[-1]) if kind == "recipe" else _report(report)
+                print(f"repeat {repeat + 1}: {name} {seconds:.2f} s", file=sys.stderr)
+    reference = stats.get("recipe:pycocotools")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"{'command':<28} {'s':>7} {'x recipe pycocotools':>21} {'x recipe faster-coco-eval':>26} {'max |diff|':>11}")
+    for name in times:
+        ratios = [median[name] / median[r] if r in median else float("nan") for r in _RECIPE_NAMES]
+        diff = max(abs(a - b) for a, b in zip(stats[name], reference)) if reference else float("nan")
+        print(f"{name:<28} {median[name]:>7.2f} {ratios[0]:>21.2f} {ratios[1]:>26.2f} {diff:>11.2e}")
     return 0
+
+
+_RECIPE_NAMES = ("recipe:pycocotools", "recipe:faster_coco_eval")
+
+
+def _command(kind: str, backend: str, gt_file: Path, results_file: Path, report: Path) -> list[str]:
+    if kind == "recipe":
+        return [sys.executable, __file__, "--recipe", backend, str(gt_file), str(results_file)]
+    evaluate = ["evaluate", str(gt_file), str(results_file), "--backend", backend, "--output", str(report)]
+    return [sys.executable, "-m", "ignite_det", *evaluate]
+
+
+def _report(report: Path) -> list[float]:
+    """The 12 numbers of the command's JSON report."""
+    mine = json.loads(report.read_text())
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    return [mine[name] for name in names]
 
 
 if __name__ == "__main__":

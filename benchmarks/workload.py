@@ -1,9 +1,12 @@
-"""A deterministic, COCO-val-sized detection workload for the benchmarks.
+"""Deterministic detection workloads for the benchmarks.
 
-5,000 images of 640x480, about 36,800 ground-truth boxes over 80 classes with
-COCO's mix of small, medium and large objects (roughly 41/34/25 %), about 1 %
-crowd regions, and 100 scored detections per image: noisy copies of the
-ground truth (some with the wrong class) plus background false positives.
+``coco`` (the default, COCO-val-sized): 5,000 images of 640x480, about 36,800 ground-truth boxes
+over 80 classes with COCO's mix of small, medium and large objects (roughly 41/34/25 %), about 1 %
+crowd regions, and 100 scored detections per image: noisy copies of the ground truth (some with the
+wrong class) plus background false positives.
+
+``lvis`` (LVIS-sized): 10,000 images, about 12.3 ground truths per image over 1,203 classes, 300
+detections per image, built the same way.
 """
 
 from __future__ import annotations
@@ -13,18 +16,51 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-NUM_CLASSES = 80
 WIDTH, HEIGHT = 640, 480
+
+# name: (images, detections per image, classes, mean ground truths per image)
+SIZES = {"coco": (5000, 100, 80, 7.36), "lvis": (10000, 300, 1203, 12.3)}
 
 
 @dataclass
 class Workload:
-    """The same evaluation as tensors (what a model emits) and as COCO dicts."""
+    """The same evaluation as tensors (what a model emits) and, built on demand, as COCO dicts."""
 
     predictions: list[dict[str, torch.Tensor]]
     targets: list[dict[str, torch.Tensor]]
-    coco_gt: dict
-    coco_results: list[dict]
+    num_classes: int
+
+    @property
+    def coco_gt(self) -> dict:
+        images, annotations = [], []
+        for target in self.targets:
+            image_id = target["image_id"]
+            images.append({"id": image_id, "width": WIDTH, "height": HEIGHT})
+            xywh = _to_xywh(target["boxes"].numpy())
+            rows = zip(xywh.tolist(), target["labels"].tolist(), target["iscrowd"].tolist(), target["area"].tolist())
+            for box, label, is_crowd, a in rows:
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": label,
+                        "bbox": box,
+                        "area": a,
+                        "iscrowd": is_crowd,
+                    }
+                )
+        categories = [{"id": i, "name": f"class_{i}"} for i in range(1, self.num_classes + 1)]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+    @property
+    def coco_results(self) -> list[dict]:
+        results = []
+        for prediction, target in zip(self.predictions, self.targets):
+            det_xywh = _to_xywh(prediction["boxes"].double().numpy())
+            det_scores = prediction["scores"].double().tolist()
+            for box, label, score in zip(det_xywh.tolist(), prediction["labels"].tolist(), det_scores):
+                results.append({"image_id": target["image_id"], "category_id": label, "bbox": box, "score": score})
+        return results
 
 
 def _object_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -41,18 +77,18 @@ def _object_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([w, h], axis=1)
 
 
-def _ground_truth(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ground_truth(rng: np.random.Generator, n: int, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     wh = _object_sizes(rng, n)
     x = rng.uniform(0, WIDTH - wh[:, 0])
     y = rng.uniform(0, HEIGHT - wh[:, 1])
     boxes = np.round(np.stack([x, y, x + wh[:, 0], y + wh[:, 1]], axis=1), 2)
-    frequency = rng.dirichlet(np.full(NUM_CLASSES, 0.7))
-    labels = rng.choice(NUM_CLASSES, size=n, p=frequency) + 1
+    frequency = rng.dirichlet(np.full(num_classes, 0.7))
+    labels = rng.choice(num_classes, size=n, p=frequency) + 1
     crowd = (rng.random(n) < 0.01).astype(np.int64)
     return boxes, labels, crowd
 
 
-def _detections(rng: np.random.Generator, gt_boxes: np.ndarray, gt_labels: np.ndarray, count: int):
+def _detections(rng: np.random.Generator, gt_boxes: np.ndarray, gt_labels: np.ndarray, count: int, num_classes: int):
     n_gt = len(gt_boxes)
     n_hits = min(count // 2, 3 * n_gt)
     source = rng.integers(0, max(n_gt, 1), n_hits) if n_gt else np.zeros(0, np.int64)
@@ -61,7 +97,7 @@ def _detections(rng: np.random.Generator, gt_boxes: np.ndarray, gt_labels: np.nd
     hit = hit + rng.normal(0, 0.08, hit.shape) * size
     hit_labels = gt_labels[source] if n_gt else np.zeros(0, np.int64)
     wrong = rng.random(n_hits) < 0.15
-    hit_labels = np.where(wrong, rng.integers(1, NUM_CLASSES + 1, n_hits), hit_labels)
+    hit_labels = np.where(wrong, rng.integers(1, num_classes + 1, n_hits), hit_labels)
     hit_scores = rng.beta(5, 2, n_hits)
 
     n_noise = count - n_hits
@@ -69,7 +105,7 @@ def _detections(rng: np.random.Generator, gt_boxes: np.ndarray, gt_labels: np.nd
     x = rng.uniform(0, WIDTH - wh[:, 0])
     y = rng.uniform(0, HEIGHT - wh[:, 1])
     noise = np.stack([x, y, x + wh[:, 0], y + wh[:, 1]], axis=1)
-    noise_labels = rng.integers(1, NUM_CLASSES + 1, n_noise)
+    noise_labels = rng.integers(1, num_classes + 1, n_noise)
     noise_scores = rng.beta(2, 5, n_noise)
 
     boxes = np.concatenate([hit, noise])
@@ -81,15 +117,16 @@ def _detections(rng: np.random.Generator, gt_boxes: np.ndarray, gt_labels: np.nd
     return boxes, scores, labels
 
 
-def make_workload(num_images: int = 5000, detections_per_image: int = 100, seed: int = 0) -> Workload:
-    """Build the workload; the same seed always gives the same data."""
+def make_workload(name: str = "coco", seed: int = 0) -> Workload:
+    """Build a workload of :data:`SIZES`; the same seed always gives the same data."""
+    num_images, detections_per_image, num_classes, gt_per_image = SIZES[name]
     rng = np.random.default_rng(seed)
-    predictions, targets, images, annotations, results = [], [], [], [], []
+    predictions, targets = [], []
     for image_id in range(1, num_images + 1):
-        gt_boxes, gt_labels, crowd = _ground_truth(rng, rng.poisson(7.36))
+        gt_boxes, gt_labels, crowd = _ground_truth(rng, rng.poisson(gt_per_image), num_classes)
         area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
         area = area * rng.uniform(0.6, 0.9, len(area))  # a mask covers less than its box
-        boxes, scores, labels = _detections(rng, gt_boxes, gt_labels, detections_per_image)
+        boxes, scores, labels = _detections(rng, gt_boxes, gt_labels, detections_per_image, num_classes)
         targets.append(
             {
                 "boxes": torch.from_numpy(gt_boxes),
@@ -106,26 +143,7 @@ def make_workload(num_images: int = 5000, detections_per_image: int = 100, seed:
                 "labels": torch.from_numpy(labels),
             }
         )
-        images.append({"id": image_id, "width": WIDTH, "height": HEIGHT})
-        xywh = _to_xywh(gt_boxes)
-        for box, label, is_crowd, a in zip(xywh.tolist(), gt_labels.tolist(), crowd.tolist(), area.tolist()):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": label,
-                    "bbox": box,
-                    "area": a,
-                    "iscrowd": is_crowd,
-                }
-            )
-        det_xywh = _to_xywh(predictions[-1]["boxes"].double().numpy())
-        det_scores = predictions[-1]["scores"].double().tolist()
-        for box, label, score in zip(det_xywh.tolist(), labels.tolist(), det_scores):
-            results.append({"image_id": image_id, "category_id": label, "bbox": box, "score": score})
-    categories = [{"id": i, "name": f"class_{i}"} for i in range(1, NUM_CLASSES + 1)]
-    coco_gt = {"images": images, "annotations": annotations, "categories": categories}
-    return Workload(predictions, targets, coco_gt, results)
+    return Workload(predictions, targets, num_classes)
 
 
 def _to_xywh(xyxy: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ Usage::
     # train with the defaults (W&B in offline mode), then print the COCO summary
     python examples/train_shapes.py
 
-    # pick the evaluation backend, or log online
+    # pick another evaluation backend (the default is the native engine), or log online
     python examples/train_shapes.py --backend faster_coco_eval --wandb-mode online
 
     # 2 processes on one machine (gloo on CPU, nccl on GPU) ...
@@ -111,7 +111,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads per process (default: cores/procs)"
     )
-    parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
+    parser.add_argument("--backend", default="native", choices=["native", "pycocotools", "faster_coco_eval"])
     parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
     parser.add_argument(
         "--checkpoint", default=None, help="with --eval-only: a .pt file, or a run folder such as runs/shapes/latest"

@@ -138,7 +138,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
-    parser.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"])
+    parser.add_argument("--backend", default="native", choices=["native", "pycocotools", "faster_coco_eval"])
     parser.add_argument(
         "--keypoint-sigmas",
         type=float,

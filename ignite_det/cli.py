@@ -93,7 +93,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("gt", type=Path, metavar="GT.json", help="COCO instances file (ground truth)")
     evaluate.add_argument("predictions", type=Path, metavar="PREDICTIONS.json", help="COCO results list")
     evaluate.add_argument("--iou-type", default="bbox", choices=IOU_TYPES, help="default: bbox")
-    evaluate.add_argument("--backend", default="pycocotools", choices=("pycocotools", "faster_coco_eval"))
+    evaluate.add_argument("--backend", default="native", choices=("native", "pycocotools", "faster_coco_eval"))
     evaluate.add_argument("--max-dets", type=int, nargs="+", metavar="N", help="default: 1 10 100 (keypoints: 20)")
     evaluate.add_argument(
         "--keypoint-sigmas", type=float, nargs="+", metavar="S", help="one per keypoint; default: COCO's 17"

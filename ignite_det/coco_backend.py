@@ -28,7 +28,7 @@ from ignite_det.store import Detections, category_index
 
 AddAnnotation = Callable[[int, int, dict], None]  # (image id, category id, annotation)
 
-BACKENDS = ("pycocotools", "faster_coco_eval")
+BACKENDS = ("native", "pycocotools", "faster_coco_eval")
 
 # (image, category) cells evaluated per COCOeval run; see accumulate().
 CELLS_PER_RUN = 50_000
@@ -194,7 +194,7 @@ def _faster_coco_eval(
     gt_dataset, dt_dataset = _C.Dataset(), _C.Dataset()
     _add_annotations(d, group_ids, gt_dataset.append_ref, dt_dataset.append_ref)
     ious = cells.iou_table(group)
-    npig = _non_ignored_gt_counts(d, group_ids, params)
+    npig = non_ignored_gt_counts(d, group_ids, params)
     probes = np.unique(npig[npig >= 2])
     settings = SimpleNamespace(
         iouThrs=params.iou_thresholds,
@@ -226,7 +226,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _non_ignored_gt_counts(d: Detections, cat_ids: list[int], params: EvalParams) -> np.ndarray:
+def non_ignored_gt_counts(d: Detections, cat_ids: Sequence[int] | np.ndarray, params: EvalParams) -> np.ndarray:
     """accumulate's npig per (category, area range): ground truths neither crowd nor out of range."""
     counts = np.zeros((len(cat_ids), len(params.area_ranges)), dtype=np.int64)
     k = category_index(d.gt_labels, np.asarray(cat_ids, dtype=np.int64))

@@ -1,9 +1,12 @@
 """Bring every process's detections together, and count each image once.
 
-The gather uses a fixed number of collectives on flat float64 tensors (one for the sizes,
-one each for images, detections and ground truth), never pickled Python objects. Masks travel as
-their RLE bytes: two more collectives, one uint8 tensor for the detections' and one for the ground
-truths' (each mask's length is in the tables), made only when some process holds a mask.
+The gather uses a fixed number of collectives on flat tensors (one for the sizes, one each for
+images, detections and ground truth in float64, and with the native backend two more for the
+detections' match records: ranks in int32, outcomes in int8), never pickled Python objects. Each
+process has matched its own images, so the native backend's matching scales with their number.
+Masks travel as their RLE bytes: two more collectives, one uint8 tensor for the detections' and
+one for the ground truths' (each mask's length is in the tables), made only when some process
+holds a mask.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
+from ignite_det.native_matching import MatchRecords
 from ignite_det.store import Detections
 
 
-def gather_detections(local: Detections, has_image_ids: bool | None) -> Detections:
-    """All processes' detections, rank after rank, on every process (the local ones alone without distribution).
+def gather_detections(
+    local: Detections, has_image_ids: bool | None, records: MatchRecords | None = None
+) -> tuple[Detections, MatchRecords | None]:
+    """All processes' detections, rank after rank, on every process (the local ones alone without
+    distribution), with their match records when given (in the same row order).
 
     ``has_image_ids`` is None on a process that saw no image.
 
@@ -27,7 +34,7 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
         ValueError: if some processes' targets carried ``image_id`` and others' did not.
     """
     if idist.backend() is None:  # no process group; a group of one still runs the collectives, so it is tested
-        return local
+        return local, records
     device = idist.device()
     flag = -1 if has_image_ids is None else int(has_image_ids)
     det_bytes, gt_bytes = local.rle_tensors()
@@ -46,9 +53,10 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
             stacklevel=3,
         )
     images, dets, gts = local.to_tensors()
+    det_rows = [s[1] for s in sizes]
     tables = [
         _gather(images, [s[0] for s in sizes], device),
-        _gather(dets, [s[1] for s in sizes], device),
+        _gather(dets, det_rows, device),
         _gather(gts, [s[2] for s in sizes], device),
     ]
     if any(s[4] or s[5] for s in sizes):  # every process sees the sizes, so all make these collectives or none
@@ -56,7 +64,20 @@ def gather_detections(local: Detections, has_image_ids: bool | None) -> Detectio
     joined = Detections.concatenate([Detections.from_tensors(*part) for part in zip(*tables)])
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = joined.renumbered()
-    return joined
+    return joined, None if records is None else _gather_records(records, det_rows, device)
+
+
+def _gather_records(records: MatchRecords, det_rows: list[int], device: torch.device) -> MatchRecords:
+    """Every process's records: ranks (int32) and outcomes (int8), each as one flat array per process
+    (the outcomes' (A, T, n) layout travels as is, and the parts join along n)."""
+    a, t, _ = records.outcome.shape
+    ranks = _gather(torch.from_numpy(records.rank), det_rows, device)
+    flat = torch.from_numpy(records.outcome.reshape(-1))
+    outcomes = _gather(flat, [a * t * n for n in det_rows], device)
+    return MatchRecords(
+        torch.cat(ranks).numpy(),
+        np.concatenate([part.numpy().reshape(a, t, n) for part, n in zip(outcomes, det_rows)], axis=2),
+    )
 
 
 def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -77,8 +98,8 @@ def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor
     ]
 
 
-def deduplicate(detections: Detections) -> Detections:
-    """Keep the first occurrence of each ``image_id``.
+def deduplicate(detections: Detections, records: MatchRecords | None = None) -> tuple[Detections, MatchRecords | None]:
+    """Keep the first occurrence of each ``image_id`` (and the records of its detections).
 
     Raises:
         ValueError: if two occurrences of one image_id carry different ground truth
@@ -87,11 +108,12 @@ def deduplicate(detections: Detections) -> Detections:
     ids = detections.image_ids
     _, first = np.unique(ids, return_index=True)
     if len(first) == len(ids):
-        return detections
+        return detections, records
     keep = np.zeros(len(ids), dtype=bool)
     keep[first] = True
     _check_repeats_match(detections, keep)
-    return detections.select_images(keep)
+    kept_records = None if records is None else records.select(keep[detections.det_position])
+    return detections.select_images(keep), kept_records
 
 
 def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
@@ -107,14 +129,28 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
         if not np.array_equal(repeat_rows, original_rows):
             raise ValueError(
                 f"image_id {int(ids[position])} was given more than once with different ground truth "
-                f"({len(original_rows)} vs {len(repeat_rows)} boxes); image ids must be unique per image"
+                f"({_difference(original_rows, repeat_rows)}); image ids must be unique per image"
             )
 
 
+def _difference(first: np.ndarray, repeat: np.ndarray) -> str:
+    """What differs between two ground-truth tables (columns: box, area, label, iscrowd), in words."""
+    if len(first) != len(repeat):
+        return f"{len(first)} vs {len(repeat)} boxes"
+    columns = {"boxes": slice(0, 4), "area": slice(4, 5), "labels": slice(5, 6), "iscrowd": slice(6, 7)}
+    differing = [name for name, cols in columns.items() if not np.array_equal(first[:, cols], repeat[:, cols])]
+    return f"{len(first)} boxes each, with different {' and '.join(differing)}"
+
+
 def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[torch.Tensor]:
-    width = tensor.shape[1]
-    with warnings.catch_warnings():
-        # Ignite 0.5 indexes with a list inside this helper, which torch 2.x deprecates; the result is right.
-        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
-        gathered = idist.all_gather_tensors_with_shapes(tensor.to(device), [[n, width] for n in rows])
-    return [t.cpu() for t in gathered]
+    """Each process's ``tensor`` (``rows[r]`` rows on process r, the same trailing shape everywhere),
+    on every process: padded to the longest, in one ``all_gather``."""
+    longest = max(rows)
+    if longest == 0:
+        return [tensor[:0].clone() for _ in rows]
+    padded = tensor
+    if len(tensor) < longest:
+        padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+        padded[: len(tensor)] = tensor
+    gathered = cast(torch.Tensor, idist.all_gather(padded.to(device))).cpu()
+    return [gathered[r * longest : r * longest + n] for r, n in enumerate(rows)]

@@ -3,15 +3,15 @@
 =============  ======================================================  ========================
 ``iou_type``   measure                                                 computed by
 =============  ======================================================  ========================
-``bbox``       box IoU; for a crowd region, intersection / detection   the backend's ``mask.iou``
+``bbox``       box IoU; for a crowd region, intersection / detection   ``mask.iou`` (:mod:`~ignite_det.box_iou`)
 ``segm``       mask IoU; for a crowd region, intersection / detection  :mod:`ignite_det.masks`
 ``keypoints``  object keypoint similarity (OKS)                        :mod:`ignite_det.keypoints`
 =============  ======================================================  ========================
 
 Two shapes of the same measure: a :data:`CellIou` gives the matrix of one (image, category) cell,
 as COCOeval's ``computeIoU``/``computeOks`` return it; a :data:`PairIou` gives the values of
-given (detection, ground truth) pairs, for code that looks at pairs across cells (the confusion
-matrix). Both equal pycocotools to the last bit.
+given (detection, ground truth) pairs (:data:`~ignite_det.box_iou.PairIou`), for the native
+backend's matching and the confusion matrix. Both equal pycocotools to the last bit.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from ignite_det.box_iou import PairIou, box_pair_iou
 from ignite_det.keypoints import oks, oks_matrix
 from ignite_det.masks import mask_iou, mask_pair_iou
 from ignite_det.params import EvalParams
@@ -27,8 +28,6 @@ from ignite_det.store import Detections
 
 # (detections, detection rows (D,), ground-truth rows (G,)) -> float64 (D, G)
 CellIou = Callable[[Detections, np.ndarray, np.ndarray], np.ndarray]
-# (detections, detection rows (P,), ground-truth rows (P,)) -> float64 (P,)
-PairIou = Callable[[Detections, np.ndarray, np.ndarray], np.ndarray]
 # (detection boxes (D, 4), ground-truth boxes (G, 4), iscrowd list) -> (D, G): a backend's mask.iou on boxes
 BoxIou = Callable[[np.ndarray, np.ndarray, list], np.ndarray]
 
@@ -59,18 +58,3 @@ def _mask_pairs(d: Detections, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Pairs of one image share a ``mask.iou`` call: each RLE is parsed once, and pairs whose boxes do
     not overlap cost pycocotools a box test only (a call per (image, category) cost more, measured)."""
     return mask_pair_iou(d.det_masks(), d.gt_masks(), d.gt_crowd, det, gt, d.det_position[det])
-
-
-def box_pair_iou(d: Detections, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """COCO's IoU of each pair of xywh boxes, with the float64 operations of pycocotools' ``bbIou``
-    (maskApi.c) in their order: 0 without overlap, and for a crowd region the intersection over the
-    detection's own area."""
-    a, b = d.det_boxes[det], d.gt_boxes[gt]
-    w = np.minimum(a[:, 2] + a[:, 0], b[:, 2] + b[:, 0]) - np.maximum(a[:, 0], b[:, 0])
-    h = np.minimum(a[:, 3] + a[:, 1], b[:, 3] + b[:, 1]) - np.maximum(a[:, 1], b[:, 1])
-    overlap = (w > 0) & (h > 0)
-    inter = w * h
-    det_area = a[:, 2] * a[:, 3]
-    union = np.where(d.gt_crowd[gt] != 0, det_area, (det_area + b[:, 2] * b[:, 3]) - inter)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(overlap, inter / np.where(overlap, union, 1.0), 0.0)

@@ -19,6 +19,8 @@ from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
 from ignite_det.iou import pair_iou
+from ignite_det.native_accumulate import Ranking, accumulate_records
+from ignite_det.native_matching import ChunkedMatcher, MatchRecords
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
 from ignite_det.result import CocoResult
@@ -53,14 +55,17 @@ class CocoMetric(Metric):
     COCO's rules; annotation ids start at 1; thresholds are pycocotools' float64 ``np.linspace``.
     Each ``image_id`` counts once (a repeat, such as a ``DistributedSampler``'s padding, is dropped;
     a repeat with different ground truth is an error). Under ``ignite.distributed``, ``compute()``
-    gathers all processes' boxes with a fixed number of collectives, evaluates on rank 0 and
-    broadcasts, so every rank returns the same result.
+    gathers all processes' boxes (and, with the native backend, the match records of the images each
+    process has matched) with a fixed number of collectives, evaluates on rank 0 and broadcasts, so
+    every rank returns the same result.
 
     Args:
         box_format: ``"xyxy"`` (default), ``"xywh"`` or ``"cxcywh"``, in absolute pixels.
         iou_type: ``"bbox"`` (default), ``"segm"`` or ``"keypoints"``, as COCOeval's ``iouType``.
-        backend: ``"pycocotools"`` (the reference) or ``"faster_coco_eval"`` (same numbers, faster;
-            ``pip install 'ignite-det[fast]'``).
+        backend: ``"native"`` (default: images are matched as they arrive, in chunks, and
+            accumulated in a few vectorised passes), ``"pycocotools"`` (the reference, COCOeval
+            itself) or ``"faster_coco_eval"`` (COCOeval in C++; ``pip install 'ignite-det[fast]'``).
+            All three give the same numbers to the last bit.
         class_names: names for the category ids, as a list indexed by label or a mapping from label
             to name. Named categories are evaluated even when no ground truth has them (their AP is -1).
         iou_thresholds: IoU thresholds; default ``np.linspace(0.5, 0.95, 10)``.
@@ -99,7 +104,7 @@ class CocoMetric(Metric):
         self,
         box_format: str = "xyxy",
         iou_type: str = "bbox",
-        backend: str = "pycocotools",
+        backend: str = "native",
         class_names: Sequence[str] | Mapping[int, str] | None = None,
         iou_thresholds: Sequence[float] | None = None,
         rec_thresholds: Sequence[float] | None = None,
@@ -125,6 +130,7 @@ class CocoMetric(Metric):
     @reinit__is_reduced
     def reset(self) -> None:
         self._store = DetectionStore(self.params.num_keypoints)
+        self._matcher = ChunkedMatcher(self.params, pair_iou(self.params)) if self.backend == "native" else None
         self._resuming = False
 
     def started(self, engine: Engine) -> None:
@@ -142,6 +148,8 @@ class CocoMetric(Metric):
     def update(self, output: Sequence[Sequence[Mapping[str, Any]]]) -> None:
         batch = normalize_batch(output, self.box_format, self.params.iou_type, self.params.num_keypoints)
         self._store.append(batch)
+        if self._matcher is not None:
+            self._matcher.update(self._store)
 
     def state_dict(self) -> OrderedDict:
         """Everything accumulated so far, as tensors, so that ``Checkpoint(to_save={"metric": metric})``
@@ -180,8 +188,10 @@ class CocoMetric(Metric):
         self._resuming = True
 
     def compute(self) -> CocoResult:
-        detections = gather_detections(self._store.collect(), self._store.has_image_ids)
-        detections = deduplicate(detections)
+        self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
+        records = None if self._matcher is None else self._matcher.records(self._store)
+        detections, records = gather_detections(self._store.collect(), self._store.has_image_ids, records)
+        detections, records = deduplicate(detections, records)
         if len(detections.image_ids) == 0:
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
         category_ids = np.unique(np.r_[detections.gt_labels, list(self.class_names)].astype(np.int64))
@@ -190,7 +200,7 @@ class CocoMetric(Metric):
             category_index(detections.gt_labels, category_ids)[~detections.gt_ignored()], minlength=len(category_ids)
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
-        arrays = self._evaluate(detections, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
+        arrays = self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
         arrays = _broadcast(arrays, self._shapes(len(category_ids)))
         return CocoResult(
             params=self.params,
@@ -210,18 +220,30 @@ class CocoMetric(Metric):
         )
 
     def _evaluate(
-        self, detections: Detections, category_ids: np.ndarray, det_k: np.ndarray, num_gt: np.ndarray
+        self,
+        detections: Detections,
+        records: MatchRecords | None,
+        category_ids: np.ndarray,
+        det_k: np.ndarray,
+        num_gt: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
-        coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
         iou = float(self.params.iou_thresholds[self._f1_index])
-        outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
-        class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt)
+        if records is not None:  # native: everything from the records, no second matching pass
+            ranking = Ranking.create(detections, records.rank, det_k, self.params.max_detections[-1])
+            coco = accumulate_records(detections, records, det_k, category_ids, self.params, ranking)
+            outcome = np.where(det_k >= 0, records.outcome[0, self._f1_index], -1)  # area "all"
+            by_score = ranking.by_score
+        else:
+            cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
+            coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
+            outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
+            by_score = np.argsort(-detections.det_scores, kind="stable")
+        class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score)
         threshold = best.threshold if np.isfinite(best.threshold) else -np.inf  # no operating point: count all
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),
-            "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum())),
+            "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum()), by_score),
             "confusion_matrix": confusion_matrix(
                 detections, category_ids, threshold, iou, pair_iou=pair_iou(self.params)
             ),

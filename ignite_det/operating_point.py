@@ -53,34 +53,41 @@ class F1Point:
 
 
 def best_f1_points(
-    scores: np.ndarray, category_index: np.ndarray, outcome: np.ndarray, num_gt: np.ndarray
+    scores: np.ndarray,
+    category_index: np.ndarray,
+    outcome: np.ndarray,
+    num_gt: np.ndarray,
+    by_score: np.ndarray | None = None,
 ) -> tuple[list[F1Point], F1Point]:
-    """The best-F1 operating point of each category (``num_gt`` per category) and of all pooled."""
-    counted = np.flatnonzero((outcome >= 0) & (category_index >= 0))
-    by_class = counted[np.argsort(category_index[counted], kind="stable")]
+    """The best-F1 operating point of each category (``num_gt`` per category) and of all pooled.
+
+    ``by_score``: rows in descending score order (ties in any order) that include every counted
+    detection, when the caller has sorted them already; sorted here otherwise.
+    """
+    counted = (outcome >= 0) & (category_index >= 0)
+    rows = _counted_by_score(scores, counted, by_score)
+    k = category_index[rows]
+    by_class = rows[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 2**16 else k, kind="stable")]
     bounds = np.searchsorted(category_index[by_class], np.arange(len(num_gt) + 1))
-    per_class = [
-        _best(scores[by_class[lo:hi]], outcome[by_class[lo:hi]], int(n))
-        for lo, hi, n in zip(bounds[:-1], bounds[1:], num_gt)
-    ]
-    pooled = _best(scores[counted], outcome[counted], int(num_gt.sum()))
-    return per_class, pooled
+    per_class = _best(scores[by_class], outcome[by_class] == 1, bounds, num_gt)
+    pooled = _best(scores[rows], outcome[rows] == 1, np.array([0, len(rows)]), np.array([num_gt.sum()]))
+    return per_class, pooled[0]
 
 
-def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int) -> np.ndarray:
+def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int, by_score: np.ndarray | None = None) -> np.ndarray:
     """Pooled (threshold, precision, recall, f1) at 101 thresholds spanning [min(0, lowest), max(1, highest)].
 
     Returns a (101, 4) array; precision is 0 where no detection passes the threshold; without
     ground truth, recall and F1 are NaN (undefined) and precision is 0 (every detection is false).
+    ``by_score`` as for :func:`best_f1_points`.
     """
-    counted = outcome >= 0
-    s, tp = scores[counted], outcome[counted].astype(np.float64)
+    rows = _counted_by_score(scores, outcome >= 0, by_score)
+    s, tp = scores[rows], outcome[rows].astype(np.float64)
     low = min(0.0, float(s.min())) if len(s) else 0.0
     high = max(1.0, float(s.max())) if len(s) else 1.0
     thresholds = np.linspace(low, high, CURVE_POINTS)
-    order = np.argsort(-s, kind="mergesort")
-    cum_tp = np.r_[0.0, np.cumsum(tp[order])]
-    kept = np.searchsorted(-s[order], -thresholds, side="right")  # detections with score >= threshold
+    cum_tp = np.r_[0.0, np.cumsum(tp)]
+    kept = np.searchsorted(-s, -thresholds, side="right")  # detections with score >= threshold
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(kept > 0, cum_tp[kept] / np.maximum(kept, 1), 0.0)
         recall = cum_tp[kept] / num_gt if num_gt else np.full(len(kept), np.nan)
@@ -88,21 +95,49 @@ def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int) -> np.ndarray
     return np.column_stack([thresholds, precision, recall, f1])
 
 
-def _best(scores: np.ndarray, outcome: np.ndarray, num_gt: int) -> F1Point:
+def _counted_by_score(scores: np.ndarray, counted: np.ndarray, by_score: np.ndarray | None) -> np.ndarray:
+    if by_score is None:
+        return np.flatnonzero(counted)[np.argsort(-scores[counted], kind="stable")]
+    return by_score[counted[by_score]]
+
+
+def _best(scores: np.ndarray, is_tp: np.ndarray, bounds: np.ndarray, num_gt: np.ndarray) -> list[F1Point]:
+    """The best-F1 point of each segment ``bounds[s]:bounds[s + 1]`` of detections sorted by
+    descending score, all segments at once.
+
+    A threshold keeps whole ties, so only the last detection of each score is a candidate; of equal
+    F1s the first (the highest threshold) wins.
+    """
+    n, segments = len(scores), len(num_gt)
+    segment = np.repeat(np.arange(segments), np.diff(bounds))
+    tp = np.cumsum(is_tp)
+    tp = tp - np.r_[0, tp][bounds[:-1]][segment]
+    kept = np.arange(1, n + 1) - bounds[:-1][segment]
+    last_of_score = np.r_[(scores[1:] != scores[:-1]) | (segment[1:] != segment[:-1]), True] if n else np.zeros(0, bool)
+    at = np.flatnonzero(last_of_score)
+    tp, kept, where = tp[at], kept[at], segment[at]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = tp / kept
+        recall = tp / num_gt[where]
+        f1 = _f1(precision, recall)
+    starts = np.searchsorted(where, np.arange(segments + 1))
+    has_any = starts[:-1] < starts[1:]
+    best = np.full(segments, -1)
+    if has_any.any():
+        top = np.maximum.reduceat(f1, starts[:-1][has_any])
+        first_top = np.where(f1 == np.repeat(top, np.diff(starts)[has_any]), np.arange(len(f1)), len(f1))
+        best[has_any] = np.minimum.reduceat(first_top, starts[:-1][has_any])
+    thresholds = scores[at]
+    return [_point(int(b), thresholds, precision, recall, f1, int(g)) for b, g in zip(best, num_gt)]
+
+
+def _point(
+    best: int, thresholds: np.ndarray, precision: np.ndarray, recall: np.ndarray, f1: np.ndarray, num_gt: int
+) -> F1Point:
     if num_gt == 0:
         return F1Point(math.nan, math.nan, math.nan, math.nan)
-    if len(scores) == 0:
+    if best < 0:
         return F1Point(math.nan, 0.0, 0.0, 0.0)
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores = scores[order]
-    tp = np.cumsum(outcome[order] == 1)
-    kept = np.arange(1, len(order) + 1)
-    last_of_score = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]  # a threshold keeps whole ties
-    tp, kept, thresholds = tp[last_of_score], kept[last_of_score], sorted_scores[last_of_score]
-    precision = tp / kept
-    recall = tp / num_gt
-    f1 = _f1(precision, recall)
-    best = int(np.argmax(f1))  # the first maximum: the highest threshold reaching the best F1
     return F1Point(float(thresholds[best]), float(precision[best]), float(recall[best]), float(f1[best]))
 
 

@@ -80,6 +80,25 @@ class Detections:
         joined["gt_position"] = np.concatenate([p.gt_position + o for p, o in zip(parts, offsets)])
         return Detections(**joined)
 
+    def image_range(self, start: int, stop: int) -> Detections:
+        """The images at positions ``start..stop-1`` with their boxes, renumbered from 0 (rows are sorted
+        by position, so this is a slice)."""
+        det_lo, det_hi = np.searchsorted(self.det_position, [start, stop])
+        gt_lo, gt_hi = np.searchsorted(self.gt_position, [start, stop])
+        return Detections(
+            **{f.name: getattr(self, f.name)[det_lo:det_hi] for f in fields(Detections) if f.name.startswith("det_")},
+            **{f.name: getattr(self, f.name)[gt_lo:gt_hi] for f in fields(Detections) if f.name.startswith("gt_")},
+            image_ids=self.image_ids[start:stop],
+        ).shifted(-start)
+
+    def shifted(self, shift: int) -> Detections:
+        """The same images with every position moved by ``shift``."""
+        if shift == 0:
+            return self
+        return Detections(
+            **{**self.__dict__, "det_position": self.det_position + shift, "gt_position": self.gt_position + shift}
+        )
+
     def select_images(self, keep: np.ndarray) -> Detections:
         """Keep the images at positions where ``keep`` (bool, (I,)) is true, with their boxes."""
         if keep.all():
@@ -297,6 +316,16 @@ class DetectionStore:
             )
         )
         self._num_images += batch.num_images
+
+    def images(self, start: int, stop: int) -> Detections:
+        """The images at positions ``start..stop-1`` (arrival order), renumbered from 0."""
+        parts, offset = [], 0
+        for part in self._parts:
+            count = len(part.image_ids)
+            if offset < stop and offset + count > start:
+                parts.append(part.image_range(max(start - offset, 0), min(stop - offset, count)))
+            offset += count
+        return Detections.concatenate(parts, self.num_keypoints)
 
     def state(self) -> dict[str, torch.Tensor]:
         """Everything stored, as tensors only (``torch.load(weights_only=True)`` reads them back)."""

@@ -82,6 +82,22 @@ def test_a_loaded_state_survives_one_start_only():
     assert first.num_images == 14 and second.num_images == 11
 
 
+def test_a_loaded_state_once_computed_does_not_leak_into_the_next_run():
+    """Load a finished evaluation, compute it, then evaluate another model: only the new one counts."""
+    batches = _batches(True)
+    finished = CocoMetric()
+    for batch in batches:
+        finished.update(batch)
+    metric = CocoMetric()
+    metric.load_state_dict(finished.state_dict())
+    assert metric.compute()["AP"] == finished.compute()["AP"]
+    nothing = [
+        ([{**p, "boxes": p["boxes"][:0], "scores": p["scores"][:0], "labels": p["labels"][:0]} for p in ps], ts)
+        for ps, ts in batches
+    ]
+    assert _evaluator(metric).run(nothing).metrics["AP"] == 0.0  # not the loaded model's AP
+
+
 def test_a_wrong_state_is_refused():
     with pytest.raises(ValueError, match=re.escape("not a CocoMetric.state_dict(): expected the single key")):
         CocoMetric().load_state_dict({"model": torch.zeros(1)})

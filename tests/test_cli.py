@@ -21,7 +21,7 @@ from ignite_det.cli import main
 from tests import wandb_records as wr
 from tests.coco_reference import DATA, GT_FILE, PUBLISHED_BBOX, RESULTS_FILE, run_cocoeval, stats_dict
 
-BACKENDS = ("pycocotools", "faster_coco_eval")
+BACKENDS = ("native", "pycocotools", "faster_coco_eval")
 SEGM_RESULTS_FILE = DATA / "instances_val2014_fakesegm100_results.json"
 SUMMARY_FIRST_LINE = " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.505"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ignite_det import CocoMetric
+from ignite_det import CocoMetric, native_matching
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
 from tests.test_empty_evaluations import empty_cases
 
@@ -41,7 +41,8 @@ def _gloo_on_the_cpu(request, monkeypatch):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
 
-def _worker(local_rank: int, shards: list[list[int]], backend: str, out_dir: str) -> None:
+def _worker(local_rank: int, shards: list[list[int]], backend: str, out_dir: str, images_per_chunk: int) -> None:
+    native_matching.IMAGES_PER_CHUNK = images_per_chunk  # a fresh process: nothing else to restore
     predictions, targets = random_case(21)
     device = idist.device()  # inputs on the group's device: the GPU under NCCL
     predictions = [{k: v.to(device) for k, v in p.items()} for p in predictions]
@@ -76,28 +77,35 @@ def _single_process(backend: str, images: list[int]) -> dict:
     }
 
 
-@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 @pytest.mark.parametrize("case", list(SHARDS))
 def test_two_gloo_processes_equal_one(tmp_path, case, backend):
-    _check_group("gloo", SHARDS[case], backend, tmp_path)
+    # Native: chunks of 3 images, so each rank matches some during update() and the rest at compute().
+    _check_group("gloo", SHARDS[case], backend, tmp_path, images_per_chunk=3)
 
 
-@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 def test_a_gloo_group_of_one(tmp_path, backend):
     _check_group("gloo", [list(range(12))], backend, tmp_path)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 def test_a_nccl_group_with_inputs_on_the_gpu(tmp_path, backend):
     _check_group("nccl", [list(range(12))], backend, tmp_path)
 
 
-def _check_group(dist_backend: str, shards: list[list[int]], backend: str, tmp_path: Path) -> None:
+def _check_group(
+    dist_backend: str,
+    shards: list[list[int]],
+    backend: str,
+    tmp_path: Path,
+    images_per_chunk: int = native_matching.IMAGES_PER_CHUNK,
+) -> None:
     idist.spawn(
         dist_backend,
         _worker,
-        args=(shards, backend, str(tmp_path)),
+        args=(shards, backend, str(tmp_path), images_per_chunk),
         nproc_per_node=len(shards),
         master_port=free_port(),
     )

@@ -237,6 +237,14 @@ def test_switching_from_image_ids_to_none_between_batches_is_refused():
         metric.update(([pred()], [target()]))
 
 
+def test_repeated_image_id_with_different_labels_says_so():
+    metric = CocoMetric()
+    metric.update(([pred()], [target(image_id=3)]))
+    metric.update(([pred()], [target(image_id=3, labels=torch.tensor([2]))]))
+    with pytest.raises(ValueError, match=re.escape("(1 boxes each, with different labels)")):
+        metric.compute()
+
+
 def test_repeated_image_id_with_different_ground_truth_is_refused():
     metric = CocoMetric()
     metric.update(([pred()], [target(image_id=3)]))
@@ -262,7 +270,10 @@ def test_empty_predictions_and_targets_are_valid():
     "kwargs, message",
     [
         ({"box_format": "xxyy"}, "box_format must be one of ('xyxy', 'xywh', 'cxcywh'), got 'xxyy'"),
-        ({"backend": "detectron"}, "backend must be one of ('pycocotools', 'faster_coco_eval'), got 'detectron'"),
+        (
+            {"backend": "detectron"},
+            "backend must be one of ('native', 'pycocotools', 'faster_coco_eval'), got 'detectron'",
+        ),
         ({"iou_thresholds": [0.5, 1.5]}, "iou_thresholds must be a non-empty list of numbers in [0, 1]"),
         ({"max_detections": [0, 10]}, "max_detections must be a non-empty list of positive integers"),
         ({"f1_iou_threshold": 0.42}, "f1_iou_threshold=0.42 must be one of iou_thresholds [0.5, 0.55, 0.6,"),

@@ -18,7 +18,7 @@ from tests.coco_reference import (
     to_coco,
 )
 
-BACKENDS = ["pycocotools", "faster_coco_eval"]
+BACKENDS = ["native", "pycocotools", "faster_coco_eval"]
 
 
 def evaluate_with_engine(samples: list, batch_size: int, **metric_args):

@@ -119,7 +119,7 @@ def _brute_force_best_f1(predictions, targets, category_id=None):
     return best[1]
 
 
-@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 @pytest.mark.parametrize("seed", [0, 3])
 def test_best_f1_equals_a_brute_force_sweep(backend, seed):
     predictions, targets = random_case(seed)

@@ -24,7 +24,7 @@ from tests.type_cases import (
     run_typed_cocoeval,
 )
 
-BACKENDS = ["pycocotools", "faster_coco_eval"]
+BACKENDS = ["native", "pycocotools", "faster_coco_eval"]
 
 # Published with the cocoapi for these files (val2014_fake_eval_res.txt, segm), three decimals.
 PUBLISHED_SEGM = (0.320, 0.562, 0.299, 0.387, 0.310, 0.327, 0.268, 0.415, 0.417, 0.469, 0.377, 0.381)

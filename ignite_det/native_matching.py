@@ -1,0 +1,271 @@
+"""COCOeval's ``evaluateImg`` for many images at once: what the native backend keeps per detection.
+
+Everything ``evaluateImg`` decides is decided within one (image, category) cell, so images can be
+matched as they arrive, in chunks, and only the outcome kept: per detection, its rank in its cell
+and, at every (IoU threshold, area range), whether it is a true positive, a false positive or not
+counted. :mod:`ignite_det.native_accumulate` turns those records into COCOeval's arrays.
+
+The rules are pycocotools' (cocoeval.py:241-314), vectorised:
+
+- a cell's detections go by descending score, ties in arrival order (a stable sort), and only the
+  first ``max_detections[-1]`` are evaluated;
+- a ground truth is ignored in an area range when it is a crowd region or its ``area`` is outside
+  the range; ground truths are scanned regular ones first, each group in arrival order;
+- greedily, in score order, each detection takes the available ground truth of highest IoU, at
+  least the threshold (an IoU equal to it matches, ``min(t, 1 - 1e-10)``); the last of equal IoUs
+  wins, and a regular ground truth always beats an ignored one; a crowd region stays available;
+- a detection matched to an ignored ground truth is ignored; an unmatched one is ignored when its
+  own area is outside the range, else it is a false positive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ignite_det.box_iou import PairIou, box_pair_iou
+from ignite_det.params import EvalParams
+from ignite_det.sorting import descending_score_key, radix_order
+from ignite_det.store import Detections, DetectionStore
+
+# Images matched at a time. Each call has a fixed cost (about 4 ms measured), so update() only stores
+# a batch, and images are matched once this many have arrived; the rest at compute().
+IMAGES_PER_CHUNK = 256
+
+TRUE_POSITIVE, FALSE_POSITIVE, NOT_COUNTED = 1, 0, -1
+
+
+@dataclass(frozen=True)
+class MatchRecords:
+    """Per detection, in the row order of the :class:`~ignite_det.store.Detections` matched.
+
+    ``rank``: int32 (N,) the detection's place in its (image, category) cell, best score first,
+    ties in arrival order. ``outcome``: int8 (A, T, N) at each area range and IoU threshold,
+    :data:`TRUE_POSITIVE`, :data:`FALSE_POSITIVE` or :data:`NOT_COUNTED` (ignored, or ranked
+    beyond ``max_detections[-1]``).
+    """
+
+    rank: np.ndarray
+    outcome: np.ndarray
+
+    @staticmethod
+    def empty(params: EvalParams) -> MatchRecords:
+        shape = (len(params.area_ranges), len(params.iou_thresholds), 0)
+        return MatchRecords(np.zeros(0, np.int32), np.zeros(shape, np.int8))
+
+    @staticmethod
+    def concatenate(parts: list[MatchRecords], params: EvalParams) -> MatchRecords:
+        if not parts:
+            return MatchRecords.empty(params)
+        if len(parts) == 1:
+            return parts[0]
+        return MatchRecords(np.concatenate([p.rank for p in parts]), np.concatenate([p.outcome for p in parts], axis=2))
+
+    def select(self, rows: np.ndarray) -> MatchRecords:
+        """The records of some detections (a boolean mask or indices)."""
+        return MatchRecords(self.rank[rows], self.outcome[:, :, rows])
+
+
+class ChunkedMatcher:
+    """Matches a :class:`~ignite_det.store.DetectionStore`'s images chunk by chunk, as they arrive.
+
+    The store stays the source of truth; the records are derived from it, and start over when the
+    matcher is handed another store (a reset, or a store loaded from a state dict).
+
+    Example:
+        >>> store, matcher = DetectionStore(), ChunkedMatcher(EvalParams.create())
+        >>> # after each store.append(batch):  matcher.update(store)
+        >>> len(matcher.records(store).rank)
+        0
+    """
+
+    def __init__(self, params: EvalParams, pair_iou: PairIou = box_pair_iou) -> None:
+        self.params = params
+        self.pair_iou = pair_iou
+        self._store: DetectionStore | None = None
+        self._parts: list[MatchRecords] = []
+        self._matched = 0  # images matched, in arrival order
+
+    def update(self, store: DetectionStore) -> None:
+        """Match whole chunks of the images that have arrived since the last call."""
+        self._follow(store)
+        chunk = max(1, IMAGES_PER_CHUNK)
+        ready = (store.num_images - self._matched) // chunk * chunk
+        if ready:
+            self._match(store, self._matched + ready)
+
+    def records(self, store: DetectionStore) -> MatchRecords:
+        """The records of every image in ``store``, matching what has not been matched yet."""
+        self._follow(store)
+        if self._matched < store.num_images:
+            self._match(store, store.num_images)
+        self._parts = [MatchRecords.concatenate(self._parts, self.params)]
+        return self._parts[0]
+
+    def _follow(self, store: DetectionStore) -> None:
+        if store is not self._store or self._matched > store.num_images:
+            self._store, self._parts, self._matched = store, [], 0
+
+    def _match(self, store: DetectionStore, stop: int) -> None:
+        """Match the images up to ``stop``, a chunk at a time (a large batch, or a loaded state, would
+        otherwise make one large set of candidate pairs)."""
+        chunk = max(1, IMAGES_PER_CHUNK)
+        for start in range(self._matched, stop, chunk):
+            end = min(start + chunk, stop)
+            self._parts.append(match_images(store.images(start, end), self.params, self.pair_iou))
+            self._matched = end
+
+
+def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair_iou) -> MatchRecords:
+    """Match every image of ``d`` as COCOeval's ``evaluateImg`` does, at all thresholds and area ranges.
+
+    Categories are the raw labels: a cell's outcome does not depend on which categories are
+    evaluated in the end, so images can be matched before that is known.
+
+    Example:
+        >>> import torch
+        >>> from ignite_det.inputs import normalize_batch
+        >>> from ignite_det.store import DetectionStore
+        >>> store = DetectionStore()
+        >>> box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+        >>> store.append(normalize_batch(([{"boxes": box.repeat(2, 1), "scores": torch.tensor([0.9, 0.8]),
+        ...     "labels": torch.tensor([1, 1])}], [{"boxes": box, "labels": torch.tensor([1])}]), "xyxy"))
+        >>> records = match_images(store.collect(), EvalParams.create())
+        >>> records.outcome[0, 0].tolist()      # IoU 0.5, area "all": the second one finds no GT left
+        [1, 0]
+    """
+    det_cell, gt_cell = _cells(d)
+    order = _cell_order(det_cell, d.det_scores)
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = _rank_in_runs(det_cell[order])
+    counted = order[rank[order] < params.max_detections[-1]]  # in cell order, best first
+    t_count = len(params.iou_thresholds)
+
+    gt_ignored = _gt_ignored(d, params)  # (A, G)
+    is_counted = rank < params.max_detections[-1]
+    area = d.det_area
+    unmatched = np.stack([is_counted & (area >= lo) & (area <= hi) for lo, hi in params.area_ranges])
+    unmatched = np.where(unmatched, np.int8(FALSE_POSITIVE), np.int8(NOT_COUNTED))  # (A, N)
+    outcome = np.empty((len(unmatched), t_count, len(rank)), dtype=np.int8)
+    outcome[:] = unmatched[:, None, :]
+
+    thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)  # cocoeval.py:276
+    det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds.min()), pair_iou)
+    det_rows, t, a, gt = _greedy(det_i, gt_rows, ious, det_cell[counted], thresholds, gt_ignored, d.gt_crowd != 0)
+    outcome[a, t, counted[det_rows]] = np.where(gt_ignored[a, gt], NOT_COUNTED, TRUE_POSITIVE)
+    return MatchRecords(rank, outcome)
+
+
+def _cells(d: Detections) -> tuple[np.ndarray, np.ndarray]:
+    """A key per detection and per ground truth, ``position * span + label``, equal for the same
+    (image, label), with labels made dense when their range is too wide to multiply."""
+    labels = np.concatenate([d.det_labels, d.gt_labels])
+    low = int(labels.min(initial=0))
+    span = int(labels.max(initial=0)) - low + 1
+    if span * (len(d.image_ids) + 1) >= 2**62:
+        unique, labels = np.unique(labels, return_inverse=True)
+        low, span = 0, len(unique)
+    n = len(d.det_labels)
+    return d.det_position * span + (labels[:n] - low), d.gt_position * span + (labels[n:] - low)
+
+
+def _cell_order(cell: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Detection rows by cell, then descending score, ties in arrival order (pycocotools' mergesort)."""
+    key, bits = descending_score_key(scores)
+    by_score = radix_order(key, bits)
+    return by_score[radix_order(cell[by_score].astype(np.uint64), int(cell.max(initial=0)).bit_length())]
+
+
+def _rank_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal values of a sorted array."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    lengths = np.diff(np.r_[starts, len(sorted_keys)])
+    return np.arange(len(sorted_keys)) - np.repeat(starts, lengths)
+
+
+def _gt_ignored(d: Detections, params: EvalParams) -> np.ndarray:
+    """(A, G) bool: crowd, or ``area`` outside the range (inclusive bounds; cocoeval.py:251)."""
+    ignored = d.gt_ignored()  # crowd, or with keypoints no labelled point
+    return np.stack([ignored | (d.gt_area < lo) | (d.gt_area > hi) for lo, hi in params.area_ranges])
+
+
+def _candidate_pairs(
+    d: Detections, counted: np.ndarray, det_cell: np.ndarray, gt_cell: np.ndarray, lowest: float, pair_iou: PairIou
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (detection, ground truth) pairs of a cell whose IoU reaches the lowest threshold: the only
+    ones that can ever match. Returns (index into ``counted``, ground-truth row, IoU), ordered by
+    detection, then ground truth in arrival order."""
+    gt_order = np.argsort(gt_cell, kind="stable")
+    gt_sorted = gt_cell[gt_order]
+    cells = det_cell[counted]
+    first = np.searchsorted(gt_sorted, cells, side="left")
+    count = np.searchsorted(gt_sorted, cells, side="right") - first
+    det_i = np.repeat(np.arange(len(counted)), count)
+    offset = np.arange(len(det_i)) - np.repeat(np.cumsum(count) - count, count)
+    gt_rows = gt_order[np.repeat(first, count) + offset]
+    ious = pair_iou(d, counted[det_i], gt_rows)
+    keep = ious >= lowest
+    return det_i[keep], gt_rows[keep], ious[keep]
+
+
+def _greedy(
+    det_i: np.ndarray,
+    gt_rows: np.ndarray,
+    ious: np.ndarray,
+    cells: np.ndarray,
+    thresholds: np.ndarray,
+    gt_ignored: np.ndarray,
+    gt_crowd: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """COCOeval's greedy matching for all cells, thresholds and area ranges at once.
+
+    Detections that compete for ground truth are those of one cell, so the loop runs over a
+    detection's place among its cell's detections that have candidates: round ``r`` matches the
+    ``r``-th of every cell at once. Returns the matches as (index into the detections, threshold
+    index, area index, ground-truth row).
+    """
+    if len(det_i) == 0:
+        return (np.zeros(0, np.int64),) * 4  # type: ignore[return-value]
+    key = _pair_keys(det_i, ious, gt_ignored[:, gt_rows])  # (P, A)
+    starts = np.flatnonzero(np.r_[True, det_i[1:] != det_i[:-1]])
+    round_of_det = _rank_in_runs(cells[det_i[starts]])
+    round_of_pair = np.repeat(round_of_det, np.diff(np.r_[starts, len(det_i)]))
+    by_round = np.argsort(round_of_pair, kind="stable")
+    bounds = np.searchsorted(round_of_pair[by_round], np.arange(round_of_det.max() + 2))
+    reached = ious[:, None] >= thresholds[None, :]  # (P, T)
+    taken = np.zeros((gt_ignored.shape[1], len(thresholds), gt_ignored.shape[0]), dtype=bool)  # (G, T, A)
+    mask = (np.int64(1) << np.int64(_index_bits(len(det_i)))) - 1
+    found = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        pairs = by_round[lo:hi]
+        # One detection per cell: its best available ground truth at each (threshold, area range).
+        usable = ~taken[gt_rows[pairs]] & reached[pairs][:, :, None]  # (P, T, A)
+        keys = np.where(usable, key[pairs][:, None, :], np.int64(-1))
+        best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0)
+        d, t, a = np.nonzero(best >= 0)
+        pair = best[d, t, a] & mask  # the key ends with the pair's index
+        gt = gt_rows[pair]
+        crowd = gt_crowd[gt]  # a crowd region stays available
+        taken[gt[~crowd], t[~crowd], a[~crowd]] = True
+        found.append((det_i[pair], t, a, gt))
+    return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
+
+
+def _index_bits(count: int) -> int:
+    return max(1, int(count).bit_length())
+
+
+def _pair_keys(det_i: np.ndarray, ious: np.ndarray, gt_ignored: np.ndarray) -> np.ndarray:
+    """(P, A) int64 keys whose maximum over a detection's pairs is COCOeval's choice.
+
+    From the most significant bits: regular before ignored ground truth, then the IoU (as its rank
+    among the chunk's IoUs, which orders and ties exactly like the value), then the pair's index, so
+    that of equal IoUs the last ground truth in arrival order wins (cocoeval.py:286-290).
+    """
+    bits = _index_bits(len(det_i))
+    iou_rank = np.unique(ious, return_inverse=True)[1].astype(np.int64)
+    low = (iou_rank << np.int64(bits)) | np.arange(len(det_i), dtype=np.int64)
+    return np.where(gt_ignored.T, np.int64(0), np.int64(1) << np.int64(2 * bits)) | low[:, None]
