@@ -8,8 +8,9 @@ same tensors, one image per call (100 such masks are 123 MB):
 - ``recipe``: torchvision's reference evaluator: ``masks > 0.5``, one ``mask.encode`` per mask
   (Fortran order), results with ``counts`` as str, then ``COCO()``, ``loadRes``, ``COCOeval(segm)``;
   its ground truth is given as RLEs, as an annotation file holds it (not timed);
-- ``ignite_det``: ``CocoMetric(iou_type="segm")``, ground truth given as the dense (M, H, W) uint8
-  masks of torchvision's datasets (encoded in ``update()``, timed);
+- ``ignite_det``: ``CocoMetric(iou_type="segm")`` with each backend (``native``: images matched
+  during the updates), ground truth given as the dense (M, H, W) uint8 masks of torchvision's
+  datasets (encoded in ``update()``, timed);
 - ``torchmetrics``: ``MeanAveragePrecision(iou_type="segm")``, bool masks (thresholding timed).
 
 Update time is the sum over the calls (the generation of the inputs is not timed); compute time is
@@ -43,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 METHODS = (
     "inputs:-",
+    "ignite_det:native",
     "recipe:pycocotools",
     "ignite_det:pycocotools",
     "torchmetrics:pycocotools",

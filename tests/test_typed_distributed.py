@@ -7,6 +7,7 @@ lost masks (#1144, #1743) and then raised on mismatched ranks (#1777) exactly he
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 
@@ -38,22 +39,25 @@ def _samples(iou_type: str) -> list[tuple[dict, dict]]:
     return keypoint_samples(*random_keypoint_case(7, num_images=10))
 
 
-def _metric(iou_type: str) -> CocoMetric:
-    return CocoMetric(iou_type=iou_type, box_format="xywh")
+BACKENDS = ("native", "pycocotools")  # the native backend matches on each rank; COCOeval on rank 0
+
+
+def _metric(iou_type: str, backend: str = "native") -> CocoMetric:
+    return CocoMetric(iou_type=iou_type, box_format="xywh", backend=backend)
 
 
 def _worker(local_rank: int, out_dir: str) -> None:
     found = {}
     for iou_type in ("segm", "keypoints"):
         samples = _samples(iou_type)
-        for case, shards in SHARDS.items():
-            metric = _metric(iou_type)
+        for (case, shards), backend in itertools.product(SHARDS.items(), BACKENDS):
+            metric = _metric(iou_type, backend)
             mine = shards[idist.get_rank()]
             for start in range(0, len(mine), 3):
                 batch = [samples[i] for i in mine[start : start + 3]]
                 metric.update(([p for p, _ in batch], [t for _, t in batch]))
             result = metric.compute()
-            found[iou_type, case] = {
+            found[iou_type, case, backend] = {
                 "stats": dict(result),
                 "arrays": (result.precision, result.recall, result.scores),
                 "confusion": result.confusion_matrix,
@@ -75,10 +79,10 @@ def test_two_gloo_processes_equal_one_for_masks_and_keypoints(tmp_path):
         else:
             reference = run_typed_cocoeval(*random_keypoint_case(7, num_images=10), "keypoints")
         assert list(expected.values()) == reference.stats.tolist()
-        for case in SHARDS:
+        for case, backend in itertools.product(SHARDS, BACKENDS):
             for rank in ranks:
-                got = rank[iou_type, case]
-                assert got["stats"] == dict(expected), (iou_type, case)
+                got = rank[iou_type, case, backend]
+                assert got["stats"] == dict(expected), (iou_type, case, backend)
                 for ours, name in zip(got["arrays"], ("precision", "recall", "scores")):
                     np.testing.assert_array_equal(ours, reference.eval[name])
                 np.testing.assert_array_equal(got["confusion"], expected.confusion_matrix)
