@@ -1,5 +1,6 @@
 """ignite-det: exact COCO detection metrics for PyTorch-Ignite, logged to Weights & Biases."""
 
+from ignite_det.keypoints import COCO_KEYPOINT_SIGMAS, KEYPOINT_STAT_NAMES
 from ignite_det.metric import CocoMetric
 from ignite_det.operating_point import F1Point
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
@@ -10,6 +11,8 @@ from ignite_det.wandb_report import CocoReportHandler
 __version__ = "0.1.0"
 
 __all__ = [
+    "COCO_KEYPOINT_SIGMAS",
+    "KEYPOINT_STAT_NAMES",
     "STAT_NAMES",
     "ClassResult",
     "CocoMetric",
