@@ -64,7 +64,6 @@ from ignite.handlers import (
     global_step_from_engine,
 )
 from ignite.utils import manual_seed, setup_logger
-from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
@@ -78,7 +77,7 @@ try:
 except ImportError:  # an ignite_det without the W&B helpers
     attach_wandb_logging = None  # type: ignore[assignment]
 
-from run_dirs import find_checkpoint, link_latest, new_run_dir, shown_path  # noqa: E402
+from run_dirs import close_wandb, find_checkpoint, make_run_dir, say, wandb_mode  # noqa: E402
 from shapes_data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, collate  # noqa: E402
 from shapes_model import DetectionLoss, ShapesDetector, decode  # noqa: E402
 
@@ -141,10 +140,6 @@ def get_config(config: dict[str, Any] | argparse.Namespace | None = None) -> dic
 
 
 # ----------------------------------------------------------------------------- W&B
-
-
-def wandb_mode(config: dict[str, Any]) -> str:
-    return config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
 
 
 def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **init: Any) -> Any:
@@ -224,25 +219,6 @@ def setup_eval_wandb(config: dict[str, Any], evaluator: Engine, saved: dict[str,
     return wandb_logger
 
 
-def wandb_run_dir(wandb_logger: Any) -> str | None:
-    """The local directory of the run (what ``wandb sync`` takes), relative to the working directory if
-    it is inside it."""
-    if wandb_logger is None:
-        return None
-    run = wandb_logger._wandb.run
-    if run is None or not getattr(run, "dir", None):
-        return None
-    return shown_path(Path(run.dir).parent)
-
-
-def close_wandb(wandb_logger: Any) -> str | None:
-    """Finish the run; return its local directory."""
-    run_dir = wandb_run_dir(wandb_logger)
-    if wandb_logger is not None:
-        wandb_logger.close()
-    return run_dir
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -271,12 +247,6 @@ class RunMeta:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.config = dict(state.get("config", {}))
-
-
-def say(message: str) -> None:
-    """Print above the progress bars (a plain print would land on the training bar's line)."""
-    tqdm.write(message)
-    sys.stdout.flush()
 
 
 def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
@@ -521,16 +491,6 @@ def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
         if m["AP"] > best["AP"]:
             best = m
     return best
-
-
-def make_run_dir(config: dict[str, Any]) -> Path:
-    """Create this run's folder under ``--output-dir`` and print it; a training run becomes ``latest``."""
-    prefix = "eval" if config["eval_only"] else "run"
-    run_dir = new_run_dir(config["output_dir"], prefix, config["run_name"])
-    print(f"run folder: {run_dir}", flush=True)
-    if not config["eval_only"] and link_latest(run_dir) is None:
-        print(f"(could not link {run_dir.parent / 'latest'} to it: name the run folder itself)", flush=True)
-    return run_dir
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:

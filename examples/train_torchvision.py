@@ -77,7 +77,6 @@ from ignite.handlers import (
 from ignite.utils import manual_seed, setup_logger
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
@@ -86,7 +85,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from ignite_det import CocoMetric, attach_wandb_logging
 
-from run_dirs import find_checkpoint, link_latest, new_run_dir, shown_path  # noqa: E402
+from run_dirs import close_wandb, find_checkpoint, make_run_dir, say, wandb_mode  # noqa: E402
 
 TORCHVISION_MISSING = "this example needs torchvision: pip install torch==2.14.1 torchvision==0.29.1 (see README)"
 # torchvision detectors whose builders take min_size/max_size (the model's own resize)
@@ -409,10 +408,6 @@ def add_lr_schedule(
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
 
 
-def wandb_mode(config: dict[str, Any]) -> str:
-    return config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
-
-
 def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **init: Any) -> Any:
     """A ``WandBLogger`` writing under the run folder, or None when W&B is disabled."""
     mode = wandb_mode(config)
@@ -471,29 +466,6 @@ def setup_eval_wandb(
     if wandb_logger is not None:
         attach_wandb_logging(wandb_logger, evaluator, class_names=class_names)
     return wandb_logger
-
-
-def wandb_run_dir(wandb_logger: Any) -> str | None:
-    """The local directory of the run (what ``wandb sync`` takes), relative to the working directory if
-    it is inside it."""
-    run = wandb_logger._wandb.run if wandb_logger is not None else None
-    if run is None or not getattr(run, "dir", None):
-        return None
-    return shown_path(Path(run.dir).parent)
-
-
-def close_wandb(wandb_logger: Any) -> str | None:
-    """Finish the run; return its local directory."""
-    run_dir = wandb_run_dir(wandb_logger)
-    if wandb_logger is not None:
-        wandb_logger.close()
-    return run_dir
-
-
-def say(message: str) -> None:
-    """Print above the progress bars (a plain print would land on the training bar's line)."""
-    tqdm.write(message)
-    sys.stdout.flush()
 
 
 def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
@@ -643,16 +615,6 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg["run_name"] and wanted.exists():
         raise FileExistsError(f"{wanted} exists already: pick another --run-name")
     return cfg
-
-
-def make_run_dir(config: dict[str, Any]) -> Path:
-    """Create this run's folder under ``--output-dir`` and print it; a training run becomes ``latest``."""
-    prefix = "eval" if config["eval_only"] else "run"
-    run_dir = new_run_dir(config["output_dir"], prefix, config["run_name"])
-    print(f"run folder: {run_dir}", flush=True)
-    if not config["eval_only"] and link_latest(run_dir) is None:
-        print(f"(could not link {run_dir.parent / 'latest'} to it: name the run folder itself)", flush=True)
-    return run_dir
 
 
 def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
