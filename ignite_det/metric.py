@@ -239,7 +239,7 @@ class CocoMetric(Metric):
             outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
             by_score = np.argsort(-detections.det_scores, kind="stable")
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score)
-        threshold = best.threshold if np.isfinite(best.threshold) else -np.inf  # no operating point: count all
+        threshold = best.counting_threshold
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),

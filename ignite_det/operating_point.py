@@ -48,6 +48,12 @@ class F1Point:
             f"recall={self.recall:.{digits}f} F1={self.f1:.{digits}f}"
         )
 
+    @property
+    def counting_threshold(self) -> float:
+        """The lowest score counted at this operating point: ``threshold``, or ``-inf`` (every detection)
+        when there is none (nothing detected, or no ground truth)."""
+        return self.threshold if math.isfinite(self.threshold) else -math.inf
+
     def as_array(self) -> np.ndarray:
         return np.array([self.threshold, self.precision, self.recall, self.f1])
 

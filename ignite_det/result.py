@@ -107,8 +107,7 @@ class CocoResult(Mapping[str, float]):
     def confusion_score_threshold(self) -> float:
         """The score from which detections are counted in :attr:`confusion_matrix`: the best-F1 threshold,
         or ``-inf`` (every detection) when there is no operating point."""
-        threshold = self.best_f1.threshold
-        return threshold if math.isfinite(threshold) else -math.inf
+        return self.best_f1.counting_threshold
 
     # --- Mapping ---
     def __getitem__(self, key: str) -> float:
