@@ -237,7 +237,7 @@ class CocoDetectionDataset(Dataset):
         """uint8 (M, H, W): each ``segmentation`` (RLE or polygons) as pycocotools' ``annToMask`` reads it."""
         from pycocotools import mask as coco_mask  # an ignite-det dependency
 
-        from ignite_det.coco_masks import to_rles
+        from ignite_det.cli.segmentation import to_rles
 
         height, width = int(info["height"]), int(info["width"])
         if not anns:

@@ -1,12 +1,12 @@
 """ignite-det: exact COCO detection metrics for PyTorch-Ignite, logged to Weights & Biases."""
 
-from ignite_det.keypoints import COCO_KEYPOINT_SIGMAS, KEYPOINT_STAT_NAMES
+from ignite_det.iou.keypoints import COCO_KEYPOINT_SIGMAS, KEYPOINT_STAT_NAMES
 from ignite_det.metric import CocoMetric
 from ignite_det.operating_point import F1Point
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
-from ignite_det.wandb_handlers import attach_wandb_logging
-from ignite_det.wandb_images import DetectionImagesHandler
-from ignite_det.wandb_report import CocoReportHandler
+from ignite_det.wandb_logging.attach import attach_wandb_logging
+from ignite_det.wandb_logging.images import DetectionImagesHandler
+from ignite_det.wandb_logging.report import CocoReportHandler
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ignite_det.box_iou import PairIou, box_pair_iou
+from ignite_det.iou.bbox import PairIou, box_pair_iou
 from ignite_det.store import Detections, category_index
 
 # Images paired per block in _overlaps; a parameter so that tests can make it tiny and cross block bounds.

@@ -18,7 +18,7 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
-from ignite_det.native_matching import MatchRecords
+from ignite_det.backends.native.matching import MatchRecords
 from ignite_det.store import Detections
 
 

@@ -24,11 +24,11 @@ y[i]
 ============  ==========  =====  ==================================================
 
 With ``iou_type="segm"``, predictions and targets carry ``masks`` instead of ``boxes`` (see
-:mod:`ignite_det.masks` for the accepted forms: Mask R-CNN's (N, 1, H, W) probabilities, binary
+:mod:`ignite_det.iou.segm` for the accepted forms: Mask R-CNN's (N, 1, H, W) probabilities, binary
 masks, COCO RLEs); a detection's box and area are its mask's, and a target's ``area`` defaults to
 the mask area. With ``iou_type="keypoints"``, predictions carry ``keypoints`` (N, K, 3) instead of
 ``boxes``, and targets carry ``keypoints`` (M, K, 3) with COCO's visibility flags besides their
-``boxes`` (see :mod:`ignite_det.keypoints`); a detection's box and area are the extent of its points.
+``boxes`` (see :mod:`ignite_det.iou.keypoints`); a detection's box and area are the extent of its points.
 Keys of another IoU type (Mask R-CNN's ``boxes``, say) are not read.
 
 Every check runs before anything is stored, and every message names the sample,
@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ignite_det import keypoints, masks
-from ignite_det.masks import Rles
+from ignite_det.iou import keypoints, segm
+from ignite_det.iou.segm import Rles
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -164,10 +164,10 @@ def _geometry(
 ) -> tuple[_Geometry, _Geometry]:
     """Both sides' objects in canonical form, the values checked."""
     if iou_type == "segm":
-        det_rles = [masks.encode_masks(f"y_pred[{i}]['masks']", p["masks"]) for i, p in enumerate(y_pred)]
-        gt_rles = [masks.encode_masks(f"y[{i}]['masks']", t["masks"]) for i, t in enumerate(y)]
+        det_rles = [segm.encode_masks(f"y_pred[{i}]['masks']", p["masks"]) for i, p in enumerate(y_pred)]
+        gt_rles = [segm.encode_masks(f"y[{i}]['masks']", t["masks"]) for i, t in enumerate(y)]
         for i, pair in enumerate(zip(det_rles, gt_rles)):
-            masks.check_sizes(f"y_pred[{i}] and y[{i}]", pair)
+            segm.check_sizes(f"y_pred[{i}] and y[{i}]", pair)
         return _mask_geometry(Rles.concatenate(det_rles)), _mask_geometry(Rles.concatenate(gt_rles))
     if iou_type == "keypoints":
         det_points = _concat_keypoints("y_pred", y_pred, num_keypoints, target=False)
@@ -257,7 +257,7 @@ def _check_target(index: int, target: Any, iou_type: str, num_keypoints: int) ->
 def _check_objects(where: str, sample: Mapping, iou_type: str, num_keypoints: int, target: bool) -> int:
     """The structure of a sample's boxes, masks or keypoints; returns how many objects it holds."""
     if iou_type == "segm":
-        return masks.check_masks(f"{where}['masks']", sample["masks"])
+        return segm.check_masks(f"{where}['masks']", sample["masks"])
     if iou_type == "bbox":
         return _check_boxes_shape(where, sample["boxes"])
     m = keypoints.check_keypoints(f"{where}['keypoints']", sample["keypoints"], num_keypoints, target)

@@ -14,13 +14,13 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
-from ignite_det.coco_backend import accumulate, check_backend, match_cells
+from ignite_det.backends.cocoeval import accumulate, check_backend, match_cells
+from ignite_det.backends.native.accumulate import Ranking, accumulate_records
+from ignite_det.backends.native.matching import ChunkedMatcher, MatchRecords
 from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
-from ignite_det.iou import pair_iou
-from ignite_det.native_accumulate import Ranking, accumulate_records
-from ignite_det.native_matching import ChunkedMatcher, MatchRecords
+from ignite_det.iou.by_type import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
 from ignite_det.result import CocoResult

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ignite_det.keypoints import KEYPOINT_AREA_RANGES, KEYPOINT_MAX_DETECTIONS, check_sigmas
+from ignite_det.iou.keypoints import KEYPOINT_AREA_RANGES, KEYPOINT_MAX_DETECTIONS, check_sigmas
 
 # cocoeval.py Params.setDetParams: np.arange "causes trouble", so linspace with a rounded count.
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)

@@ -44,7 +44,7 @@ class CocoResult(Mapping[str, float]):
     With the default parameters the keys are ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100,
     ARs, ARm, ARl`` (see :data:`STAT_NAMES`), as plain floats, -1.0 where undefined (no ground truth);
     for keypoints, pycocotools' keypoint summary ``AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl``
-    (:data:`~ignite_det.keypoints.KEYPOINT_STAT_NAMES`).
+    (:data:`~ignite_det.iou.keypoints.KEYPOINT_STAT_NAMES`).
     Unlike pycocotools' ``summarize()``, the AP family always uses the largest ``max_detections``
     (pycocotools uses 100 whatever was asked, and gives -1 when 100 is not among them), and AR keys
     follow the ``max_detections`` given (``AR1, AR10, AR300`` for ``[1, 10, 300]``).

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ignite_det.inputs import DetectionBatch
-from ignite_det.masks import Rles
+from ignite_det.iou.segm import Rles
 
 # Columns of the detection and ground-truth tables before the keypoints (3 per keypoint).
 _BASE_COLUMNS = 11

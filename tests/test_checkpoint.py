@@ -16,11 +16,12 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
-from ignite_det import CocoMetric, coco_backend
+from ignite_det import CocoMetric
+from ignite_det.backends import cocoeval
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
 from tests.test_distributed import free_port
 
-BACKENDS = list(coco_backend.BACKENDS)
+BACKENDS = list(cocoeval.BACKENDS)
 
 
 class Crash(Exception):

@@ -17,7 +17,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from ignite_det import STAT_NAMES
-from ignite_det.cli import main
+from ignite_det.cli.main import main
 from tests import wandb_records as wr
 from tests.coco_reference import DATA, GT_FILE, PUBLISHED_BBOX, RESULTS_FILE, run_cocoeval, stats_dict
 

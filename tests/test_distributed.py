@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from ignite_det import CocoMetric, native_matching
+from ignite_det import CocoMetric
+from ignite_det.backends.native import matching as native_matching
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
 from tests.test_empty_evaluations import empty_cases
 

@@ -18,11 +18,13 @@ import wandb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ignite_det import CocoReportHandler, coco_backend, confusion, native_matching
+from ignite_det import CocoReportHandler, confusion
+from ignite_det.backends import cocoeval
+from ignite_det.backends.native import matching as native_matching
 from tests.coco_reference import NAMES, load_real_samples, run_cocoeval, stats_dict, to_coco
 from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
 
-BACKENDS = list(coco_backend.BACKENDS)
+BACKENDS = list(cocoeval.BACKENDS)
 
 
 def _no_boxes(scores: bool) -> dict[str, torch.Tensor]:
@@ -202,7 +204,7 @@ def test_generated_evaluations_equal_pycocotools(case):
     samples, batch_size = case
     with pytest.MonkeyPatch.context() as patch:  # tiny blocks, so that block bounds are crossed
         patch.setattr(confusion, "IMAGES_PER_BLOCK", 2)
-        patch.setattr(coco_backend, "CELLS_PER_RUN", 3)
+        patch.setattr(cocoeval, "CELLS_PER_RUN", 3)
         patch.setattr(native_matching, "IMAGES_PER_CHUNK", 2)
         for backend in BACKENDS:
             result, coco_eval = check_against_pycocotools(samples, backend, batch_size)

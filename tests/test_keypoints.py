@@ -9,7 +9,7 @@ import pytest
 import torch
 from pycocotools.cocoeval import COCOeval
 
-from ignite_det.keypoints import (
+from ignite_det.iou.keypoints import (
     COCO_KEYPOINT_SIGMAS,
     KEYPOINT_AREA_RANGES,
     KEYPOINT_MAX_DETECTIONS,

@@ -7,7 +7,8 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from ignite_det import CocoMetric, coco_backend
+from ignite_det import CocoMetric
+from ignite_det.backends import cocoeval
 from tests.coco_reference import (
     NAMES,
     PUBLISHED_BBOX,
@@ -58,7 +59,7 @@ def test_real_coco_images_arrays_equal_pycocotools_on_the_files(backend, cells_p
         coco_eval.evaluate()
         coco_eval.accumulate()
     if cells_per_run is not None:  # 100 images: the categories go in groups of 3, the last one shorter
-        monkeypatch.setattr(coco_backend, "CELLS_PER_RUN", cells_per_run)
+        monkeypatch.setattr(cocoeval, "CELLS_PER_RUN", cells_per_run)
     samples = load_real_samples()
     samples.reverse()  # arrival order must not matter
     result = evaluate_with_engine(samples, 16, box_format="xywh", backend=backend)["coco"]

@@ -11,10 +11,11 @@ import pytest
 import torch
 from pycocotools.mask import iou as pycocotools_iou
 
-from ignite_det import CocoMetric, native_matching
-from ignite_det.box_iou import box_pair_iou
+from ignite_det import CocoMetric
+from ignite_det.backends.native import matching as native_matching
+from ignite_det.backends.native.matching import ChunkedMatcher, match_images
 from ignite_det.inputs import normalize_batch
-from ignite_det.native_matching import ChunkedMatcher, match_images
+from ignite_det.iou.bbox import box_pair_iou
 from ignite_det.params import EvalParams
 from ignite_det.store import Detections, DetectionStore
 from tests.coco_reference import (

@@ -194,7 +194,7 @@ def test_to_dict_is_json_ready(real):
 @pytest.mark.parametrize("seed", range(6))
 def test_greedy_matching_equals_pycocotools_evalimgs(seed, backend):
     """The per-detection outcome (our greedy matcher on the backend's IoUs) equals pycocotools' evalImgs."""
-    from ignite_det.coco_backend import match_cells
+    from ignite_det.backends.cocoeval import match_cells
     from ignite_det.inputs import normalize_batch
     from ignite_det.params import EvalParams
     from ignite_det.store import DetectionStore

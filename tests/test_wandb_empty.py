@@ -21,7 +21,7 @@ from ignite.engine import Engine
 from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det import STAT_NAMES, CocoMetric, attach_wandb_logging
-from ignite_det.wandb_report import PER_CLASS_COLUMNS
+from ignite_det.wandb_logging.report import PER_CLASS_COLUMNS
 from tests import wandb_records as wr
 
 CLASSES = {1: "cat", 2: "dog"}

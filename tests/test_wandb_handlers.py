@@ -25,8 +25,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
 
 from ignite_det import STAT_NAMES, CocoMetric, CocoReportHandler, DetectionImagesHandler, attach_wandb_logging
-from ignite_det.wandb_overlays import _box_layers, _outcomes, _Sample, _to_hwc_uint8
-from ignite_det.wandb_report import (
+from ignite_det.wandb_logging.overlays import _box_layers, _outcomes, _Sample, _to_hwc_uint8
+from ignite_det.wandb_logging.report import (
     PER_CLASS_COLUMNS,
     _confusion_rows,
     _f1_lines,

@@ -23,8 +23,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ignite_det import CocoMetric, attach_wandb_logging
-from ignite_det.keypoints import COCO_KEYPOINT_SIGMAS
-from ignite_det.wandb_overlays import _layers, _make_sample, _outcomes
+from ignite_det.iou.keypoints import COCO_KEYPOINT_SIGMAS
+from ignite_det.wandb_logging.overlays import _layers, _make_sample, _outcomes
 from tests import wandb_records as wr
 from tests.type_cases import keypoint_samples, random_keypoint_case, random_mask_case
 

@@ -16,7 +16,7 @@ import numpy as np
 from ignite.engine import Engine
 from ignite.handlers.wandb_logger import WandBLogger
 
-from ignite_det.wandb_base import StepTransform, _default_step, _WandBHandler
+from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult

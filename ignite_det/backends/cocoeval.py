@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ignite_det.iou import cell_iou
-from ignite_det.matching import MatchCells
+from ignite_det.backends.cells import MatchCells
+from ignite_det.iou.by_type import cell_iou
 from ignite_det.params import EvalParams
 from ignite_det.store import Detections, category_index
 
@@ -63,7 +63,7 @@ def check_backend(backend: str) -> None:
 
 def match_cells(d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str) -> MatchCells:
     """The cells to match, with the IoUs of ``params.iou_type``: boxes by the backend's own box IoU
-    (the same C formula in both), masks and keypoints as :mod:`ignite_det.iou` computes them."""
+    (the same C formula in both), masks and keypoints as :mod:`ignite_det.iou.by_type` computes them."""
     if backend == "pycocotools":
         from pycocotools.mask import iou
     else:

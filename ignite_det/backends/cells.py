@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ignite_det.iou import CellIou
+from ignite_det.iou.by_type import CellIou
 from ignite_det.store import Detections, category_index
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ignite_det.coco_backend import box_iou
-from ignite_det.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON, extent, oks_matrix
-from ignite_det.masks import Rles, encode_masks, mask_iou
-from ignite_det.matching import greedy_match
+from ignite_det.backends.cells import greedy_match
+from ignite_det.backends.cocoeval import box_iou
+from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON, extent, oks_matrix
+from ignite_det.iou.segm import Rles, encode_masks, mask_iou
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -85,7 +85,7 @@ class _Sample:
     """One captured validation image, already on the CPU, boxes in xyxy pixels.
 
     Masks (where the prediction and the target carry ``masks``) are kept as their RLE bytes, packed
-    (:meth:`~ignite_det.masks.Rles.pack`); keypoints as float64 (N, K, 3). Only arrays: the samples
+    (:meth:`~ignite_det.iou.segm.Rles.pack`); keypoints as float64 (N, K, 3). Only arrays: the samples
     cross between processes as an ``.npz`` archive.
     """
 
@@ -176,7 +176,7 @@ def _outcomes(
     keypoints a person without a labelled point).
 
     Per class, predictions go by descending score (ties in input order) through
-    :func:`~ignite_det.matching.greedy_match`, the matcher behind the metric's operating point, on
+    :func:`~ignite_det.backends.cells.greedy_match`, the matcher behind the metric's operating point, on
     COCO's own IoU of ``iou_type``: boxes, masks (when captured) or keypoints (OKS with ``sigmas``).
     """
     outcomes = ["FP"] * len(sample.pred_boxes)

@@ -1,8 +1,8 @@
 """Every W&B handler attached in one call, and the public names of the W&B presentation.
 
-* :class:`~ignite_det.wandb_report.CocoReportHandler` logs the report of each evaluation: scalars, a
+* :class:`~ignite_det.wandb_logging.report.CocoReportHandler` logs the report of each evaluation: scalars, a
   per-class table, precision-recall and F1 curves, a confusion matrix, and the best AP in the summary.
-* :class:`~ignite_det.wandb_images.DetectionImagesHandler` logs a fixed sample of validation images with
+* :class:`~ignite_det.wandb_logging.images.DetectionImagesHandler` logs a fixed sample of validation images with
   predicted and ground truth boxes, captured from the evaluator's own iterations.
 
 Both follow Ignite's logger contract (``ignite/handlers/base_logger.py``): each is called as
@@ -34,9 +34,9 @@ from ignite.handlers.base_logger import BaseHandler
 from ignite.handlers.utils import global_step_from_engine
 from ignite.handlers.wandb_logger import WandBLogger
 
-from ignite_det.wandb_base import StepTransform, _EvaluationCounter
-from ignite_det.wandb_images import DetectionImagesHandler, _batch_images, _output_pair
-from ignite_det.wandb_report import CocoReportHandler
+from ignite_det.wandb_logging.base import StepTransform, _EvaluationCounter
+from ignite_det.wandb_logging.images import DetectionImagesHandler, _batch_images, _output_pair
+from ignite_det.wandb_logging.report import CocoReportHandler
 
 __all__ = ["CocoReportHandler", "DetectionImagesHandler", "attach_wandb_logging"]
 

@@ -9,7 +9,7 @@ Usage::
 ``GT.json`` is a COCO instances file, ``PREDICTIONS.json`` a COCO results list (``image_id``,
 ``category_id``, ``score`` and ``bbox`` in xywh pixels, or a ``segmentation`` to take the box from;
 with ``--iou-type segm`` a ``segmentation``, with ``--iou-type keypoints`` the ``keypoints``).
-:mod:`ignite_det.coco_files` validates them and converts them to arrays; they are grouped by image
+:mod:`ignite_det.cli.coco_json` validates them and converts them to arrays; they are grouped by image
 and fed to an Ignite ``Engine`` with :class:`~ignite_det.CocoMetric` attached (``box_format="xywh"``,
 class names from the ground truth's categories). Every ground truth image is evaluated, with or
 without predictions, as ``COCOeval`` does. The text of ``--help`` is :data:`DESCRIPTION`.
@@ -35,13 +35,13 @@ from ignite.engine import Engine
 from ignite.handlers import ProgressBar
 from ignite.handlers.wandb_logger import WandBLogger
 
-from ignite_det.coco_backend import gc_paused
-from ignite_det.coco_files import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
-from ignite_det.masks import Rles
+from ignite_det.backends.cocoeval import gc_paused
+from ignite_det.cli.coco_json import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
+from ignite_det.iou.segm import Rles
 from ignite_det.metric import CocoMetric
 from ignite_det.params import IOU_TYPES
 from ignite_det.result import CocoResult
-from ignite_det.wandb_handlers import attach_wandb_logging
+from ignite_det.wandb_logging.attach import attach_wandb_logging
 
 EXIT_USAGE = 2
 BATCH_SIZE = 256  # images per update(): few Python round trips, small enough for a progress bar to move
@@ -140,7 +140,7 @@ def _typed(values: Sequence[float]) -> str:
 class _ByImage:
     """Columns regrouped by image (stable, so each image keeps its boxes in file order), sliced per image.
 
-    A column of masks (:class:`~ignite_det.masks.Rles`) becomes each image's list of COCO RLE dicts.
+    A column of masks (:class:`~ignite_det.iou.segm.Rles`) becomes each image's list of COCO RLE dicts.
     """
 
     def __init__(self, columns: dict[str, np.ndarray | Rles], image_index: np.ndarray, num_images: int) -> None:

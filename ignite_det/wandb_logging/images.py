@@ -14,8 +14,8 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger
 
-from ignite_det.wandb_base import StepTransform, _default_step, _WandBHandler
-from ignite_det.wandb_overlays import BOX_FORMATS, _layers, _make_sample, _Sample
+from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
+from ignite_det.wandb_logging.overlays import BOX_FORMATS, _layers, _make_sample, _Sample
 
 __all__ = ["MAX_IMAGES", "DetectionImagesHandler"]
 

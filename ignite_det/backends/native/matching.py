@@ -3,7 +3,7 @@
 Everything ``evaluateImg`` decides is decided within one (image, category) cell, so images can be
 matched as they arrive, in chunks, and only the outcome kept: per detection, its rank in its cell
 and, at every (IoU threshold, area range), whether it is a true positive, a false positive or not
-counted. :mod:`ignite_det.native_accumulate` turns those records into COCOeval's arrays.
+counted. :mod:`ignite_det.backends.native.accumulate` turns those records into COCOeval's arrays.
 
 The rules are pycocotools' (cocoeval.py:241-314), vectorised:
 
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ignite_det.box_iou import PairIou, box_pair_iou
+from ignite_det.backends.native.radix import descending_score_key, radix_order
+from ignite_det.iou.bbox import PairIou, box_pair_iou
 from ignite_det.params import EvalParams
-from ignite_det.sorting import descending_score_key, radix_order
 from ignite_det.store import Detections, DetectionStore
 
 # Images matched at a time. Each call has a fixed cost (about 4 ms measured), so update() only stores

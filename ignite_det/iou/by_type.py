@@ -3,14 +3,14 @@
 =============  ======================================================  ========================
 ``iou_type``   measure                                                 computed by
 =============  ======================================================  ========================
-``bbox``       box IoU; for a crowd region, intersection / detection   ``mask.iou`` (:mod:`~ignite_det.box_iou`)
-``segm``       mask IoU; for a crowd region, intersection / detection  :mod:`ignite_det.masks`
-``keypoints``  object keypoint similarity (OKS)                        :mod:`ignite_det.keypoints`
+``bbox``       box IoU; for a crowd region, intersection / detection   ``mask.iou`` (:mod:`~ignite_det.iou.bbox`)
+``segm``       mask IoU; for a crowd region, intersection / detection  :mod:`ignite_det.iou.segm`
+``keypoints``  object keypoint similarity (OKS)                        :mod:`ignite_det.iou.keypoints`
 =============  ======================================================  ========================
 
 Two shapes of the same measure: a :data:`CellIou` gives the matrix of one (image, category) cell,
 as COCOeval's ``computeIoU``/``computeOks`` return it; a :data:`PairIou` gives the values of
-given (detection, ground truth) pairs (:data:`~ignite_det.box_iou.PairIou`), for the native
+given (detection, ground truth) pairs (:data:`~ignite_det.iou.bbox.PairIou`), for the native
 backend's matching and the confusion matrix. Both equal pycocotools to the last bit.
 """
 
@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from ignite_det.box_iou import PairIou, box_pair_iou
-from ignite_det.keypoints import oks, oks_matrix
-from ignite_det.masks import mask_iou, mask_pair_iou
+from ignite_det.iou.bbox import PairIou, box_pair_iou
+from ignite_det.iou.keypoints import oks, oks_matrix
+from ignite_det.iou.segm import mask_iou, mask_pair_iou
 from ignite_det.params import EvalParams
 from ignite_det.store import Detections
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ignite_det.coco_backend import CocoArrays, non_ignored_gt_counts
-from ignite_det.native_matching import FALSE_POSITIVE, TRUE_POSITIVE, MatchRecords
+from ignite_det.backends.cocoeval import CocoArrays, non_ignored_gt_counts
+from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, MatchRecords
+from ignite_det.backends.native.radix import descending_score_key, radix_order
 from ignite_det.params import EvalParams
-from ignite_det.sorting import descending_score_key, radix_order
 from ignite_det.store import Detections
 
 _EPS = np.spacing(1)

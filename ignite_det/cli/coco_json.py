@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ignite_det.coco_masks import BadSegmentation, boxes_and_areas, to_rles
-from ignite_det.keypoints import extent
-from ignite_det.masks import Rles, encode_masks
+from ignite_det.cli.segmentation import BadSegmentation, boxes_and_areas, to_rles
+from ignite_det.iou.keypoints import extent
+from ignite_det.iou.segm import Rles, encode_masks
 
 _LISTED = 5  # offending ids named in a message
 _MAX_ID = 2**53  # CocoMetric's limit on ids

@@ -1,0 +1,1 @@
+"""The ``ignite-det`` command line: evaluate COCO files from any framework."""
