@@ -49,6 +49,7 @@ import torch
 
 from ignite_det.iou import keypoints, segm
 from ignite_det.iou.segm import Rles
+from ignite_det.plausibility import check_not_swapped
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -104,6 +105,7 @@ def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_ke
     """
     y_pred, y = _split_output(output)
     for index, (prediction, target) in enumerate(zip(y_pred, y)):
+        check_not_swapped(index, prediction, target)
         _check_prediction(index, prediction, iou_type, num_keypoints)
         _check_target(index, target, iou_type, num_keypoints)
     image_ids = _image_ids(y)

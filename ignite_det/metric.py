@@ -23,6 +23,7 @@ from ignite_det.inputs import BOX_FORMATS, normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
+from ignite_det.plausibility import warn_implausible
 from ignite_det.result import CocoResult
 from ignite_det.store import Detections, DetectionStore, category_index
 
@@ -194,6 +195,7 @@ class CocoMetric(Metric):
         detections, records = deduplicate(detections, records)
         if len(detections.image_ids) == 0:
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
+        warn_implausible(detections)  # once per evaluation: boxes in [0, 1], category ids shifted by one
         category_ids = np.unique(np.r_[detections.gt_labels, list(self.class_names)].astype(np.int64))
         det_k = category_index(detections.det_labels, category_ids)
         num_gt = np.bincount(

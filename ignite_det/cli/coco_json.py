@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 from ignite_det.cli.segmentation import BadSegmentation, boxes_and_areas, to_rles
 from ignite_det.iou.keypoints import extent
 from ignite_det.iou.segm import Rles, encode_masks
+from ignite_det.plausibility import Objects, results_warnings
 
 _LISTED = 5  # offending ids named in a message
 _MAX_ID = 2**53  # CocoMetric's limit on ids
@@ -165,14 +166,19 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type
     else:
         boxes, area = _result_boxes(results, image_index, gt, source)
         predictions = Predictions(boxes, scores, labels, image_index, area)
+    hints = tuple(results_warnings(str(path), Objects(boxes, labels, image_index), _objects(gt), gt.image_sizes))
     _, known = _lookup(labels, np.array(list(gt.class_names), dtype=np.int64))
     if known.all():
-        return predictions
+        return replace(predictions, warnings=hints)
     message = _not_known(labels, known, "category ids", source, "the ground truth")
     if strict:
         raise source.error(message)
     warning = f"{path}: {message}; they are left out, as pycocotools leaves them out (--strict refuses them)"
-    return predictions.select(known, (warning,))
+    return predictions.select(known, (warning, *hints))
+
+
+def _objects(gt: GroundTruth) -> Objects:
+    return Objects(gt.boxes, gt.labels, gt.image_index)
 
 
 # ---------------------------------------------------------------------------------------------------------

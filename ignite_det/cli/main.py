@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +41,7 @@ from ignite_det.cli.coco_json import GroundTruth, InputError, Predictions, load_
 from ignite_det.iou.segm import Rles
 from ignite_det.metric import CocoMetric
 from ignite_det.params import IOU_TYPES
+from ignite_det.plausibility import ImplausibleInputWarning
 from ignite_det.result import CocoResult
 from ignite_det.wandb_logging.attach import attach_wandb_logging
 
@@ -321,7 +323,8 @@ def evaluate(args: argparse.Namespace) -> CocoResult:
     if sys.stderr.isatty() and len(batches) > 1:
         ProgressBar(persist=False, desc="evaluate").attach(evaluator)
     logger = _wandb_logger(args, evaluator, gt, with_file) if args.wandb_project else None
-    with _logging_to(logger, args):
+    with _logging_to(logger, args), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImplausibleInputWarning)  # the results file's checks have said it
         evaluator.run(batches)
     return evaluator.state.metrics["coco"]
 
