@@ -12,7 +12,8 @@ normalised boxes            every predicted coordinate within [-1, 1] while the 
                             reach past 2 pixels (a DETR-style model's output, not scaled)
 category ids shifted by     most results name a category of their image's ground truth only once
 one                         1 is added to (or taken from) their category id, more than twice as
-                            many as without the shift (0-based class indices against COCO's ids)
+                            many as without the shift, in two categories or more (0-based class
+                            indices against COCO's ids)
 a swapped ``(y, y_pred)``   ``y_pred[i]`` has no ``scores`` where ``y[i]`` has them
 ==========================  =====================================================================
 
@@ -33,6 +34,7 @@ PAST_IMAGE_TOLERANCE = 1.0  # pixels beyond the edge a box may reach by rounding
 NORMALISED_LIMIT = 1.0  # every coordinate of normalised boxes lies within [-1, 1] (cx - w / 2 may be < 0)
 PIXEL_EXTENT = 2.0  # ground truth reaching past this is in pixels
 SHIFT_MAJORITY = 0.5  # the share of results that must match their image only after the shift
+SHIFT_CATEGORIES = 2  # one category alone cannot tell a shift from a wrong class
 
 
 class ImplausibleInputWarning(UserWarning):
@@ -125,17 +127,17 @@ def category_shift(det: Objects, gt: Objects) -> str | None:
     Example:
         >>> det = Objects(np.zeros((3, 4)), np.array([0, 2, 4]), np.array([0, 0, 0]))
         >>> gt = Objects(np.zeros((3, 4)), np.array([1, 3, 5]), np.array([0, 0, 0]))
-        >>> category_shift(det, gt)[:60]
+        >>> category_shift(det, gt)[:60]  # 3 results in 3 categories
         '3 of 3 results name a category of their image only once 1 is'
     """
     n = len(det.labels)
     if n == 0 or len(gt.labels) == 0:
         return None
     pairs = set(zip(gt.image.tolist(), gt.labels.tolist()))
-    as_is = _matching(det, 0, pairs)
+    as_is, _ = _matching(det, 0, pairs)
     for shift in (1, -1):
-        shifted = _matching(det, shift, pairs)
-        if shifted > SHIFT_MAJORITY * n and shifted > 2 * as_is:
+        shifted, categories = _matching(det, shift, pairs)
+        if shifted > SHIFT_MAJORITY * n and shifted > 2 * as_is and categories >= SHIFT_CATEGORIES:
             added, bases = ("added to", ("0", "1")) if shift > 0 else ("taken from", ("1", "0"))
             return (
                 f"{shifted} of {n} results name a category of their image only once 1 is {added} their category "
@@ -182,6 +184,9 @@ def _extent(boxes: np.ndarray) -> float:
     return float(np.abs(corners).max())
 
 
-def _matching(det: Objects, shift: int, pairs: set[tuple[int, int]]) -> int:
-    """How many detections, their category id shifted by ``shift``, name a category of their image."""
-    return sum((image, label + shift) in pairs for image, label in zip(det.image.tolist(), det.labels.tolist()))
+def _matching(det: Objects, shift: int, pairs: set[tuple[int, int]]) -> tuple[int, int]:
+    """How many detections, their category id shifted by ``shift``, name a category of their image,
+    and how many distinct categories they name."""
+    found = [(image, label + shift) for image, label in zip(det.image.tolist(), det.labels.tolist())]
+    matched = [category for image, category in found if (image, category) in pairs]
+    return len(matched), len(set(matched))

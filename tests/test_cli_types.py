@@ -97,11 +97,11 @@ def _set(entries: list, index: int, **values) -> None:
     "edit_gt, edit_results, extra, where, words",
     [
         (
-            lambda g: _set(g["annotations"], 2, num_keypoints=99),
+            lambda g: _set(g["annotations"], 2, num_keypoints=0),
             None,
             [],
             "gt",
-            ["annotations[2]['num_keypoints'] is 99, but", "of its keypoints are labelled (v > 0)"],
+            ["annotations[2]['num_keypoints'] is 0, but 13 of its keypoints are labelled (v > 0)"],
         ),
         (
             lambda g: _set(g["annotations"], 1, keypoints=[1, 2, 3]),

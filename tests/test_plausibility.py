@@ -160,6 +160,16 @@ def test_metric_warns_once_about_shifted_labels(gt, results) -> None:
     assert stats == stats_dict(run_cocoeval(gt, _shifted(results, -1)))
 
 
+def test_one_category_off_by_one_is_no_shift() -> None:
+    """A single category cannot tell a shift from a wrong class (the generated "absent categories" case)."""
+    samples = [
+        ({**p, "labels": torch.full_like(p["labels"], 2)}, {**t, "labels": torch.ones_like(t["labels"])})
+        for p, t in load_real_samples()
+    ]
+    _, found = _metric_stats(samples)
+    assert found == []
+
+
 def test_swapped_pair_is_named() -> None:
     prediction, target = load_real_samples()[0]
     with pytest.raises(ValueError) as error:

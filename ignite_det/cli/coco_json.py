@@ -86,7 +86,8 @@ def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
     With ``iou_type="segm"`` every annotation's ``segmentation`` is read as ``annToRLE`` reads it
     (polygons rasterised at the image's ``height`` and ``width``), and a missing ``bbox`` is the
     mask's; with ``"keypoints"``, every annotation's ``keypoints`` (x, y, v for each of K points),
-    whose ``num_keypoints``, when given, must count its labelled points (v > 0).
+    whose ``num_keypoints``, when given, must be 0 exactly when no point is labelled (v > 0), as
+    pycocotools reads it (another miscount is named in a warning). ``iscrowd`` may be a JSON boolean.
 
     Raises:
         InputError: naming the file, the entry and the problem.
@@ -100,7 +101,7 @@ def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
     source = _Source(path, "annotations")
     labels = _field(annotations, "category_id", source, integer=True)
     area = _field(annotations, "area", source, integer=False)
-    iscrowd = _field(annotations, "iscrowd", source, integer=True, default=0)
+    iscrowd = _iscrowd(annotations, source)
     _check_values(area >= 0, "area", "must be >= 0", area, source)
     _check_values((iscrowd == 0) | (iscrowd == 1), "iscrowd", "must be 0 or 1", iscrowd, source)
     _index_of(labels, category_ids, "category ids", source, known_as="its 'categories'")
@@ -109,6 +110,7 @@ def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
     )
     image_sizes = [_image_size(image) for image in images]
     masks = _masks(annotations, [image_sizes[i] for i in image_index], source) if iou_type == "segm" else None
+    keypoints, notes = _ground_truth_keypoints(annotations, source) if iou_type == "keypoints" else (None, ())
     if masks is not None and any("bbox" not in a for a in annotations if isinstance(a, dict)):
         boxes = masks.boxes()  # pycocotools' segm evaluation does not read a ground truth's box
     else:
@@ -123,9 +125,9 @@ def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
         area=area,
         iscrowd=iscrowd,
         image_index=image_index,
-        warnings=_zero_id_warning(annotations, iscrowd, path),
+        warnings=_zero_id_warning(annotations, iscrowd, path) + notes,
         masks=masks,
-        keypoints=_ground_truth_keypoints(annotations, source) if iou_type == "keypoints" else None,
+        keypoints=keypoints,
     )
 
 
@@ -135,10 +137,11 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type
     A result needs ``image_id``, ``category_id``, ``score`` and a ``bbox`` (xywh) or, without one, a
     ``segmentation`` whose box and area are taken as pycocotools' ``loadRes`` takes them. Results whose
     ``category_id`` is not in the ground truth are left out with a warning, or refused when ``strict``.
-    With ``iou_type="segm"`` every result needs a ``segmentation``, with ``"keypoints"`` its
-    ``keypoints`` (K points as the ground truth's); a result's area, which picks its area range, is
-    then as ``loadRes`` sets it: ``w * h`` of a given ``bbox``, else the mask's area or the
-    keypoints' extent.
+    With ``iou_type="segm"`` every result needs a ``segmentation`` (or, when ``results[0]`` has a
+    ``bbox``, a ``bbox`` to make its polygon), with ``"keypoints"`` its ``keypoints`` (K points as
+    the ground truth's); a result's area, which picks its area range, is then as ``loadRes`` sets it:
+    ``w * h`` of a given ``bbox`` when ``results[0]`` has one, else the mask's area or the keypoints'
+    extent. The warnings include :mod:`ignite_det.plausibility`'s (xyxy, normalised, shifted ids).
 
     Raises:
         InputError: naming the file, the entry and the problem.
@@ -154,8 +157,9 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type
     labels = _field(results, "category_id", source, integer=True)
     scores = _field(results, "score", source, integer=False)
     image_index = _index_of(image_ids, gt.image_ids, "image ids", source)
+    notes: tuple[str, ...] = ()
     if iou_type == "segm":
-        found = _with_key(results, "segmentation", source)
+        found, notes = _with_box_polygons(results, source)
         masks = _masks(found, [gt.image_sizes[i] for i in image_index], source)
         boxes, area = _boxes_or(found, masks.boxes(), masks.area(), source)
         predictions = Predictions(boxes, scores, labels, image_index, area, masks=masks)
@@ -166,7 +170,7 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type
     else:
         boxes, area = _result_boxes(results, image_index, gt, source)
         predictions = Predictions(boxes, scores, labels, image_index, area)
-    hints = tuple(results_warnings(str(path), Objects(boxes, labels, image_index), _objects(gt), gt.image_sizes))
+    hints = notes + _implausible(path, Objects(boxes, labels, image_index), gt)
     _, known = _lookup(labels, np.array(list(gt.class_names), dtype=np.int64))
     if known.all():
         return replace(predictions, warnings=hints)
@@ -177,8 +181,9 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type
     return predictions.select(known, (warning, *hints))
 
 
-def _objects(gt: GroundTruth) -> Objects:
-    return Objects(gt.boxes, gt.labels, gt.image_index)
+def _implausible(path: Path, results: Objects, gt: GroundTruth) -> tuple[str, ...]:
+    """The warnings of :mod:`ignite_det.plausibility` about every result (xyxy, normalised, shifted ids)."""
+    return tuple(results_warnings(str(path), results, Objects(gt.boxes, gt.labels, gt.image_index), gt.image_sizes))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -252,6 +257,12 @@ def _numbers(values: list[Any], key: str, source: _Source, integer: bool) -> np.
     if not integer:
         _check_finite(array, key, source)
     return array.reshape(len(values))
+
+
+def _iscrowd(annotations: list[Any], source: _Source) -> np.ndarray:
+    """Every annotation's ``iscrowd`` (default 0); JSON's ``true``/``false`` are 1/0, as pycocotools reads them."""
+    values = _column(annotations, "iscrowd", source, default=0)
+    return _numbers([int(v) if type(v) is bool else v for v in values], "iscrowd", source, integer=True)
 
 
 def _check_finite(array: np.ndarray, key: str, source: _Source) -> None:
@@ -369,10 +380,13 @@ def _result_boxes(
     results: list[dict[str, Any]], image_index: np.ndarray, gt: GroundTruth, source: _Source
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Every result's xywh box; with results that have a ``segmentation`` and no ``bbox``, also every
-    result's area (the mask's for those, ``w * h`` for the others), as ``loadRes`` sets them."""
+    result's area, as ``loadRes`` sets them: when ``results[0]`` has a box, the mask's area for those
+    and ``w * h`` for the others; else the mask's area of every result that has one."""
     masked = [i for i, result in enumerate(results) if "bbox" not in result]
     if not masked:
         return _boxes([result["bbox"] for result in results], source), None
+    if not _box_branch(results):  # loadRes's mask branch: every result's area is its mask's
+        masked = [i for i, result in enumerate(results) if "bbox" not in result or "segmentation" in result]
     missing = next((i for i in masked if "segmentation" not in results[i]), None)
     if missing is not None:
         raise source.error(
@@ -387,7 +401,7 @@ def _result_boxes(
         raise source.error(f"results[{masked[error.index]}]['segmentation'] {error}") from None
     values = [result.get("bbox") for result in results]
     for i, box in zip(masked, mask_boxes.tolist()):
-        values[i] = box
+        values[i] = values[i] if "bbox" in results[i] else box  # loadRes keeps a given box
     boxes = _boxes(values, source)
     area = boxes[:, 2] * boxes[:, 3]
     area[masked] = mask_area
@@ -421,15 +435,39 @@ def _boxes_or(
     entries: list[Any], boxes: np.ndarray, area: np.ndarray, source: _Source
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Given boxes where entries have a ``bbox``, else ``boxes``; the area ``loadRes`` sets: ``w * h``
-    of a given box (its box branch comes first), else ``area``. The area is None when no box is given
-    (the metric then computes the same itself)."""
+    of a given box when ``entries[0]`` has a box (loadRes picks its branch for the whole file from
+    it), else ``area``. The area is None when no box is given (the metric then computes the same)."""
     given = [i for i, entry in enumerate(entries) if "bbox" in entry]
     if not given:
         return boxes, None
     boxes, area = boxes.copy(), area.copy()
     boxes[given] = _boxes([entries[i]["bbox"] for i in given], source)
-    area[given] = boxes[given, 2] * boxes[given, 3]
+    if _box_branch(entries):
+        area[given] = boxes[given, 2] * boxes[given, 3]
     return boxes, area
+
+
+def _box_branch(results: list[Any]) -> bool:
+    """Whether ``loadRes`` reads the file as boxes: it looks at ``results[0]`` only. Its box branch
+    sets every result's area to ``w * h``; its mask branch every result's to the mask's area."""
+    return bool(results) and isinstance(results[0], dict) and results[0].get("bbox", []) != []
+
+
+def _with_box_polygons(results: list[Any], source: _Source) -> tuple[list[Any], tuple[str, ...]]:
+    """The results for ``--iou-type segm``, where loadRes's box branch (``results[0]`` has a box) makes
+    a result without a ``segmentation`` its box's polygon ``[[x1, y1, x1, y2, x2, y2, x2, y1]]``."""
+    missing = [i for i, result in enumerate(results) if isinstance(result, dict) and "segmentation" not in result]
+    if not missing or not _box_branch(results):
+        return _with_key(results, "segmentation", source), ()
+    boxes = _boxes(_column(results, "bbox", source), source)  # loadRes reads every result's bbox there
+    entries = list(results)
+    for i, (x, y, w, h) in zip(missing, boxes[missing].tolist()):
+        entries[i] = {**results[i], "segmentation": [[x, y, x, y + h, x + w, y + h, x + w, y]]}
+    note = (
+        f"{source.path}: {len(missing)} of {len(results)} results have a 'bbox' and no 'segmentation'; "
+        "they are scored as masks of their boxes, as pycocotools' loadRes scores them"
+    )
+    return entries, (note,)
 
 
 def _keypoints(entries: list[Any], key: str, source: _Source, like: np.ndarray | None) -> np.ndarray:
@@ -447,9 +485,12 @@ def _keypoints(entries: list[Any], key: str, source: _Source, like: np.ndarray |
     return _numbers(flat, key, source, integer=False).reshape(len(values), k, 3) if values else np.zeros((0, k, 3))
 
 
-def _ground_truth_keypoints(annotations: list[Any], source: _Source) -> np.ndarray:
-    """The ground truth's keypoints; ``num_keypoints``, which pycocotools reads to ignore a person
-    without labelled points, must agree with the points (ignite-det counts them)."""
+def _ground_truth_keypoints(annotations: list[Any], source: _Source) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The ground truth's keypoints, and a warning where ``num_keypoints`` miscounts the labelled points.
+
+    pycocotools reads only whether ``num_keypoints`` is 0, to ignore a person without labelled points;
+    ignite-det counts the points. So the two must agree about zero (refused otherwise); any other
+    miscount changes no number and is only named."""
     points = _keypoints(annotations, "keypoints", source, None)
     visibility = points[:, :, 2]
     wrong = (visibility != 0) & (visibility != 1) & (visibility != 2)
@@ -458,11 +499,24 @@ def _ground_truth_keypoints(annotations: list[Any], source: _Source) -> np.ndarr
     )
     counted = (visibility > 0).sum(axis=1)
     given = _field(annotations, "num_keypoints", source, integer=True, default=-1)
-    bad = (given >= 0) & (given != counted)
+    bad = (given >= 0) & ((given == 0) != (counted == 0))
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
         raise source.error(
             f"{source.name}[{index}]['num_keypoints'] is {given[index]}, but {int(counted[index])} of its "
-            "keypoints are labelled (v > 0)"
+            "keypoints are labelled (v > 0); pycocotools ignores a person whose num_keypoints is 0, so it must be 0 "
+            "exactly when no keypoint is labelled"
         )
-    return points
+    return points, _miscounted(given, counted, source)
+
+
+def _miscounted(given: np.ndarray, counted: np.ndarray, source: _Source) -> tuple[str, ...]:
+    wrong = np.flatnonzero((given >= 0) & (given != counted))
+    if len(wrong) == 0:
+        return ()
+    first = int(wrong[0])
+    return (
+        f"{source.path}: {len(wrong)} of {len(given)} {source.name} have a 'num_keypoints' that is not the number "
+        f"of their labelled keypoints (v > 0), as {source.name}[{first}]: {given[first]}, {counted[first]} "
+        "labelled; no number changes: pycocotools reads only whether num_keypoints is 0, and ignite-det counts",
+    )

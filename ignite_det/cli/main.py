@@ -59,17 +59,21 @@ a bbox, a segmentation (RLE or polygons) whose box and area are taken as pycocot
 them. An empty list is a model that found nothing. Every ground truth image is evaluated, with or
 without predictions.
 
---iou-type segm compares masks: every annotation and result needs a segmentation (RLE, or polygons
-rasterised at the image's height and width); a result needs no bbox. --iou-type keypoints compares
-keypoints (OKS): annotations need keypoints and a bbox, results keypoints; the defaults are then
-pycocotools' keypoint parameters (maxDets 20, areas medium and large) and COCO's 17 person sigmas
-(--keypoint-sigmas for other points). As in loadRes, a result's area is that of its bbox when it
-has one, else its mask's area or its keypoints' extent.
+--iou-type segm compares masks: every annotation needs a segmentation (RLE, or polygons rasterised
+at the image's height and width), and so does every result, unless the first result has a bbox:
+then a result with only a bbox is scored as its box's mask, as loadRes scores it. --iou-type
+keypoints compares keypoints (OKS): annotations need keypoints and a bbox, results keypoints; the
+defaults are then pycocotools' keypoint parameters (maxDets 20, areas medium and large) and COCO's
+17 person sigmas (--keypoint-sigmas for other points). As in loadRes, which reads the whole file as
+its first result, a result's area is that of its bbox when the first result has one, else its
+mask's area or its keypoints' extent.
 
 Where pycocotools goes its own way, a warning says so and the evaluation goes on: results whose
 category_id is not in the ground truth are left out, as pycocotools leaves them out (--strict
 refuses them); annotations with id 0 are counted like any other, where pycocotools never counts a
-detection matched to one as a true positive.
+detection matched to one as a true positive. A file that is valid but probably a mistake gets a
+warning too: boxes that reach past their image (xyxy, not xywh), normalised boxes, category ids
+shifted by one.
 
 W&B runs are offline unless WANDB_MODE or --wandb-mode says otherwise ("wandb sync" uploads them).
 
@@ -88,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     evaluate = commands.add_parser(
         "evaluate",
-        help="COCO box AP/AR of a results file",
+        help="COCO AP/AR of a results file: boxes, masks or keypoints",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
