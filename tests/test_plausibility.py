@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,19 @@ def test_normalised_results_are_named(tmp_path: Path, gt, results, capsys) -> No
     assert "every predicted box lies within [-1, 1]" in lines[0] and "over 734 boxes" in lines[0]
     assert "the ground truth's reach 640" in lines[0] and "are the predictions normalised?" in lines[0]
     assert stats == stats_dict(run_cocoeval(gt, unit))
+
+
+def test_the_command_says_it_once(tmp_path: Path, gt, results) -> None:
+    """In a fresh process, where Python would print the metric's own warning: stderr has one line."""
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(_normalised(results, gt)))
+    command = [sys.executable, "-m", "ignite_det", "evaluate", str(GT_FILE), str(results_file)]
+    run = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert run.stderr.splitlines() == [
+        f"ignite-det: warning: {results_file}: every predicted box lies within [-1, 1] (largest coordinate 1, over "
+        "734 boxes) while the ground truth's reach 640: are the predictions normalised? Scale them to pixels (x by "
+        "the image's width, y by its height) before evaluating"
+    ]
 
 
 def test_category_ids_shifted_by_one_are_named(tmp_path: Path, gt, results, capsys) -> None:
