@@ -156,6 +156,16 @@ def test_box_first_files_take_every_area_from_the_box(tmp_path: Path, gt, segm_r
     assert stats == _reference(gt, boxed, iou_type)
 
 
+def test_keypoint_first_files_take_every_area_from_the_points(tmp_path: Path, capsys) -> None:
+    """loadRes's keypoint branch (results[0] has neither box nor mask) sets every area to the points' extent."""
+    gt, results = random_keypoint_case(2)
+    mixed = [dict(r, bbox=[0.0, 0.0, 40.0, 20.0 + i]) if i % 2 else r for i, r in enumerate(results)]
+    code, stats, _ = _cli(tmp_path, gt, mixed, capsys, "--iou-type", "keypoints")
+    assert code == 0
+    assert stats == _reference(gt, mixed, "keypoints")
+    assert stats == _reference(gt, results, "keypoints")  # the boxes change nothing there
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Start-up: a run imports only what it uses
 # ---------------------------------------------------------------------------------------------------------
