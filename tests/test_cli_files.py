@@ -89,8 +89,8 @@ def test_miscounted_num_keypoints_are_named_and_scored(tmp_path: Path, capsys) -
     assert code == 0
     first = labelled[0]
     count = annotations[first]["num_keypoints"]
-    assert f"{len(labelled[::2])} of {len(annotations)} annotations have a 'num_keypoints' that is not" in err
-    assert f"as annotations[{first}]: {count}, {count - 3} labelled; no number changes" in err
+    assert f"{len(labelled[::2])} of {len(annotations)} annotations have a 'num_keypoints' other than" in err
+    assert f"e.g. annotations[{first}]: {count} where {count - 3} are labelled; this changes no number" in err
     assert stats == _reference(gt, results, "keypoints")
 
 

@@ -516,7 +516,8 @@ def _miscounted(given: np.ndarray, counted: np.ndarray, source: _Source) -> tupl
         return ()
     first = int(wrong[0])
     return (
-        f"{source.path}: {len(wrong)} of {len(given)} {source.name} have a 'num_keypoints' that is not the number "
-        f"of their labelled keypoints (v > 0), as {source.name}[{first}]: {given[first]}, {counted[first]} "
-        "labelled; no number changes: pycocotools reads only whether num_keypoints is 0, and ignite-det counts",
+        f"{source.path}: {len(wrong)} of {len(given)} {source.name} have a 'num_keypoints' other than their "
+        f"number of labelled keypoints (v > 0), e.g. {source.name}[{first}]: {given[first]} where {counted[first]} "
+        "are labelled; this changes no number: pycocotools reads only whether num_keypoints is 0, and ignite-det "
+        "counts the points",
     )
