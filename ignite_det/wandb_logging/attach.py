@@ -8,8 +8,8 @@
 Both follow Ignite's logger contract (``ignite/handlers/base_logger.py``): each is called as
 ``handler(engine, logger, event_name)``, takes its step from ``global_step_transform`` and makes at most
 one ``logger.log(..., step=...)`` call per event. W&B objects are built through the logger
-(``logger._wandb.Table``...), so importing them does not import ``wandb``. With
-``WandBLogger(mode="disabled")``, or after ``logger.close()``, they log nothing.
+(``logger.Table``..., which ``WandBLogger`` forwards to the wandb module), so importing them does not
+import ``wandb``. With ``WandBLogger(mode="disabled")``, or after ``logger.close()``, they log nothing.
 
 Example:
     .. code-block:: python
@@ -35,7 +35,7 @@ from ignite.handlers.utils import global_step_from_engine
 from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.wandb_logging.base import StepTransform, _EvaluationCounter
-from ignite_det.wandb_logging.images import DetectionImagesHandler, _batch_images, _output_pair
+from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, DetectionImagesHandler, _batch_images, _output_pair
 from ignite_det.wandb_logging.report import CocoReportHandler
 
 __all__ = ["CocoReportHandler", "DetectionImagesHandler", "attach_wandb_logging"]
@@ -48,7 +48,7 @@ def attach_wandb_logging(
     metric_name: str = "coco",
     tag: str = "val",
     num_images: int = 16,
-    score_threshold: float = 0.3,
+    score_threshold: float = DEFAULT_SCORE_FLOOR,
     box_format: str = "xyxy",
     class_names: Mapping[int, str] | None = None,
     batch_transform: Callable[[Any], Sequence[Any]] = _batch_images,
@@ -74,7 +74,8 @@ def attach_wandb_logging(
         metric_name: name the metric was attached under. Default ``"coco"``.
         tag: key prefix. Default ``"val"``.
         num_images: images to show, 0 (none) to 50. Default 16.
-        score_threshold: the lowest score of a drawn prediction. Default 0.3.
+        score_threshold: the lowest score of a logged prediction (the floor of W&B's score slider; the
+            verdicts and the first box layer follow the metric's operating point). Default 0.05.
         box_format, class_names, batch_transform, output_transform: as in :class:`DetectionImagesHandler`.
         global_step_transform: the step to log at, in place of ``trainer``'s epoch. When training is
             logged every iteration (W&B's step is then the iteration), pass

@@ -226,11 +226,12 @@ class CocoReportHandler(_WandBHandler):
             )
             return
         step = self._step(engine, event_name, run)
-        logger.log(self.payload(logger._wandb, result), step=step)
+        logger.log(self.payload(logger, result), step=step)
         self._update_best(run, result, step)
 
     def payload(self, wandb: Any, result: CocoResult) -> dict[str, Any]:
-        """The dict logged for ``result``; ``wandb`` is the wandb module (``logger._wandb``)."""
+        """The dict logged for ``result``; ``wandb`` builds the W&B objects: the wandb module, or a
+        ``WandBLogger`` (which forwards to it)."""
         tag = self.tag
         data: dict[str, Any] = _scalars(result, tag, self.include_stats)
         data[f"{tag}/per_class"] = wandb.Table(columns=list(PER_CLASS_COLUMNS), data=_per_class_rows(result))
