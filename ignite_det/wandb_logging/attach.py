@@ -36,7 +36,7 @@ from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.wandb_logging.base import StepTransform, _EvaluationCounter
 from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, DetectionImagesHandler, _batch_images, _output_pair
-from ignite_det.wandb_logging.report import CocoReportHandler
+from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
 
 __all__ = ["CocoReportHandler", "DetectionImagesHandler", "attach_wandb_logging"]
 
@@ -54,6 +54,7 @@ def attach_wandb_logging(
     batch_transform: Callable[[Any], Sequence[Any]] = _batch_images,
     output_transform: Callable[[Any], tuple[Sequence[Any], Sequence[Any]]] = _output_pair,
     global_step_transform: StepTransform | None = None,
+    max_plot_classes: int = DEFAULT_PLOT_CLASSES,
 ) -> tuple[CocoReportHandler, DetectionImagesHandler | None]:
     """Log every evaluation of ``evaluator`` to W&B: the 12 COCO numbers, the report and sample images.
 
@@ -80,6 +81,9 @@ def attach_wandb_logging(
         global_step_transform: the step to log at, in place of ``trainer``'s epoch. When training is
             logged every iteration (W&B's step is then the iteration), pass
             ``global_step_from_engine(trainer, Events.ITERATION_COMPLETED)``: the trainer's iteration.
+            Its signature is Ignite's: ``f(engine, event_name) -> int``, called with the evaluator.
+        max_plot_classes: the most classes the curves and the heatmap show, as in
+            :class:`CocoReportHandler`. Default 10.
 
     Returns:
         The report handler and the images handler (``None`` when ``num_images`` is 0).
@@ -112,7 +116,9 @@ def attach_wandb_logging(
             output_transform=output_transform,
             global_step_transform=step,
         )
-    report = CocoReportHandler(metric_name, tag=tag, global_step_transform=step, include_stats=True)
+    report = CocoReportHandler(
+        metric_name, tag=tag, global_step_transform=step, include_stats=True, max_plot_classes=max_plot_classes
+    )
     _attach(evaluator, logger, report, Events.COMPLETED)
     if images is not None:
         _attach(evaluator, logger, images, Events.ITERATION_COMPLETED | Events.COMPLETED)
