@@ -22,6 +22,7 @@ matched it: the objects the operating point's recall misses.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,9 @@ def _make_sample(key: int, image: Any, pred: Mapping[str, Any], target: Mapping[
         num_keypoints = _num_keypoints(target["keypoints"]) if iou_type == "keypoints" else 0
         store = DetectionStore(num_keypoints)
         try:
-            store.append(normalize_batch(([pred], [target]), box_format, iou_type, num_keypoints))
+            with warnings.catch_warnings():  # the metric has said it already, of the same batch
+                warnings.simplefilter("ignore")
+                store.append(normalize_batch(([pred], [target]), box_format, iou_type, num_keypoints))
         except ValueError:
             continue  # not the type the metric evaluates: the metric refuses its own type's errors first
         tables[iou_type] = store.collect()
