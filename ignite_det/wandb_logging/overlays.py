@@ -224,7 +224,8 @@ def _layers(
     order = {label: i for i, label in enumerate(sorted(labels))}
     above = d.det_scores >= point.score_threshold
     boxes = _xyxy(d.det_boxes)
-    predictions, below = [], []
+    predictions: list[dict[str, Any]] = []
+    below: list[dict[str, Any]] = []
     for i, (score, label) in enumerate(zip(d.det_scores.tolist(), d.det_labels.tolist())):
         if score < score_floor:
             continue
