@@ -318,3 +318,9 @@ def test_a_disabled_run_logs_nothing_and_writes_no_folder(tmp_path: Path) -> Non
         report.log(_loop(metric, report, _case(3)), step=1)
     run.finish()
     assert not list(tmp_path.glob("**/offline-run-*"))
+
+
+@pytest.mark.parametrize("num_images", [-1, 51, 2.0, True])
+def test_num_images_is_checked(num_images: Any) -> None:
+    with pytest.raises(ValueError, match="num_images must be an int from 0 to 50"):
+        WandBReport(num_images=num_images)

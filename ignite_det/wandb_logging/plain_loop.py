@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import ignite.distributed as idist
 
-from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, DetectionImagesHandler
+from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, MAX_IMAGES, DetectionImagesHandler
 from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
 
 if TYPE_CHECKING:
@@ -71,8 +71,8 @@ class WandBReport:
         class_names: Mapping[int, str] | None = None,
         max_plot_classes: int = DEFAULT_PLOT_CLASSES,
     ) -> None:
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 0:
-            raise ValueError(f"num_images must be an int from 0 to 50, got {num_images!r}")
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or not 0 <= num_images <= MAX_IMAGES:
+            raise ValueError(f"num_images must be an int from 0 to {MAX_IMAGES}, got {num_images!r}")
         self.tag = tag
         self.report = CocoReportHandler(tag=tag, include_stats=True, max_plot_classes=max_plot_classes)
         self.images = None
