@@ -6,6 +6,7 @@ from ignite_det.operating_point import F1Point
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
 from ignite_det.wandb_logging.attach import attach_wandb_logging
 from ignite_det.wandb_logging.images import DetectionImagesHandler
+from ignite_det.wandb_logging.plain_loop import WandBReport
 from ignite_det.wandb_logging.report import CocoReportHandler
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "CocoResult",
     "DetectionImagesHandler",
     "F1Point",
+    "WandBReport",
     "__version__",
     "attach_wandb_logging",
 ]

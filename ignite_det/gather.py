@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ignite_det.backends.native.matching import MatchRecords
+from ignite_det.repeats import warn_changed_predictions
 from ignite_det.store import Detections
 
 
@@ -99,7 +100,8 @@ def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor
 
 
 def deduplicate(detections: Detections, records: MatchRecords | None = None) -> tuple[Detections, MatchRecords | None]:
-    """Keep the first occurrence of each ``image_id`` (and the records of its detections).
+    """Keep the first occurrence of each ``image_id`` (and the records of its detections); warn when a
+    repeat carries other predictions than its first occurrence (a second evaluation without ``reset()``).
 
     Raises:
         ValueError: if two occurrences of one image_id carry different ground truth
@@ -112,6 +114,7 @@ def deduplicate(detections: Detections, records: MatchRecords | None = None) -> 
     keep = np.zeros(len(ids), dtype=bool)
     keep[first] = True
     _check_repeats_match(detections, keep)
+    warn_changed_predictions(detections, keep)
     kept_records = None if records is None else records.select(keep[detections.det_position])
     return detections.select_images(keep), kept_records
 

@@ -24,6 +24,7 @@ from ignite_det.iou.by_type import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import EvalParams
 from ignite_det.plausibility import warn_implausible
+from ignite_det.repeats import warn_update_after_compute
 from ignite_det.result import CocoResult
 from ignite_det.store import Detections, DetectionStore, category_index
 
@@ -55,7 +56,9 @@ class CocoMetric(Metric):
     COCOeval breaks score ties; the ``area`` field drives small/medium/large; crowd regions follow
     COCO's rules; annotation ids start at 1; thresholds are pycocotools' float64 ``np.linspace``.
     Each ``image_id`` counts once (a repeat, such as a ``DistributedSampler``'s padding, is dropped;
-    a repeat with different ground truth is an error). Under ``ignite.distributed``, ``compute()``
+    a repeat with different ground truth is an error, and one with other predictions a warning). Outside an
+    Ignite engine, call ``reset()`` before each evaluation: an ``update()`` after ``compute()`` without
+    ``reset()`` adds to the evaluation already computed, and warns. Under ``ignite.distributed``, ``compute()``
     gathers all processes' boxes (and, with the native backend, the match records of the images each
     process has matched) with a fixed number of collectives, evaluates on rank 0 and broadcasts, so
     every rank returns the same result.
@@ -133,6 +136,7 @@ class CocoMetric(Metric):
         self._store = DetectionStore(self.params.num_keypoints)
         self._matcher = ChunkedMatcher(self.params, pair_iou(self.params)) if self.backend == "native" else None
         self._resuming = False
+        self._computed = False  # update() after compute() without reset() warns: see ignite_det.repeats
 
     def started(self, engine: Engine) -> None:
         """Start of an evaluation (Ignite's ``EPOCH_STARTED``): reset, unless a state was just loaded.
@@ -147,6 +151,9 @@ class CocoMetric(Metric):
 
     @reinit__is_reduced
     def update(self, output: Sequence[Sequence[Mapping[str, Any]]]) -> None:
+        if self._computed:
+            self._computed = False  # once per computed evaluation
+            warn_update_after_compute()
         batch = normalize_batch(output, self.box_format, self.params.iou_type, self.params.num_keypoints)
         self._store.append(batch)
         if self._matcher is not None:
@@ -187,6 +194,7 @@ class CocoMetric(Metric):
             mine = list(states) if rank == 0 else []
         self._store = DetectionStore.from_states(mine, self.params.num_keypoints)
         self._resuming = True
+        self._computed = False
 
     def compute(self) -> CocoResult:
         self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
@@ -204,6 +212,7 @@ class CocoMetric(Metric):
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
         arrays = self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
         arrays = _broadcast(arrays, self._shapes(len(category_ids)))
+        self._computed = True
         return CocoResult(
             params=self.params,
             category_ids=tuple(int(c) for c in category_ids),

@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
 
 from ignite_det import STAT_NAMES, CocoMetric, CocoReportHandler, DetectionImagesHandler, attach_wandb_logging
-from ignite_det.wandb_logging.overlays import _box_layers, _outcomes, _Sample, _to_hwc_uint8
+from ignite_det.wandb_logging.overlays import OperatingPoint, _layers, _make_sample, _to_hwc_uint8, verdicts
 from ignite_det.wandb_logging.report import (
     PER_CLASS_COLUMNS,
     _confusion_rows,
@@ -83,12 +83,14 @@ class Prediction:
     scores: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)  # "TP" / "FP" / "ignored" at IoU 0.5, by construction
+    hits: list[int | None] = field(default_factory=list)  # the ground truth a TP matches, by construction
 
-    def add(self, box: list[float], score: float, label: int, tag: str) -> None:
+    def add(self, box: list[float], score: float, label: int, tag: str, hit: int | None = None) -> None:
         self.boxes.append(box)
         self.scores.append(score)
         self.labels.append(label)
         self.tags.append(tag)
+        self.hits.append(hit)
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -101,12 +103,13 @@ class Prediction:
 def _predict(target: dict[str, Any], epoch: int) -> Prediction:
     rng = np.random.default_rng(1000 * epoch + target["image_id"])
     pred = Prediction()
-    for box, label, crowd in zip(target["boxes"].tolist(), target["labels"].tolist(), target["iscrowd"].tolist()):
+    objects = zip(target["boxes"].tolist(), target["labels"].tolist(), target["iscrowd"].tolist())
+    for j, (box, label, crowd) in enumerate(objects):
         if crowd:
             pred.add(box, 0.8, label, "ignored")  # on a crowd region: COCO counts it neither way
         elif rng.random() < HIT_RATE[epoch]:
             moved = [v + rng.uniform(-1, 1) for v in box]
-            pred.add(moved, float(rng.uniform(0.35, 1.0)), label, "TP")
+            pred.add(moved, float(rng.uniform(0.35, 1.0)), label, "TP", hit=j)
             if rng.random() < 0.3:
                 pred.add(moved, float(rng.uniform(0.05, 0.3)), label, "FP")  # a duplicate, lower score
         else:
@@ -158,6 +161,11 @@ def _evaluate(setup: Setup, batch: tuple[torch.Tensor, list[dict[str, Any]]]) ->
 
 def _logger(tmp_path: Path, mode: str = "offline") -> WandBLogger:
     return WandBLogger(project="ignite-det-tests", mode=mode, dir=str(tmp_path), settings={"silent": True})
+
+
+def _caption_ids(value: dict[str, Any]) -> list[int]:
+    """The image ids of logged images, from their captions (``image_id 7; verdicts at ...``)."""
+    return [int(caption.split(";")[0].removeprefix("image_id ")) for caption in value["captions"]]
 
 
 def _rows_by_step(run_dir: Path) -> dict[int, dict[str, Any]]:
@@ -290,45 +298,63 @@ def test_confusion_matrix_with_background(convenience_run: Run) -> None:
 def test_images_are_the_smallest_ids_in_order_and_the_same_every_epoch(convenience_run: Run) -> None:
     # the loader's order is IMAGE_IDS at epochs 1 and 3, reversed at epoch 2: the sample does not follow it
     assert IMAGE_IDS[:NUM_IMAGES] != SAMPLE != IMAGE_IDS[::-1][:NUM_IMAGES]
-    expected_captions = [f"image_id {i}" for i in SAMPLE]
-    for epoch in range(1, EPOCHS + 1):
+    for epoch, result in enumerate(convenience_run.setup.results, start=1):
         value = convenience_run.rows[epoch]["val/detections"]
         assert value["_type"] == "images/separated"
         assert (value["width"], value["height"]) == (W, H)
-        assert value["captions"] == expected_captions
+        words = f"verdicts at IoU 0.5, operating point score >= {result.best_f1.threshold:.3f}"
+        assert value["captions"] == [f"image_id {i}; {words}" for i in SAMPLE]
 
 
-def test_image_boxes_are_pixel_boxes_tagged_tp_or_fp(convenience_run: Run) -> None:
+def test_image_boxes_are_pixel_boxes_with_verdict_classes_split_at_the_operating_point(convenience_run: Run) -> None:
     setup = convenience_run.setup
-    for epoch in range(1, EPOCHS + 1):
+    for epoch, result in enumerate(setup.results, start=1):
+        threshold = result.best_f1.threshold
         images = wr.load_images(convenience_run.run_dir, convenience_run.rows[epoch]["val/detections"])
         assert len(images) == NUM_IMAGES
         for image_id, image in zip(SAMPLE, images):
             assert image["path"].is_file()
             target, pred = _target(image_id), setup.predictions[(epoch, image_id)]
-            drawn = [k for k, s in enumerate(pred.scores) if s >= SCORE_THRESHOLD]
-            boxes = image["boxes"]["predictions"]["box_data"]
-            assert [b["box_caption"] for b in boxes] == [
-                f"{CLASSES[pred.labels[k]]} {pred.scores[k]:.2f} {pred.tags[k]}" for k in drawn
+            layers = image["boxes"]
+            above = [float(np.float32(s)) >= threshold for s in pred.scores]  # the metric reads float32 scores
+            for layer, kept in (("predictions", True), ("below_threshold", False)):
+                drawn = [k for k, s in enumerate(pred.scores) if s >= SCORE_THRESHOLD and above[k] == kept]
+                boxes = layers[layer]["box_data"]
+                names = layers[layer]["class_labels"]
+                assert [b["box_caption"].split(" IoU")[0] for b in boxes] == [
+                    f"{pred.scores[k]:.2f} {pred.tags[k]}" for k in drawn
+                ]
+                assert [names[str(b["class_id"])] for b in boxes] == [
+                    f"{CLASSES[pred.labels[k]]} {pred.tags[k]}" for k in drawn
+                ]
+                for b, k in zip(boxes, drawn):
+                    assert b["domain"] == "pixel"
+                    position = b["position"]
+                    got = [position["minX"], position["minY"], position["maxX"], position["maxY"]]
+                    assert got == pytest.approx(pred.boxes[k], abs=1e-4)
+                    assert b["scores"]["score"] == pytest.approx(pred.scores[k], abs=1e-6)
+                    assert (" IoU 0." in b["box_caption"] or " IoU 1.00" in b["box_caption"]) == (pred.tags[k] != "FP")
+            found = {pred.hits[k] for k in range(len(pred.scores)) if pred.tags[k] == "TP" and above[k]}
+            gt_boxes = layers["ground_truth"]["box_data"]
+            names = layers["ground_truth"]["class_labels"]
+            expected = [
+                CLASSES[label] + (" (crowd)" if crowd else "" if j in found else " missed")
+                for j, (label, crowd) in enumerate(zip(target["labels"].tolist(), target["iscrowd"].tolist()))
             ]
-            for b, k in zip(boxes, drawn):
-                assert b["domain"] == "pixel"
-                position = b["position"]
-                got = [position["minX"], position["minY"], position["maxX"], position["maxY"]]
-                assert got == pytest.approx(pred.boxes[k], abs=1e-4)
-                assert b["class_id"] == pred.labels[k]
-                assert b["scores"]["score"] == pytest.approx(pred.scores[k], abs=1e-6)
-            gt_boxes = image["boxes"]["ground_truth"]["box_data"]
-            assert len(gt_boxes) == len(target["labels"])
-            assert [b["class_id"] for b in gt_boxes] == target["labels"].tolist()
-            assert image["boxes"]["ground_truth"]["class_labels"] == {str(k): v for k, v in CLASSES.items()}
+            assert [names[str(b["class_id"])] for b in gt_boxes] == expected
 
 
 def test_crowd_region_is_drawn_and_a_prediction_on_it_ignored(convenience_run: Run) -> None:
     images = wr.load_images(convenience_run.run_dir, convenience_run.rows[1]["val/detections"])
-    crowd_image = images[SAMPLE.index(CROWD_IMAGE)]
-    assert any(b["box_caption"] == "cat (crowd)" for b in crowd_image["boxes"]["ground_truth"]["box_data"])
-    assert any(b["box_caption"] == "cat 0.80 ignored" for b in crowd_image["boxes"]["predictions"]["box_data"])
+    layers = images[SAMPLE.index(CROWD_IMAGE)]["boxes"]
+    gt_names = layers["ground_truth"]["class_labels"]
+    assert any(gt_names[str(b["class_id"])] == "cat (crowd)" for b in layers["ground_truth"]["box_data"])
+    predictions = layers["predictions"]["box_data"] + layers["below_threshold"]["box_data"]
+    names = layers["predictions"]["class_labels"]
+    assert any(
+        names[str(b["class_id"])] == "cat ignored" and b["box_caption"].startswith("0.80 ignored IoU")
+        for b in predictions
+    )
 
 
 def test_capturing_images_does_not_run_the_model_again(convenience_run: Run) -> None:
@@ -368,7 +394,7 @@ def test_handlers_attached_one_by_one(tmp_path: Path) -> None:
         assert "val/per_class" in rows[epoch]
     assert "val/detections" not in rows[1]
     for epoch in (2, 3):
-        assert rows[epoch]["val/detections"]["captions"] == [f"image_id {i}" for i in SAMPLE[:2]]
+        assert _caption_ids(rows[epoch]["val/detections"]) == SAMPLE[:2]
     assert images.image_ids == SAMPLE[:2]
 
 
@@ -426,7 +452,7 @@ def test_images_given_as_none_are_not_shown(tmp_path: Path) -> None:
     logger.close()
     row = _rows_by_step(wr.find_run_dir(tmp_path))[1]
     shown = sorted(set(IMAGE_IDS) - {1, 3})
-    assert row["val/detections"]["captions"] == [f"image_id {i}" for i in shown]
+    assert _caption_ids(row["val/detections"]) == shown
 
 
 def test_without_a_logger_nothing_is_captured_or_logged() -> None:
@@ -523,26 +549,33 @@ def test_confusion_rows_cover_every_cell(result: Any) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _outcomes_of(
+def _sample_of(
     pred: Sequence[Sequence[float]],
     scores: list[float],
     gt: Sequence[Sequence[float]],
     crowd: list[int] | None = None,
     pred_labels: list[int] | None = None,
     gt_labels: list[int] | None = None,
-) -> list[str]:
+    image: np.ndarray | None = None,
+) -> Any:
+    """A captured sample of xyxy boxes, read as the metric reads them."""
     n, m = len(pred), len(gt)
-    sample = _Sample(
-        image_id=1,
-        image=np.zeros((1, 1, 3), np.uint8),
-        pred_boxes=np.array(pred, dtype=float).reshape(-1, 4),
-        pred_scores=np.array(scores, dtype=float),
-        pred_labels=np.array(pred_labels or [1] * n, dtype=np.int64),
-        gt_boxes=np.array(gt, dtype=float).reshape(-1, 4),
-        gt_labels=np.array(gt_labels or [1] * m, dtype=np.int64),
-        gt_iscrowd=np.array(crowd or [0] * m, dtype=bool),
-    )
-    return _outcomes(sample, 0.5)
+    prediction = {
+        "boxes": torch.tensor(pred, dtype=torch.float64).reshape(-1, 4),
+        "scores": torch.tensor(scores, dtype=torch.float64),
+        "labels": torch.tensor(pred_labels or [1] * n),
+    }
+    target = {
+        "boxes": torch.tensor(gt, dtype=torch.float64).reshape(-1, 4),
+        "labels": torch.tensor(gt_labels or [1] * m),
+        "iscrowd": torch.tensor(crowd or [0] * m),
+        "image_id": 1,
+    }
+    return _make_sample(1, np.zeros((1, 1, 3), np.uint8) if image is None else image, prediction, target, "xyxy")
+
+
+def _outcomes_of(*args: Any, **kwargs: Any) -> list[str]:
+    return verdicts(_sample_of(*args, **kwargs).tables["bbox"], OperatingPoint.of(None)).detections
 
 
 def test_outcomes_are_greedy_by_score() -> None:
@@ -624,7 +657,12 @@ def test_outcomes_agree_with_cocoeval_evalimgs() -> None:
         for dt_id, matched, ignored in zip(e["dtIds"], e["dtMatches"][0], e["dtIgnore"][0]):
             expected[dt_id - 1] = "ignored" if ignored else ("TP" if matched else "FP")
     got = _outcomes_of(
-        _xyxy(pred_xywh), scores.tolist(), _xyxy(gt_xywh), gt_crowd.tolist(), pred_labels.tolist(), gt_labels.tolist()
+        _xyxy(pred_xywh).tolist(),
+        scores.tolist(),
+        _xyxy(gt_xywh).tolist(),
+        gt_crowd.tolist(),
+        pred_labels.tolist(),
+        gt_labels.tolist(),
     )
     assert got == expected
     assert {"TP", "FP", "ignored"} <= set(got)
@@ -655,24 +693,22 @@ def test_images_of_wrong_shape_are_refused() -> None:
         _to_hwc_uint8(torch.zeros(1, 3, 2, 2))
 
 
-def _sample() -> _Sample:
-    return _Sample(
-        image_id=1,
-        image=np.zeros((20, 30, 3), np.uint8),
-        pred_boxes=np.array([[1.0, 2.0, 10.0, 12.0], [0.0, 0.0, 3.0, 3.0], [1.0, 2.0, 10.0, 12.0]]),
-        pred_scores=np.array([0.9, 0.5, 0.1], dtype=np.float32),
-        pred_labels=np.array([1, 7, 1]),
-        gt_boxes=np.array([[1.0, 2.0, 10.0, 12.0]]),
-        gt_labels=np.array([1]),
-        gt_iscrowd=np.array([False]),
-    )
+def _sample() -> Any:
+    boxes = [[1.0, 2.0, 10.0, 12.0], [0.0, 0.0, 3.0, 3.0], [1.0, 2.0, 10.0, 12.0]]
+    return _sample_of(boxes, [0.9, 0.5, 0.1], boxes[:1], pred_labels=[1, 7, 1], image=np.zeros((20, 30, 3), np.uint8))
+
+
+def _box_layers(score_floor: float) -> dict[str, Any]:
+    return _layers(_sample(), {1: "cat"}, score_floor, OperatingPoint.of(None))["boxes"]
 
 
 def test_box_layers_hold_plain_python_types() -> None:
-    layers = _box_layers(_sample(), {1: "cat"}, score_threshold=0.3)
+    layers = _box_layers(score_floor=0.3)
     predictions = layers["predictions"]["box_data"]
-    assert [b["box_caption"] for b in predictions] == ["cat 0.90 TP", "7 0.50 FP"]  # 0.1 is under the threshold
-    assert layers["predictions"]["class_labels"] == {1: "cat", 7: "7"}
+    assert [b["box_caption"] for b in predictions] == ["0.90 TP IoU 1.00", "0.50 FP"]  # 0.1 is under the floor
+    names = layers["predictions"]["class_labels"]
+    assert [names[b["class_id"]] for b in predictions] == ["cat TP", "7 FP"]
+    assert layers["below_threshold"]["box_data"] == []  # no operating point: every score counts
     for box in predictions + layers["ground_truth"]["box_data"]:
         assert type(box["class_id"]) is int
         assert all(type(v) is float for v in box["position"].values())
@@ -683,8 +719,7 @@ def test_box_layers_hold_plain_python_types() -> None:
 def test_box_layers_are_accepted_by_wandb_image() -> None:
     import wandb
 
-    layers = _box_layers(_sample(), {1: "cat"}, score_threshold=0.0)
-    wandb.Image(_sample().image, boxes=layers)  # wandb validates the boxes here
+    wandb.Image(_sample().image, boxes=_box_layers(score_floor=0.0))  # wandb validates the boxes here
 
 
 def test_training_logged_every_iteration_and_validation_at_the_trainers_iteration(tmp_path: Path) -> None:
@@ -705,5 +740,5 @@ def test_training_logged_every_iteration_and_validation_at_the_trainers_iteratio
         row = rows[3 * epoch]  # the last iteration of the epoch
         assert row["train/loss"] == pytest.approx(0.3)
         assert {name: row[f"val/{name}"] for name in STAT_NAMES} == dict(result)
-        assert row["val/detections"]["captions"] == [f"image_id {i}" for i in SAMPLE[:2]]
+        assert _caption_ids(row["val/detections"]) == SAMPLE[:2]
     assert all("val/AP" not in rows[step] for step in (1, 2, 4, 5))

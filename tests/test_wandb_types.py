@@ -24,7 +24,8 @@ from pycocotools.cocoeval import COCOeval
 
 from ignite_det import CocoMetric, attach_wandb_logging
 from ignite_det.iou.keypoints import COCO_KEYPOINT_SIGMAS
-from ignite_det.wandb_logging.overlays import _layers, _make_sample, _outcomes
+from ignite_det.params import EvalParams
+from ignite_det.wandb_logging.overlays import OperatingPoint, _layers, _make_sample, verdicts
 from tests import wandb_records as wr
 from tests.type_cases import keypoint_samples, random_keypoint_case, random_mask_case
 
@@ -87,22 +88,33 @@ def test_segm_images_carry_mask_layers_tagged_as_cocoeval_counts(tmp_path):
         classes[f"val/detections_wandb_delimeter_{layer}"] for layer in ("predictions", "ground_truth")
     )
     images = wr.load_images(run_dir, row["val/detections"])
+    threshold = result.best_f1.threshold
+    assert threshold == pytest.approx(0.8)  # TPs at 0.9 and 0.8, FPs below: the masks below are not painted
     for image, (image_id, content) in zip(images, SEGM_IMAGES.items()):
-        assert image["caption"] == f"image_id {image_id}"
+        assert image["caption"] == f"image_id {image_id}; verdicts at IoU 0.5, operating point score >= 0.800"
         predicted = np.asarray(Image.open(image["masks"]["predictions"]))
         truth = np.asarray(Image.open(image["masks"]["ground_truth"]))
         assert predicted.shape == truth.shape == (H, W)
-        captions = [b["box_caption"] for b in image["boxes"]["predictions"]["box_data"]]
-        assert captions == [f"{CLASSES[label]} {score:.2f} {verdict}" for _, label, score, verdict in content["pred"]]
-        # At each pixel, the best-scoring prediction that covers it, with its verdict.
+        boxes = image["boxes"]["predictions"]["box_data"] + image["boxes"]["below_threshold"]["box_data"]
+        names = image["boxes"]["predictions"]["class_labels"]
+        assert sorted((names[str(b["class_id"])], b["box_caption"].split(" IoU")[0]) for b in boxes) == sorted(
+            (f"{CLASSES[label]} {verdict}", f"{score:.2f} {verdict}") for _, label, score, verdict in content["pred"]
+        )
+        # At each pixel, the best-scoring prediction at the operating point that covers it, with its verdict.
         on_top = np.full((H, W), "background", dtype=object)
-        for mask, label, _, verdict in sorted(content["pred"], key=lambda p: p[2]):
-            on_top[mask] = f"{CLASSES[label]} {verdict}"
+        for mask, label, score, verdict in sorted(content["pred"], key=lambda p: p[2]):
+            if score >= threshold - 1e-6:
+                on_top[mask] = f"{CLASSES[label]} {verdict}"
         assert (np.vectorize(pred_names.get)(predicted) == on_top).all()
         for mask, label, crowd in content["gt"]:
-            assert {gt_names[int(v)] for v in np.unique(truth[mask])} == {
-                CLASSES[label] + (" (crowd)" if crowd else "")
-            }
+            found = any(
+                (m == mask).all() and lab == label and v == "TP" and sc >= threshold - 1e-6
+                for m, lab, sc, v in content["pred"]
+            )
+            kind = " (crowd)" if crowd else "" if found else " missed"
+            assert {gt_names[int(v)] for v in np.unique(truth[mask])} == {CLASSES[label] + kind}
+        if image_id == 1:  # the dog of image 1 has no prediction: missed
+            assert "dog missed" in {gt_names[int(v)] for v in np.unique(truth)}
         covered = np.any([m for m, *_ in content["gt"]], axis=0)
         assert set(np.unique(truth[~covered]).tolist()) == {0} and gt_names[0] == "background"
 
@@ -133,9 +145,9 @@ def _keypoint_batch() -> tuple[list[torch.Tensor], list[dict], list[dict], dict]
     }
     ignored = np.column_stack([np.full(17, 20.0), np.full(17, 75.0), np.ones(17)])  # inside the region
     far = _person(75, 80)
-    predictions = {
+    predictions = {  # the FP scores above the TP: the operating point (0.9) then keeps all three
         "keypoints": torch.tensor(np.stack([found + [0.5, 0.5, 0], ignored, far]), dtype=torch.float32),
-        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "scores": torch.tensor([0.9, 0.95, 0.92]),
         "labels": torch.tensor([1, 1, 1]),
     }
     image = torch.zeros(3, KH, KW)
@@ -152,8 +164,10 @@ def test_keypoint_images_are_drawn_and_tagged_as_cocoeval_counts(tmp_path):
     assert [row[f"val/{name}"] for name in result] == list(result.values())
     assert list(result) == ["AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"]
     (image,) = wr.load_images(run_dir, row["val/detections"])
-    captions = [b["box_caption"] for b in image["boxes"]["predictions"]["box_data"]]
-    assert captions == ["person 0.90 TP", "person 0.80 ignored", "person 0.70 FP"]
+    boxes = image["boxes"]["predictions"]["box_data"]
+    names = image["boxes"]["predictions"]["class_labels"]
+    assert [names[str(b["class_id"])] for b in boxes] == ["person TP", "person ignored", "person FP"]
+    assert [b["box_caption"].split(" IoU")[0] for b in boxes] == ["0.90 TP", "0.95 ignored", "0.92 FP"]
     picture = np.asarray(Image.open(image["path"]).convert("RGB"))
     colours = {"TP": (40, 200, 40), "ignored": (170, 170, 170), "FP": (235, 50, 50), "missed": (255, 255, 255)}
     for name, points in expected.items():
@@ -166,14 +180,17 @@ def test_keypoint_images_are_drawn_and_tagged_as_cocoeval_counts(tmp_path):
 
 
 def _evalimgs_verdicts(coco_eval: COCOeval, image_id: int, num_results: int, first_id: int) -> list[str]:
-    """COCOeval's verdict on each result of one image at IoU 0.5, area "all" (ids are 1-based file order)."""
-    verdicts = ["FP"] * num_results
+    """COCOeval's verdict on each result of one image at IoU 0.5, area "all" (ids are 1-based file order);
+    a result of an evaluated (image, category) missing from its ``dtIds`` is beyond ``maxDets``: uncounted."""
+    found = ["FP"] * num_results
     for e in coco_eval.evalImgs:
         if e is None or e["image_id"] != image_id or e["aRng"] != coco_eval.params.areaRng[0]:
             continue
+        for dt_id in coco_eval.cocoDt.getAnnIds(imgIds=[image_id], catIds=[e["category_id"]]):
+            found[dt_id - first_id] = "uncounted"
         for dt_id, matched, ignored in zip(e["dtIds"], e["dtMatches"][0], e["dtIgnore"][0]):
-            verdicts[dt_id - first_id] = "ignored" if ignored else ("TP" if matched else "FP")
-    return verdicts
+            found[dt_id - first_id] = "ignored" if ignored else ("TP" if matched else "FP")
+    return found
 
 
 def _evaluated(gt: dict, results: list, iou_type: str) -> COCOeval:
@@ -195,22 +212,23 @@ def test_verdicts_agree_with_cocoeval_evalimgs(iou_type):
         gt, results = random_keypoint_case(3)
         samples = keypoint_samples(gt, results)
     coco_eval = _evaluated(gt, results, iou_type)
+    sigmas = COCO_KEYPOINT_SIGMAS if iou_type == "keypoints" else None
+    point = OperatingPoint(EvalParams.create(iou_type=iou_type, keypoint_sigmas=sigmas), 0, -np.inf)
     seen = set()
     first_id = 1
     for (pred, target), image in zip(samples, gt["images"]):
         n = len(pred["scores"])
-        per_class = np.bincount(pred["labels"].numpy()) if n else np.zeros(1)
-        if per_class.max() <= coco_eval.params.maxDets[-1]:  # COCOeval looks at the best maxDets only
-            sample = _make_sample(image["id"], torch.zeros(3, 4, 4), pred, target, "xywh")
-            got = _outcomes(sample, 0.5, iou_type, COCO_KEYPOINT_SIGMAS if iou_type == "keypoints" else None)
-            assert got == _evalimgs_verdicts(coco_eval, image["id"], n, first_id), image["id"]
-            seen |= set(got)
+        sample = _make_sample(image["id"], torch.zeros(3, 4, 4), pred, target, "xywh")
+        got = verdicts(sample.tables[iou_type], point).detections
+        assert got == _evalimgs_verdicts(coco_eval, image["id"], n, first_id), image["id"]
+        seen |= set(got)
         first_id += n
-    assert seen == {"TP", "FP", "ignored"}
+    assert {"TP", "FP", "ignored"} <= seen
 
 
 def test_masks_of_another_size_than_the_picture_are_not_drawn():
     images, preds, targets = _segm_batch()
     sample = _make_sample(1, torch.zeros(3, H // 2, W // 2), preds[0], targets[0], "xyxy")
-    layers = _layers(sample, CLASSES, 0.3, "segm")
+    point = OperatingPoint(EvalParams.create(iou_type="segm"), 0, -np.inf)
+    layers = _layers(sample, CLASSES, 0.3, point)
     assert layers["masks"] is None and len(layers["boxes"]["predictions"]["box_data"]) == 3

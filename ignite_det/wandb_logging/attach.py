@@ -8,8 +8,8 @@
 Both follow Ignite's logger contract (``ignite/handlers/base_logger.py``): each is called as
 ``handler(engine, logger, event_name)``, takes its step from ``global_step_transform`` and makes at most
 one ``logger.log(..., step=...)`` call per event. W&B objects are built through the logger
-(``logger._wandb.Table``...), so importing them does not import ``wandb``. With
-``WandBLogger(mode="disabled")``, or after ``logger.close()``, they log nothing.
+(``logger.Table``..., which ``WandBLogger`` forwards to the wandb module), so importing them does not
+import ``wandb``. With ``WandBLogger(mode="disabled")``, or after ``logger.close()``, they log nothing.
 
 Example:
     .. code-block:: python
@@ -35,8 +35,8 @@ from ignite.handlers.utils import global_step_from_engine
 from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.wandb_logging.base import StepTransform, _EvaluationCounter
-from ignite_det.wandb_logging.images import DetectionImagesHandler, _batch_images, _output_pair
-from ignite_det.wandb_logging.report import CocoReportHandler
+from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, DetectionImagesHandler, _batch_images, _output_pair
+from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
 
 __all__ = ["CocoReportHandler", "DetectionImagesHandler", "attach_wandb_logging"]
 
@@ -48,12 +48,13 @@ def attach_wandb_logging(
     metric_name: str = "coco",
     tag: str = "val",
     num_images: int = 16,
-    score_threshold: float = 0.3,
+    score_threshold: float = DEFAULT_SCORE_FLOOR,
     box_format: str = "xyxy",
     class_names: Mapping[int, str] | None = None,
     batch_transform: Callable[[Any], Sequence[Any]] = _batch_images,
     output_transform: Callable[[Any], tuple[Sequence[Any], Sequence[Any]]] = _output_pair,
     global_step_transform: StepTransform | None = None,
+    max_plot_classes: int = DEFAULT_PLOT_CLASSES,
 ) -> tuple[CocoReportHandler, DetectionImagesHandler | None]:
     """Log every evaluation of ``evaluator`` to W&B: the 12 COCO numbers, the report and sample images.
 
@@ -74,11 +75,15 @@ def attach_wandb_logging(
         metric_name: name the metric was attached under. Default ``"coco"``.
         tag: key prefix. Default ``"val"``.
         num_images: images to show, 0 (none) to 50. Default 16.
-        score_threshold: the lowest score of a drawn prediction. Default 0.3.
+        score_threshold: the lowest score of a logged prediction (the floor of W&B's score slider; the
+            verdicts and the first box layer follow the metric's operating point). Default 0.05.
         box_format, class_names, batch_transform, output_transform: as in :class:`DetectionImagesHandler`.
         global_step_transform: the step to log at, in place of ``trainer``'s epoch. When training is
             logged every iteration (W&B's step is then the iteration), pass
             ``global_step_from_engine(trainer, Events.ITERATION_COMPLETED)``: the trainer's iteration.
+            Its signature is Ignite's: ``f(engine, event_name) -> int``, called with the evaluator.
+        max_plot_classes: the most classes the curves and the heatmap show, as in
+            :class:`CocoReportHandler`. Default 10.
 
     Returns:
         The report handler and the images handler (``None`` when ``num_images`` is 0).
@@ -111,7 +116,9 @@ def attach_wandb_logging(
             output_transform=output_transform,
             global_step_transform=step,
         )
-    report = CocoReportHandler(metric_name, tag=tag, global_step_transform=step, include_stats=True)
+    report = CocoReportHandler(
+        metric_name, tag=tag, global_step_transform=step, include_stats=True, max_plot_classes=max_plot_classes
+    )
     _attach(evaluator, logger, report, Events.COMPLETED)
     if images is not None:
         _attach(evaluator, logger, images, Events.ITERATION_COMPLETED | Events.COMPLETED)

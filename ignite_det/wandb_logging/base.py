@@ -34,7 +34,7 @@ class _WandBHandler(BaseHandler):
             raise RuntimeError(  # noqa: TRY004
                 f"Handler '{type(self).__name__}' works only with WandBLogger, got {type(logger)}."
             )
-        run = logger._wandb.run
+        run = logger.run  # WandBLogger forwards to the wandb module: its active run
         if run is None or getattr(run, "disabled", False):
             return None
         return run

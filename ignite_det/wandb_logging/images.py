@@ -5,8 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import ignite.distributed as idist
 import numpy as np
@@ -14,13 +13,19 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger
 
+from ignite_det.inputs import BOX_FORMATS
+from ignite_det.store import Detections
 from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
-from ignite_det.wandb_logging.overlays import BOX_FORMATS, _layers, _make_sample, _Sample
+from ignite_det.wandb_logging.overlays import OperatingPoint, _layers, _make_sample, _Sample
 
-__all__ = ["MAX_IMAGES", "DetectionImagesHandler"]
+if TYPE_CHECKING:
+    from ignite_det.result import CocoResult
+
+__all__ = ["DEFAULT_SCORE_FLOOR", "MAX_IMAGES", "DetectionImagesHandler"]
 
 MAX_IMAGES = 50  # W&B recommends fewer than 50 images per step (and keeps at most 108 per key)
-_FIELDS = tuple(f.name for f in fields(_Sample))
+DEFAULT_SCORE_FLOOR = 0.05  # torchvision's detectors keep boxes from 0.05 (box_score_thresh)
+_TABLE_PARTS = ("images", "dets", "gts", "det_rle", "gt_rle")
 
 
 def _batch_images(batch: Any) -> Sequence[Any]:
@@ -41,16 +46,28 @@ class DetectionImagesHandler(_WandBHandler):
     (those of them they see), so epochs can be compared. Being the smallest ids, the sample depends
     neither on the loader's order nor on how images are spread over processes. Images and boxes are
     captured at ``ITERATION_COMPLETED`` from ``engine.state.batch`` and ``engine.state.output`` (the
-    model is not run again) and logged at ``COMPLETED`` as a list of ``wandb.Image`` under ``tag/key``,
-    each with two box layers in pixel coordinates: ``predictions`` with a score at or above
-    ``score_threshold`` (caption: class, score and ``TP``, ``FP``, or ``ignored`` on a crowd region, by
-    COCOeval's matching at IoU 0.5) and ``ground_truth``.
+    model is not run again) and logged at ``COMPLETED`` as a list of ``wandb.Image`` under ``tag/key``.
 
-    Masks (Mask R-CNN's ``masks`` in the predictions and the targets, any form the metric takes) are
-    shown as two mask layers, ``predictions`` (a class per label and verdict: ``cat TP``, ``cat FP``)
-    and ``ground_truth``; keypoints are drawn on the picture, predictions joined by COCO's person
+    Each sample is read as the metric reads it (its checked input contract) and its verdicts are the
+    metric's own: COCOeval's matching at the metric's operating IoU (``f1_iou_threshold``), honouring
+    ``max_detections``; the caption says which (``image_id 7; verdicts at IoU 0.5, operating point
+    score >= 0.343``). Every class is a (category, verdict) pair, so W&B's class toggles isolate, say,
+    the false positives: ``cat TP``, ``cat FP``, ``cat ignored`` (on a crowd region), ``cat uncounted``
+    (beyond ``max_detections``) for detections; ``cat``, ``cat missed`` (no detection at the operating
+    point matched it), ``cat (crowd)`` for ground truth. Three box layers, in pixels:
+
+    - ``predictions``: detections scoring at least the operating point's threshold (what the confusion
+      matrix counts), captioned with score, verdict and matched IoU (``0.87 TP IoU 0.91``);
+    - ``below_threshold``: detections from ``score_threshold`` (a low floor) up to it, alike;
+    - ``ground_truth``.
+
+    Each box carries its ``score``, so W&B's score slider filters them. Masks (Mask R-CNN's ``masks``
+    in the predictions and the targets, any form the metric takes) are shown as two mask layers,
+    ``predictions`` (those at the operating point) and ``ground_truth``, with the same classes;
+    keypoints are drawn on the picture, predictions at the operating point joined by COCO's person
     skeleton and coloured by verdict, ground truth as white rings. With ``metric_name``, the verdicts
-    use the metric's IoU type (mask IoU, OKS), as its evaluation does; without, the box IoU.
+    follow the metric's result (its IoU type, thresholds, ``max_detections`` and operating point);
+    without, COCO's box defaults at IoU 0.5, every score counted.
 
     Attach it to both events::
 
@@ -70,9 +87,11 @@ class DetectionImagesHandler(_WandBHandler):
     Args:
         tag: key prefix. Default ``"val"``.
         num_images: how many images to show, 1 to 50. Default 16.
-        score_threshold: the lowest score of a drawn prediction. Default 0.3.
-        metric_name: name of the :class:`~ignite_det.CocoMetric` whose ``class_names`` label the boxes,
-            when ``class_names`` is not given. Default ``None``: class ids are shown.
+        score_threshold: the lowest score of a logged prediction (the floor of W&B's score slider). Default
+            :data:`DEFAULT_SCORE_FLOOR`, 0.05.
+        metric_name: name of the :class:`~ignite_det.CocoMetric` whose result gives the verdicts, and whose
+            ``class_names`` label the boxes when ``class_names`` is not given. Default ``None``: boxes by
+            COCO's defaults, class ids shown.
         class_names: category id to class name. Default ``None``.
         box_format: ``"xyxy"``, ``"xywh"`` or ``"cxcywh"``, in pixels, as given to the metric. Default ``"xyxy"``.
         batch_transform: ``f(engine.state.batch)`` -> the batch's images, a sequence of ``(C, H, W)``
@@ -104,7 +123,7 @@ class DetectionImagesHandler(_WandBHandler):
         self,
         tag: str = "val",
         num_images: int = 16,
-        score_threshold: float = 0.3,
+        score_threshold: float = DEFAULT_SCORE_FLOOR,
         metric_name: str | None = None,
         class_names: Mapping[int, str] | None = None,
         box_format: str = "xyxy",
@@ -145,6 +164,14 @@ class DetectionImagesHandler(_WandBHandler):
     def _capture(self, engine: Engine) -> None:
         images = self.batch_transform(engine.state.batch)
         y_pred, y = self.output_transform(engine.state.output)
+        self.add(images, y_pred, y)
+
+    def add(self, images: Sequence[Any], y_pred: Sequence[Mapping[str, Any]], y: Sequence[Mapping[str, Any]]) -> None:
+        """Capture a batch: its images (see ``batch_transform``) with the ``(y_pred, y)`` given to the metric.
+
+        Raises:
+            ValueError: if the images, predictions and targets differ in number.
+        """
         if not len(images) == len(y_pred) == len(y):
             raise ValueError(
                 f"DetectionImagesHandler: the batch has {len(images)} images for {len(y_pred)} predictions and "
@@ -177,32 +204,41 @@ class DetectionImagesHandler(_WandBHandler):
 
     # --- the end of an evaluation: exchange (every process), choose, log (where the run is) ---
     def _log(self, engine: Engine, logger: WandBLogger | None, event_name: Any, run: Any) -> None:
+        result = engine.state.metrics.get(self.metric_name) if self.metric_name else None
+        images = self.images(logger, result if hasattr(result, "params") else None, active=run is not None)
+        if images and logger is not None:
+            logger.log({f"{self.tag}/{self.key}": images}, step=self._step(engine, event_name, run))
+
+    def images(self, wandb: Any, result: CocoResult | None, active: bool = True) -> list[Any]:
+        """The ``wandb.Image`` list of the evaluation captured since the last call, which it ends; ``wandb``
+        builds them (the wandb module, or a ``WandBLogger``, which forwards to it), ``result`` gives the
+        verdicts. Under distribution, call it on every process: only where ``active`` does it return
+        images (elsewhere an empty list).
+        """
         local, self._candidates, self._position = self._candidates, {}, 0
         if not self.image_ids:  # the first evaluation: agree on the sample, then send only its images
             self.image_ids = sorted(set(_all_keys(list(local), self.num_images)))[: self.num_images]
         mine = [sample for key, sample in local.items() if key in self.image_ids]
-        everyone = _exchange(mine, active=run is not None)
-        if everyone is None or run is None or logger is None:
-            return
+        everyone = _exchange(mine, active=active)
+        if everyone is None or not active:
+            return []
         by_key: dict[int, _Sample] = {}
         for sample in everyone:
             by_key.setdefault(sample.image_id, sample)  # a padded repeat, on another process, shown once
         samples = [by_key[key] for key in self.image_ids if key in by_key]
-        if not samples:
-            return
-        names = {int(c): str(n) for c, n in self._names(engine).items()}
-        for sample in samples:  # every label of the images: W&B keeps one set of mask classes per key
-            for c in (*sample.pred_labels.tolist(), *sample.gt_labels.tolist()):
-                names.setdefault(int(c), str(int(c)))
-        iou_type, sigmas = self._iou_type(engine)
-        wandb = logger._wandb
+        names = {int(c): str(n) for c, n in self._names(result).items()}
+        for sample in samples:  # every label of the images: W&B keeps one set of classes per key
+            for table in sample.tables.values():
+                for c in (*table.det_labels.tolist(), *table.gt_labels.tolist()):
+                    names.setdefault(int(c), str(int(c)))
+        point = OperatingPoint.of(result)
         images = []
         for sample in samples:
-            layers = _layers(sample, names, self.score_threshold, iou_type, sigmas)
+            layers = _layers(sample, names, self.score_threshold, point)
             shapes = {"masks": layers["masks"]} if layers["masks"] is not None else {}
-            caption = f"image_id {sample.image_id}"
+            caption = f"image_id {sample.image_id}; {point.words()}"
             images.append(wandb.Image(layers["image"], caption=caption, boxes=layers["boxes"], **shapes))
-        logger.log({f"{self.tag}/{self.key}": images}, step=self._step(engine, event_name, run))
+        return images
 
     def _attach_capture(self, engine: Engine, logger: WandBLogger | None) -> None:
         warnings.warn(
@@ -213,18 +249,9 @@ class DetectionImagesHandler(_WandBHandler):
         )
         engine.add_event_handler(Events.ITERATION_COMPLETED, self, logger, Events.ITERATION_COMPLETED)
 
-    def _iou_type(self, engine: Engine) -> tuple[str, np.ndarray | None]:
-        """The evaluation's IoU type and keypoint sigmas, from the metric's result (boxes without one)."""
-        result = engine.state.metrics.get(self.metric_name) if self.metric_name else None
-        params = getattr(result, "params", None)
-        if params is None:
-            return "bbox", None
-        return params.iou_type, params.keypoint_sigmas
-
-    def _names(self, engine: Engine) -> Mapping[int, str]:
+    def _names(self, result: CocoResult | None) -> Mapping[int, str]:
         if self.class_names is not None:
             return self.class_names
-        result = engine.state.metrics.get(self.metric_name) if self.metric_name else None
         return dict(getattr(result, "class_names", None) or {})
 
 
@@ -266,15 +293,30 @@ def _exchange(local: list[_Sample], active: bool) -> list[_Sample] | None:
 
 
 def _encode(samples: list[_Sample]) -> np.ndarray:
-    """Samples as the bytes of an ``.npz`` archive (arrays only: nothing is unpickled at the other end)."""
+    """Samples as the bytes of an ``.npz`` archive (arrays only: nothing is unpickled at the other end);
+    each image's tables travel in the form of the metric's own gather (``Detections.to_tensors``)."""
     buffer = io.BytesIO()
-    arrays = {f"{i}.{name}": np.asarray(getattr(s, name)) for i, s in enumerate(samples) for name in _FIELDS}
+    arrays: dict[str, np.ndarray] = {}
+    for i, sample in enumerate(samples):
+        arrays[f"{i}.image_id"] = np.asarray(sample.image_id)
+        arrays[f"{i}.image"] = sample.image
+        for kind, table in sample.tables.items():
+            for part, tensor in zip(_TABLE_PARTS, (*table.to_tensors(), *table.rle_tensors())):
+                arrays[f"{i}.{kind}.{part}"] = tensor.numpy()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
     return np.frombuffer(buffer.getvalue(), dtype=np.uint8).copy()  # writable, for torch.from_numpy
 
 
 def _decode(payload: np.ndarray) -> list[_Sample]:
     with np.load(io.BytesIO(payload.tobytes()), allow_pickle=False) as archive:
-        count = len(archive.files) // len(_FIELDS)
-        rows = [{name: archive[f"{i}.{name}"] for name in _FIELDS} for i in range(count)]
-    return [_Sample(**{**row, "image_id": int(row["image_id"])}) for row in rows]
+        arrays = {name: archive[name] for name in archive.files}
+    count = sum(name.endswith(".image_id") for name in arrays)
+    samples = []
+    for i in range(count):
+        kinds = sorted({name.split(".")[1] for name in arrays if name.startswith(f"{i}.") and name.count(".") == 2})
+        tables = {
+            kind: Detections.from_tensors(*(torch.from_numpy(arrays[f"{i}.{kind}.{part}"]) for part in _TABLE_PARTS))
+            for kind in kinds
+        }
+        samples.append(_Sample(image_id=int(arrays[f"{i}.image_id"]), image=arrays[f"{i}.image"], tables=tables))
+    return samples

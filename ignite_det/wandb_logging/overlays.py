@@ -1,27 +1,48 @@
-"""One captured validation image as W&B draws it: boxes in pixels, masks as class maps, keypoints drawn on
-the picture, each prediction tagged as COCOeval counts it (by the IoU of the evaluation's type)."""
+"""One captured validation image as W&B draws it, with the verdicts COCOeval gives at the operating point.
+
+A sample is read through the metric's own input contract (:func:`~ignite_det.inputs.normalize_batch`),
+so it holds exactly what the metric evaluated, and its verdicts come from the metric's matcher
+(:mod:`ignite_det.backends.native.matching`) at the metric's operating IoU (``f1_iou_threshold``),
+honouring ``max_detections``:
+
+=============  ==============================================================================
+verdict        meaning
+=============  ==============================================================================
+``TP``         matched a ground truth of its class
+``FP``         matched nothing COCOeval counts
+``ignored``    matched a ground truth COCOeval ignores (a crowd region, a person without a
+               labelled keypoint): counted neither way
+``uncounted``  ranked beyond ``max_detections[-1]`` in its (image, category): not evaluated
+=============  ==============================================================================
+
+A ground truth is ``missed`` when no detection scoring at least the operating point's threshold
+matched it: the objects the operating point's recall misses.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ignite_det.backends.cells import greedy_match
-from ignite_det.backends.cocoeval import box_iou
-from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON, extent, oks_matrix
-from ignite_det.iou.segm import Rles, encode_masks, mask_iou
+from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, match_images, match_one_threshold
+from ignite_det.inputs import normalize_batch
+from ignite_det.iou.by_type import pair_iou
+from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+from ignite_det.params import EvalParams
+from ignite_det.store import Detections, DetectionStore
 
-BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+if TYPE_CHECKING:
+    from ignite_det.result import CocoResult
 
-
-def _as_numpy(value: Any, dtype: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype)
+VERDICTS = ("TP", "FP", "ignored", "uncounted")
+GT_KINDS = ("", " (crowd)", " (ignored)", " missed")
+_LAST_CODE = 255  # W&B's mask values are 0-255
 
 
 def _to_hwc_uint8(image: Any) -> np.ndarray:
@@ -49,17 +70,119 @@ def _to_hwc_uint8(image: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _to_xywh(xyxy: np.ndarray) -> np.ndarray:
-    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+@dataclass(frozen=True)
+class _Sample:
+    """One captured validation image and its objects as the metric reads them, once per IoU type the
+    per-image dicts can be evaluated as (``"bbox"`` with ``boxes``, ``"segm"`` with ``masks``,
+    ``"keypoints"`` with ``keypoints``, each on both sides): the picture shows the evaluation's type."""
+
+    image_id: int  # the target's image_id, or without one a key from the image's position
+    image: np.ndarray  # uint8 (H, W, 3)
+    tables: dict[str, Detections]  # iou_type -> the image's objects, normalised by the metric's contract
+
+    def table(self, iou_type: str) -> tuple[str, Detections]:
+        """The objects of ``iou_type``, else of another type captured (boxes first)."""
+        for kind in (iou_type, "bbox", "segm", "keypoints"):
+            if kind in self.tables:
+                return kind, self.tables[kind]
+        raise ValueError(f"image_id {self.image_id}: no objects captured")
 
 
-def _to_xyxy(boxes: np.ndarray, box_format: str) -> np.ndarray:
-    boxes = boxes.reshape(-1, 4)
-    if box_format == "xywh":
-        return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-    if box_format == "cxcywh":
-        return np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1)
-    return boxes
+def _make_sample(key: int, image: Any, pred: Mapping[str, Any], target: Mapping[str, Any], box_format: str) -> _Sample:
+    """A sample from one image and its per-image dicts, read with :func:`~ignite_det.inputs.normalize_batch`
+    for each IoU type both dicts carry (the metric has refused them already if its own type does not read)."""
+    tables = {}
+    for iou_type, key_name in (("bbox", "boxes"), ("segm", "masks"), ("keypoints", "keypoints")):
+        if key_name not in pred or key_name not in target:
+            continue
+        num_keypoints = _num_keypoints(target["keypoints"]) if iou_type == "keypoints" else 0
+        store = DetectionStore(num_keypoints)
+        try:
+            with warnings.catch_warnings():  # the metric has said it already, of the same batch
+                warnings.simplefilter("ignore")
+                store.append(normalize_batch(([pred], [target]), box_format, iou_type, num_keypoints))
+        except ValueError:
+            continue  # not the type the metric evaluates: the metric refuses its own type's errors first
+        tables[iou_type] = store.collect()
+    return _Sample(image_id=key, image=_to_hwc_uint8(image), tables=tables)
+
+
+def _num_keypoints(points: Any) -> int:
+    shape = tuple(points.shape) if hasattr(points, "shape") else np.shape(points)
+    return int(shape[1]) if len(shape) == 3 else 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The verdicts, from the metric's matcher at its operating point
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What the verdicts of a picture follow: the evaluation's parameters, the index of its operating
+    IoU (``f1_iou_threshold``) and the operating point's score threshold (``-inf``: every detection)."""
+
+    params: EvalParams
+    iou_index: int
+    score_threshold: float
+
+    @staticmethod
+    def of(result: CocoResult | None) -> OperatingPoint:
+        """The result's operating point; without a result, COCO's box defaults at IoU 0.5, every score."""
+        if result is None:
+            params = EvalParams.create()
+            return OperatingPoint(params, int(params.iou_index(0.5) or 0), -math.inf)
+        params = result.params
+        index = params.iou_index(result.f1_iou_threshold)
+        return OperatingPoint(params, int(index or 0), float(result.best_f1.counting_threshold))
+
+    @property
+    def iou_threshold(self) -> float:
+        return float(self.params.iou_thresholds[self.iou_index])
+
+    def words(self) -> str:
+        """``verdicts at IoU 0.5, operating point score >= 0.343`` (or ``no operating point, every score``)."""
+        if not math.isfinite(self.score_threshold):
+            return f"verdicts at IoU {self.iou_threshold:g}, no operating point, every score"
+        return f"verdicts at IoU {self.iou_threshold:g}, operating point score >= {self.score_threshold:.3f}"
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """A sample's verdicts: per detection its verdict (:data:`VERDICTS`) and matched IoU (NaN: none),
+    per ground truth its kind (:data:`GT_KINDS`: matched at the operating point, crowd, ignored, missed)."""
+
+    detections: list[str]
+    iou: np.ndarray
+    ground_truth: list[str]
+
+
+def verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
+    """COCOeval's verdicts on one image's objects at the operating point (area range "all")."""
+    params = point.params
+    similarity = pair_iou(params)
+    records = match_images(d, params, similarity)
+    outcome = records.outcome[0, point.iou_index]
+    matches = match_one_threshold(d, params, point.iou_index, 0, similarity)
+    names = np.full(len(outcome), "ignored", dtype=object)
+    names[outcome == TRUE_POSITIVE] = "TP"
+    names[outcome == FALSE_POSITIVE] = "FP"
+    names[records.rank >= params.max_detections[-1]] = "uncounted"
+    found = np.zeros(len(d.gt_labels), dtype=bool)
+    found[matches.gt_row[(outcome == TRUE_POSITIVE) & (d.det_scores >= point.score_threshold)]] = True
+    kinds = np.where(found, GT_KINDS[0], GT_KINDS[3])
+    kinds = np.where(d.gt_ignored(), GT_KINDS[2], kinds)
+    kinds = np.where(d.gt_crowd != 0, GT_KINDS[1], kinds)
+    return Verdicts([str(v) for v in names], matches.iou, [str(k) for k in kinds])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The layers of a wandb.Image
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _xyxy(xywh: np.ndarray) -> np.ndarray:
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
 def _box(xyxy: np.ndarray, class_id: int, caption: str, score: float | None = None) -> dict[str, Any]:
@@ -76,258 +199,141 @@ def _box(xyxy: np.ndarray, class_id: int, caption: str, score: float | None = No
     return box
 
 
-def _no_rows(*shape: int) -> Any:
-    return field(default_factory=lambda: np.zeros((0, *shape)))
-
-
-@dataclass(frozen=True)
-class _Sample:
-    """One captured validation image, already on the CPU, boxes in xyxy pixels.
-
-    Masks (where the prediction and the target carry ``masks``) are kept as their RLE bytes, packed
-    (:meth:`~ignite_det.iou.segm.Rles.pack`); keypoints as float64 (N, K, 3). Only arrays: the samples
-    cross between processes as an ``.npz`` archive.
-    """
-
-    image_id: int  # the target's image_id, or without one a key from the image's position
-    image: np.ndarray
-    pred_boxes: np.ndarray
-    pred_scores: np.ndarray
-    pred_labels: np.ndarray
-    gt_boxes: np.ndarray
-    gt_labels: np.ndarray
-    gt_iscrowd: np.ndarray
-    gt_area: np.ndarray = _no_rows()  # float64 (M,): ``area``, or the box area (OKS reads it)
-    pred_rle: np.ndarray = _no_rows()  # uint8 (B,)
-    pred_rle_lengths: np.ndarray = _no_rows()  # int64 (N,), none without masks
-    pred_mask_sizes: np.ndarray = _no_rows(2)  # int64 (N, 2)
-    gt_rle: np.ndarray = _no_rows()
-    gt_rle_lengths: np.ndarray = _no_rows()
-    gt_mask_sizes: np.ndarray = _no_rows(2)
-    pred_keypoints: np.ndarray = _no_rows(0, 3)  # float64 (N, K, 3), none without keypoints
-    gt_keypoints: np.ndarray = _no_rows(0, 3)
-
-    def pred_masks(self) -> Rles | None:
-        if len(self.pred_rle_lengths) != len(self.pred_scores) or len(self.gt_rle_lengths) != len(self.gt_labels):
-            return None
-        return Rles.unpack(self.pred_rle, self.pred_rle_lengths.astype(np.int64), self.pred_mask_sizes.astype(np.int64))
-
-    def gt_masks(self) -> Rles | None:
-        if self.pred_masks() is None:
-            return None
-        return Rles.unpack(self.gt_rle, self.gt_rle_lengths.astype(np.int64), self.gt_mask_sizes.astype(np.int64))
-
-    def has_keypoints(self) -> bool:
-        return len(self.pred_keypoints) == len(self.pred_scores) and len(self.gt_keypoints) == len(self.gt_labels)
-
-
-def _make_sample(key: int, image: Any, pred: Mapping[str, Any], target: Mapping[str, Any], box_format: str) -> _Sample:
-    """A sample from one image and the per-image dicts given to the metric, moved to the CPU.
-
-    Masks and keypoints are kept where both the prediction and the target carry them. Boxes are the
-    ones given, else those of the masks or the keypoints' extent (as ``loadRes`` sets them).
-    """
-    gt_labels = _as_numpy(target["labels"], np.int64).reshape(-1)
-    iscrowd = target.get("iscrowd")
-    gt_iscrowd = np.zeros(len(gt_labels), dtype=bool) if iscrowd is None else _as_numpy(iscrowd, bool).reshape(-1)
-    shapes: dict[str, np.ndarray] = {}
-    derived: dict[str, np.ndarray] = {}  # xyxy boxes of the masks or keypoints, per side
-    for side, given in (("pred", pred), ("gt", target)):
-        if "masks" in pred and "masks" in target:
-            rles = encode_masks(f"{side} masks", given["masks"])
-            data, lengths = rles.pack()
-            shapes.update(
-                {f"{side}_rle": data.copy(), f"{side}_rle_lengths": lengths, f"{side}_mask_sizes": rles.sizes}
-            )
-            derived[side] = _to_xyxy(rles.boxes(), "xywh")
-        elif "keypoints" in pred and "keypoints" in target:
-            points = _as_numpy(given["keypoints"], np.float64)
-            points = points if points.ndim == 3 else np.zeros((0, 0, 3))  # an empty tensor of any shape: none
-            shapes[f"{side}_keypoints"] = points
-            derived[side] = _to_xyxy(extent(points)[0], "xywh")
-    gt_boxes = _given_boxes(target, box_format, derived.get("gt"))
-    area = target.get("area")
-    gt_area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1]) if area is None else area
-    return _Sample(
-        image_id=key,
-        image=_to_hwc_uint8(image),
-        pred_boxes=_given_boxes(pred, box_format, derived.get("pred")),
-        pred_scores=_as_numpy(pred["scores"], np.float64).reshape(-1),
-        pred_labels=_as_numpy(pred["labels"], np.int64).reshape(-1),
-        gt_boxes=gt_boxes,
-        gt_labels=gt_labels,
-        gt_iscrowd=gt_iscrowd,
-        gt_area=_as_numpy(gt_area, np.float64).reshape(-1),
-        **shapes,
-    )
-
-
-def _given_boxes(sample: Mapping[str, Any], box_format: str, derived: np.ndarray | None) -> np.ndarray:
-    if "boxes" in sample or derived is None:
-        return _to_xyxy(_as_numpy(sample["boxes"], np.float64), box_format)
-    return derived
-
-
-def _outcomes(
-    sample: _Sample, iou_threshold: float, iou_type: str = "bbox", sigmas: np.ndarray | None = None
-) -> list[str]:
-    """COCOeval's verdict on each prediction at one IoU threshold (area "all"): ``"TP"``, ``"FP"``, or
-    ``"ignored"`` where it matches a ground truth COCO counts neither way (a crowd region, or with
-    keypoints a person without a labelled point).
-
-    Per class, predictions go by descending score (ties in input order) through
-    :func:`~ignite_det.backends.cells.greedy_match`, the matcher behind the metric's operating point, on
-    COCO's own IoU of ``iou_type``: boxes, masks (when captured) or keypoints (OKS with ``sigmas``).
-    """
-    outcomes = ["FP"] * len(sample.pred_boxes)
-    crowd = sample.gt_iscrowd.astype(bool)
-    ignored = crowd.copy()
-    if iou_type == "keypoints" and sample.has_keypoints():
-        ignored |= ~(sample.gt_keypoints[:, :, 2] > 0).any(axis=1)
-    for label in np.unique(sample.pred_labels):
-        preds = np.flatnonzero(sample.pred_labels == label)
-        preds = preds[np.argsort(-sample.pred_scores[preds], kind="stable")]
-        gts = np.flatnonzero(sample.gt_labels == label)
-        ious = _ious(sample, preds, gts, iou_type, sigmas)
-        for pred, match in zip(preds.tolist(), greedy_match(ious, ignored[gts], crowd[gts], iou_threshold)):
-            if match >= 0:
-                outcomes[pred] = "ignored" if ignored[gts[match]] else "TP"
-    return outcomes
-
-
-def _ious(sample: _Sample, preds: np.ndarray, gts: np.ndarray, iou_type: str, sigmas: np.ndarray | None) -> np.ndarray:
-    crowd = sample.gt_iscrowd.astype(bool)[gts]
-    pred_masks, gt_masks = sample.pred_masks(), sample.gt_masks()
-    if iou_type == "segm" and pred_masks is not None and gt_masks is not None:
-        return mask_iou(pred_masks.select(preds), gt_masks.select(gts), crowd)
-    if iou_type == "keypoints" and sample.has_keypoints() and sigmas is not None:
-        boxes = _to_xywh(sample.gt_boxes[gts])
-        return oks_matrix(sample.pred_keypoints[preds], sample.gt_keypoints[gts], boxes, sample.gt_area[gts], sigmas)
-    return box_iou(_to_xywh(sample.pred_boxes[preds]), _to_xywh(sample.gt_boxes[gts]), crowd)
+def _caption(score: float, verdict: str, iou: float) -> str:
+    """Short, so that overlapping boxes stay readable: the class is in the box's class."""
+    return f"{score:.2f} {verdict}" + (f" IoU {iou:.2f}" if math.isfinite(iou) else "")
 
 
 def _layers(
-    sample: _Sample,
-    class_names: Mapping[int, str],
-    score_threshold: float,
-    iou_type: str = "bbox",
-    sigmas: np.ndarray | None = None,
-    iou_threshold: float = 0.5,
+    sample: _Sample, class_names: Mapping[int, str], score_floor: float, point: OperatingPoint
 ) -> dict[str, Any]:
-    """What ``wandb.Image`` takes for one sample: the picture (keypoints drawn on it), ``boxes=`` and
-    ``masks=`` (``None`` without masks), predictions tagged as COCOeval counts them."""
-    outcomes = _outcomes(sample, iou_threshold, iou_type, sigmas)
+    """What ``wandb.Image`` takes for one sample: the picture (keypoints drawn on it), ``boxes=`` with
+    three layers and ``masks=`` (``None`` without masks), every class a (category, verdict) pair.
+
+    ``predictions`` holds the detections at or above the operating point's threshold (the view the
+    confusion matrix counts), ``below_threshold`` those from ``score_floor`` up to it; each box carries
+    its score, so W&B's score slider filters both. ``ground_truth`` marks missed objects.
+    """
+    kind, d = sample.table(point.params.iou_type)
+    if kind != point.params.iou_type:  # the pictures lack the evaluation's type: verdicts by box IoU
+        point = OperatingPoint(EvalParams.create(), 0, point.score_threshold)
+    found = verdicts(d, point)
     labels = {int(c): str(n) for c, n in class_names.items()}
-    for c in (*sample.pred_labels.tolist(), *sample.gt_labels.tolist()):
+    for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):
         labels.setdefault(int(c), str(int(c)))
-    predictions = [
-        _box(box, label, f"{labels[int(label)]} {score:.2f} {outcome}", score)
-        for box, label, score, outcome in zip(sample.pred_boxes, sample.pred_labels, sample.pred_scores, outcomes)
-        if score >= score_threshold
-    ]
+    order = {label: i for i, label in enumerate(sorted(labels))}
+    above = d.det_scores >= point.score_threshold
+    boxes = _xyxy(d.det_boxes)
+    predictions: list[dict[str, Any]] = []
+    below: list[dict[str, Any]] = []
+    for i, (score, label) in enumerate(zip(d.det_scores.tolist(), d.det_labels.tolist())):
+        if score < score_floor:
+            continue
+        code = _code(order[label], VERDICTS, found.detections[i], None)
+        box = _box(boxes[i], code, _caption(score, found.detections[i], found.iou[i]), score)
+        (predictions if above[i] else below).append(box)
+    gt_boxes = _xyxy(d.gt_boxes)
     ground_truth = [
-        _box(box, label, labels[int(label)] + (" (crowd)" if crowd else ""))
-        for box, label, crowd in zip(sample.gt_boxes, sample.gt_labels, sample.gt_iscrowd)
+        _box(gt_boxes[j], _code(order[label], GT_KINDS, found.ground_truth[j], None), found.ground_truth[j].strip())
+        for j, label in enumerate(d.gt_labels.tolist())
     ]
+    pred_names = _class_names(labels, order, VERDICTS, " ", None)
+    gt_names = _class_names(labels, order, GT_KINDS, "", None)
+    shown = (d.det_scores >= max(score_floor, point.score_threshold)) & np.array(
+        [v != "uncounted" for v in found.detections], dtype=bool
+    )
     return {
-        "image": _draw_keypoints(sample, outcomes, score_threshold),
+        "image": _draw_keypoints(sample.image, d, found, shown),
         "boxes": {
-            "predictions": {"box_data": predictions, "class_labels": labels},
-            "ground_truth": {"box_data": ground_truth, "class_labels": labels},
+            "predictions": {"box_data": predictions, "class_labels": pred_names},
+            "below_threshold": {"box_data": below, "class_labels": pred_names},
+            "ground_truth": {"box_data": ground_truth, "class_labels": gt_names},
         },
-        "masks": _mask_layers(sample, labels, outcomes, score_threshold),
+        "masks": _mask_layers(sample.image, d, labels, order, found, shown) if kind == "segm" else None,
     }
-
-
-def _box_layers(
-    sample: _Sample, class_names: Mapping[int, str], score_threshold: float, iou_threshold: float = 0.5
-) -> dict[str, dict[str, Any]]:
-    """The ``boxes=`` argument of ``wandb.Image``: ``predictions`` (tagged TP/FP/ignored) and ``ground_truth``."""
-    return _layers(sample, class_names, score_threshold, iou_threshold=iou_threshold)["boxes"]
-
-
-_VERDICTS = ("TP", "FP", "ignored")
-_GT_KINDS = ("", " (crowd)")
-_LAST_CODE = 255  # W&B's mask values are 0-255
 
 
 def _mask_layers(
-    sample: _Sample, labels: Mapping[int, str], outcomes: list[str], score_threshold: float
+    image: np.ndarray,
+    d: Detections,
+    labels: Mapping[int, str],
+    order: Mapping[int, int],
+    found: Verdicts,
+    shown: np.ndarray,
 ) -> dict[str, dict[str, Any]] | None:
-    """The ``masks=`` argument of ``wandb.Image``: one class map per layer, ``predictions`` (a class per
-    label and verdict, ``cat TP``; the best score painted last, on top) and ``ground_truth``; ``None``
-    without masks, or when the masks are not of the picture's size.
+    """The ``masks=`` argument of ``wandb.Image``: one class map per layer, ``predictions`` (the shown
+    detections, a class per label and verdict, ``cat TP``; the best score painted last, on top) and
+    ``ground_truth`` (``cat``, ``cat (crowd)``, ``cat missed``); ``None`` without masks, or when the
+    masks are not of the picture's size.
 
     W&B keeps one set of class names per layer and key, whatever the image, so the codes depend only
     on ``labels`` (every label of the logged images): label ``i`` in increasing order is code
-    ``1 + 3 i + verdict`` in predictions and ``1 + 2 i + crowd`` in ground truth; beyond 255, codes
-    are shared as "other classes".
+    ``1 + 4 i + verdict`` in predictions and ``1 + 4 i + kind`` in ground truth; beyond 255, codes
+    are shared as "other classes". Boxes use the same codes, without the limit.
     """
-    pred, gt = sample.pred_masks(), sample.gt_masks()
-    height, width = sample.image.shape[:2]
-    if pred is None or gt is None or not all((m.sizes == (height, width)).all() for m in (pred, gt)):
+    sizes = np.concatenate([d.det_mask_size, d.gt_mask_size])
+    if not (sizes == image.shape[:2]).all():
         return None
-    order = {label: i for i, label in enumerate(sorted(labels))}
-    shown = np.flatnonzero(sample.pred_scores >= score_threshold)
-    shown = shown[np.argsort(sample.pred_scores[shown], kind="stable")]
-    pred_codes = [_code(order[int(sample.pred_labels[i])], _VERDICTS, outcomes[i]) for i in shown.tolist()]
-    gt_kinds = [_GT_KINDS[int(c)] for c in sample.gt_iscrowd]
-    gt_codes = [_code(order[int(c)], _GT_KINDS, k) for c, k in zip(sample.gt_labels.tolist(), gt_kinds)]
+    rows = np.flatnonzero(shown)
+    rows = rows[np.argsort(d.det_scores[rows], kind="stable")]
+    pred_codes = [_code(order[int(d.det_labels[i])], VERDICTS, found.detections[i]) for i in rows.tolist()]
+    gt_codes = [_code(order[int(c)], GT_KINDS, k) for c, k in zip(d.gt_labels.tolist(), found.ground_truth)]
     return {
-        "predictions": _class_map(
-            pred.select(shown), pred_codes, _class_names(labels, order, _VERDICTS, " "), height, width
-        ),
-        "ground_truth": _class_map(gt, gt_codes, _class_names(labels, order, _GT_KINDS, ""), height, width),
+        "predictions": _class_map(d.det_masks(rows), pred_codes, _class_names(labels, order, VERDICTS, " "), image),
+        "ground_truth": _class_map(d.gt_masks(), gt_codes, _class_names(labels, order, GT_KINDS, ""), image),
     }
 
 
-def _code(index: int, variants: tuple[str, ...], variant: str) -> int:
-    return min(1 + len(variants) * index + variants.index(variant), _LAST_CODE)
+def _code(index: int, variants: tuple[str, ...], variant: str, last: int | None = _LAST_CODE) -> int:
+    code = 1 + len(variants) * index + variants.index(variant)
+    return code if last is None else min(code, last)
 
 
 def _class_names(
-    labels: Mapping[int, str], order: Mapping[int, int], variants: tuple[str, ...], space: str
+    labels: Mapping[int, str],
+    order: Mapping[int, int],
+    variants: tuple[str, ...],
+    space: str,
+    last: int | None = _LAST_CODE,
 ) -> dict[int, str]:
-    names = {0: "background"}
+    names = {0: "background"} if last is not None else {}
     for label, index in order.items():
         for variant in variants:
-            code = _code(index, variants, variant)
-            names[code] = "other classes" if code == _LAST_CODE else f"{labels[label]}{space}{variant}"
+            code = _code(index, variants, variant, last)
+            names[code] = "other classes" if code == last else f"{labels[label]}{space}{variant}"
     return names
 
 
-def _class_map(masks: Rles, codes: list[int], names: dict[int, str], height: int, width: int) -> dict[str, Any]:
+def _class_map(masks: Any, codes: list[int], names: dict[int, str], image: np.ndarray) -> dict[str, Any]:
     """Masks painted in order into one (H, W) uint8 map of their codes (0: no mask)."""
-    data = np.zeros((height, width), dtype=np.uint8)
+    data = np.zeros(image.shape[:2], dtype=np.uint8)
     for mask, code in zip(masks.decode(), codes):
         data[mask.astype(bool)] = code
     return {"mask_data": data, "class_labels": names}
 
 
-_VERDICT_COLOURS = {"TP": (40, 200, 40), "FP": (235, 50, 50), "ignored": (170, 170, 170)}
+_VERDICT_COLOURS = {"TP": (40, 200, 40), "FP": (235, 50, 50), "ignored": (170, 170, 170), "uncounted": (90, 90, 90)}
 
 
-def _draw_keypoints(sample: _Sample, outcomes: list[str], score_threshold: float) -> np.ndarray:
-    """The picture with keypoints drawn, as a pose is usually shown: predictions above the threshold
-    as dots joined by COCO's person skeleton (for 17 points), coloured by verdict (TP green, FP red,
-    ignored grey); ground truth's labelled points as white rings, filled where visible (v=2)."""
-    if not sample.has_keypoints() or not (len(sample.pred_keypoints) or len(sample.gt_keypoints)):
-        return sample.image
+def _draw_keypoints(image: np.ndarray, d: Detections, found: Verdicts, shown: np.ndarray) -> np.ndarray:
+    """The picture with keypoints drawn, as a pose is usually shown: the shown predictions as dots
+    joined by COCO's person skeleton (for 17 points), coloured by verdict (TP green, FP red, ignored
+    grey); ground truth's labelled points as white rings, filled where visible (v=2)."""
+    if d.num_keypoints == 0 or not (len(d.det_keypoints) or len(d.gt_keypoints)):
+        return image
     from PIL import Image, ImageDraw
 
-    picture = Image.fromarray(sample.image)
+    picture = Image.fromarray(image)
     draw = ImageDraw.Draw(picture)
-    radius = max(2.0, min(sample.image.shape[:2]) / 160)
-    for points in sample.gt_keypoints:
+    radius = max(2.0, min(image.shape[:2]) / 160)
+    for points in d.gt_keypoints:
         for x, y, v in points.tolist():
             if v > 0:
                 box = (x - radius, y - radius, x + radius, y + radius)
                 draw.ellipse(box, outline=(255, 255, 255), fill=(255, 255, 255) if v == 2 else None)
-    for points, score, outcome in zip(sample.pred_keypoints, sample.pred_scores.tolist(), outcomes):
-        if score < score_threshold:
-            continue
-        colour = _VERDICT_COLOURS[outcome]
-        xy = points[:, :2].tolist()
+    for i in np.flatnonzero(shown).tolist():
+        colour = _VERDICT_COLOURS[found.detections[i]]
+        xy = d.det_keypoints[i, :, :2].tolist()
         if len(xy) == len(COCO_PERSON_KEYPOINTS):
             for a, b in COCO_PERSON_SKELETON:
                 draw.line([tuple(xy[a]), tuple(xy[b])], fill=colour, width=max(1, round(radius / 2)))

@@ -21,9 +21,11 @@ from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHa
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
 
-__all__ = ["PER_CLASS_COLUMNS", "CocoReportHandler"]
+__all__ = ["DEFAULT_PLOT_CLASSES", "PER_CLASS_COLUMNS", "CocoReportHandler"]
 
 BACKGROUND = "background"
+OTHER_CLASSES = "other classes"
+DEFAULT_PLOT_CLASSES = 10  # beyond this many classes, the curves and the heatmap show the worst ones
 MAX_TABLE_ROWS = 200_000  # wandb.Table's limit (MAX_ARTIFACT_ROWS)
 PER_CLASS_COLUMNS = (
     "category_id",
@@ -37,6 +39,7 @@ PER_CLASS_COLUMNS = (
     "AR100",
     "num_gt",
     "num_det",
+    "num_det_at_threshold",
     "best_f1_threshold",
     "precision",
     "recall",
@@ -55,26 +58,48 @@ def _defined(value: float) -> float | None:
 
 
 def _scalars(result: CocoResult, tag: str, include_stats: bool = True) -> dict[str, float]:
-    """``tag/<stat>`` for the COCO numbers (optional) and the best-F1 operating point.
+    """``tag/<stat>`` for the COCO numbers (optional), the best-F1 operating point, and each class's
+    ``tag/AP/<class>`` and ``tag/AP50/<class>``, so that per-class AP over time is a chart.
 
-    COCO's -1 (undefined) is kept, as every COCO tool prints it; a NaN operating point (no ground truth,
-    or no detection) is left out, so the chart shows a gap rather than a point W&B cannot plot.
+    COCO's -1 (undefined) is kept for the summary numbers, as every COCO tool prints it; a NaN
+    operating point (no ground truth, or no detection) and a class's undefined AP (no ground truth) are
+    left out, so the chart shows a gap rather than a point W&B cannot plot or a -1 that looks like data.
     """
     scalars = {f"{tag}/{name}": float(value) for name, value in result.items()} if include_stats else {}
     best = result.best_f1
     point = {"precision": best.precision, "recall": best.recall, "F1": best.f1, "best_f1_threshold": best.threshold}
     scalars.update({f"{tag}/{name}": float(v) for name, v in point.items() if math.isfinite(v)})
+    for c in result.per_class:
+        for name in ("AP", "AP50"):
+            value = _defined(getattr(c, name))
+            if value is not None:
+                scalars[f"{tag}/{name}/{c.name}"] = value
     return scalars
 
 
 def _per_class_rows(result: CocoResult) -> list[list[Any]]:
-    """One row per class in :data:`PER_CLASS_COLUMNS` order; undefined values are ``None``."""
+    """One row per class in :data:`PER_CLASS_COLUMNS` order; undefined values are ``None``.
+
+    ``num_det`` counts every detection of the class, at any score; ``num_det_at_threshold`` those the
+    confusion matrix counts at the operating point (its column, background row included).
+    """
+    at_threshold = np.asarray(result.confusion_matrix).sum(axis=0)
     rows = []
-    for c in result.per_class:
+    for k, c in enumerate(result.per_class):
         stats = [_defined(getattr(c, name)) for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")]
         f1 = [_defined(c.f1.threshold), _defined(c.f1.precision), _defined(c.f1.recall), _defined(c.f1.f1)]
-        rows.append([int(c.category_id), str(c.name), *stats, int(c.num_gt), int(c.num_det), *f1])
+        counts = [int(c.num_gt), int(c.num_det), int(at_threshold[k])]
+        rows.append([int(c.category_id), str(c.name), *stats, *counts, *f1])
     return rows
+
+
+def _plotted_classes(result: CocoResult, stat: str, most: int) -> list[int] | None:
+    """Indices of the ``most`` classes of lowest ``stat`` (those with ground truth first, ties by category
+    id), in category order; ``None`` (all of them) when there are no more than ``most``."""
+    if len(result.per_class) <= most:
+        return None
+    keys = [(getattr(c, stat) < 0, getattr(c, stat), c.category_id) for c in result.per_class]
+    return sorted(sorted(range(len(keys)), key=lambda k: keys[k])[:most])
 
 
 def _line(xs: Iterable[float], ys: Iterable[float]) -> tuple[list[float], list[float]]:
@@ -83,14 +108,18 @@ def _line(xs: Iterable[float], ys: Iterable[float]) -> tuple[list[float], list[f
     return [x for x, _ in points], [y for _, y in points]
 
 
-def _pr_lines(result: CocoResult, iou_threshold: float) -> tuple[list[list[float]], list[list[float]], list[str]]:
-    """Per-class precision-recall curves and the class mean, as ``(xs, ys, keys)`` for a line series.
+def _pr_lines(
+    result: CocoResult, iou_threshold: float, classes: list[int] | None = None
+) -> tuple[list[list[float]], list[list[float]], list[str]]:
+    """Per-class precision-recall curves and the class mean, as ``(xs, ys, keys)`` for a line series;
+    only the classes at indices ``classes`` when given (the mean is over all of them).
 
     A class without ground truth (precision all -1) has no curve. Nothing, if ``iou_threshold`` was not
     evaluated.
     """
     xs, ys, keys = [], [], []
-    curves = [(result.class_names.get(cid, str(cid)), cid) for cid in result.category_ids]
+    ids = [result.category_ids[k] for k in classes] if classes is not None else result.category_ids
+    curves = [(result.class_names.get(cid, str(cid)), cid) for cid in ids]
     for key, category_id in [*curves, ("mean", None)]:
         try:
             recall, precision = result.pr_curve(category_id=category_id, iou_threshold=iou_threshold)
@@ -120,14 +149,23 @@ def _f1_lines(result: CocoResult) -> tuple[list[list[float]], list[list[float]],
     return (xs, ys, keys) if "F1" in keys else ([], [], [])
 
 
-def _confusion_rows(result: CocoResult) -> list[list[Any]]:
-    """``[actual, predicted, count]`` for every cell of the confusion matrix, background last.
+def _confusion_rows(result: CocoResult, classes: list[int] | None = None) -> list[list[Any]]:
+    """``[actual, predicted, count]`` for every cell of the confusion matrix, background last; with
+    ``classes`` (indices), only those, the others summed as ``other classes`` (so every count is kept).
 
     With so many classes that the full grid would pass W&B's table limit (over 446), only the non-zero
     cells are kept.
     """
     names = [result.class_names.get(cid, str(cid)) for cid in result.category_ids] + [BACKGROUND]
     matrix = np.asarray(result.confusion_matrix)
+    if classes is not None:
+        k = len(result.category_ids)
+        group = np.full(k + 1, len(classes))  # each class's row and column in the grouped matrix
+        group[classes] = np.arange(len(classes))
+        group[k] = len(classes) + 1
+        onehot = np.eye(len(classes) + 2, dtype=np.int64)[group]
+        matrix = onehot.T @ matrix @ onehot
+        names = [names[i] for i in classes] + [OTHER_CLASSES, BACKGROUND]
     rows = [[names[i], names[j], int(matrix[i, j])] for i in range(len(names)) for j in range(len(names))]
     return rows if len(rows) <= MAX_TABLE_ROWS else [row for row in rows if row[2]][:MAX_TABLE_ROWS]
 
@@ -155,16 +193,23 @@ class CocoReportHandler(_WandBHandler):
     - ``val/precision``, ``val/recall``, ``val/F1``, ``val/best_f1_threshold``: the best-F1 operating
       point, pooled over classes (each left out when undefined: all four without ground truth, the
       threshold when no detection is counted);
+    - ``val/AP/<class>``, ``val/AP50/<class>``: each class's AP, so that its course over the epochs is
+      a chart (left out while undefined: no ground truth);
     - ``val/per_class``: a table, one row per class, columns :data:`PER_CLASS_COLUMNS` (COCO's -1,
-      undefined, is an empty cell);
+      undefined, is an empty cell), every class whatever their number; ``num_det`` counts the
+      detections at any score, ``num_det_at_threshold`` those at the operating point;
     - ``val/pr_curve_iou50``, ``val/pr_curve_iou75``: line plots of precision against recall, one line per
-      class with ground truth and one for their ``mean`` (not logged without ground truth);
+      class with ground truth and one for their ``mean`` (not logged without ground truth); with more
+      than ``max_plot_classes`` classes, only the ``max_plot_classes`` of lowest AP at that IoU (AP50,
+      AP75) and the mean over all, as the title says;
     - ``val/f1_curve``: a line plot of F1, precision and recall against the confidence threshold (not
       logged without ground truth);
     - ``val/confusion_matrix``: a heatmap at the operating point; rows (``Actual``) are ground truth
       classes, columns (``Predicted``) detections; the ``background`` row counts spurious detections,
       the ``background`` column missed objects. Its title gives the score threshold, or says why
-      there is none (``no score threshold (no ground truth)``, ``(no detection)``).
+      there is none (``no score threshold (no ground truth)``, ``(no detection)``). With more than
+      ``max_plot_classes`` classes, the ``max_plot_classes`` of lowest AP and the others summed as
+      ``other classes``.
 
     The run summary keeps ``val/AP_best`` and ``val/AP_best_step``, the best AP so far and its step
     (not set while AP is undefined, -1).
@@ -182,6 +227,8 @@ class CocoReportHandler(_WandBHandler):
             step is raised to it, with a warning, because W&B would drop it.
         include_stats: also log the 12 COCO numbers. Leave it ``False`` when an ``OutputHandler`` already
             logs them, so each number is logged once. Default ``False``.
+        max_plot_classes: the most classes the curves and the heatmap show (COCO's 80 or LVIS's 1,203
+            would be unreadable): beyond it, the worst ones. Default :data:`DEFAULT_PLOT_CLASSES`, 10.
 
     Raises:
         TypeError: if ``global_step_transform`` is not callable, or (when called) returns no int.
@@ -203,9 +250,13 @@ class CocoReportHandler(_WandBHandler):
         tag: str = "val",
         global_step_transform: StepTransform | None = None,
         include_stats: bool = False,
+        max_plot_classes: int = DEFAULT_PLOT_CLASSES,
     ) -> None:
         if global_step_transform is not None and not callable(global_step_transform):
             raise TypeError(f"global_step_transform should be a function, got {type(global_step_transform)} instead.")
+        if isinstance(max_plot_classes, bool) or not isinstance(max_plot_classes, int) or max_plot_classes < 1:
+            raise ValueError(f"max_plot_classes must be a positive int, got {max_plot_classes!r}")
+        self.max_plot_classes = max_plot_classes
         self.metric_name = metric_name
         self.tag = tag
         self.global_step_transform = global_step_transform or _default_step
@@ -226,19 +277,22 @@ class CocoReportHandler(_WandBHandler):
             )
             return
         step = self._step(engine, event_name, run)
-        logger.log(self.payload(logger._wandb, result), step=step)
+        logger.log(self.payload(logger, result), step=step)
         self._update_best(run, result, step)
 
     def payload(self, wandb: Any, result: CocoResult) -> dict[str, Any]:
-        """The dict logged for ``result``; ``wandb`` is the wandb module (``logger._wandb``)."""
+        """The dict logged for ``result``; ``wandb`` builds the W&B objects: the wandb module, or a
+        ``WandBLogger`` (which forwards to it)."""
         tag = self.tag
         data: dict[str, Any] = _scalars(result, tag, self.include_stats)
         data[f"{tag}/per_class"] = wandb.Table(columns=list(PER_CLASS_COLUMNS), data=_per_class_rows(result))
         for iou, suffix in ((0.5, "50"), (0.75, "75")):
-            xs, ys, keys = _pr_lines(result, iou)
+            classes = _plotted_classes(result, f"AP{suffix}", self.max_plot_classes)
+            xs, ys, keys = _pr_lines(result, iou, classes)
             if keys:
+                title = f"{tag} precision-recall @ IoU {iou}" + self._which(result, classes, f"AP{suffix}")
                 data[f"{tag}/pr_curve_iou{suffix}"] = wandb.plot.line_series(
-                    xs=xs, ys=ys, keys=keys, title=f"{tag} precision-recall @ IoU {iou}", xname="recall"
+                    xs=xs, ys=ys, keys=keys, title=title, xname="recall"
                 )
         xs, ys, keys = _f1_lines(result)
         if keys:
@@ -253,13 +307,22 @@ class CocoReportHandler(_WandBHandler):
         return data
 
     def _confusion_plot(self, wandb: Any, result: CocoResult) -> Any:
-        table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=_confusion_rows(result))
+        classes = _plotted_classes(result, "AP", self.max_plot_classes)
+        table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=_confusion_rows(result, classes))
+        title = f"{self.tag} confusion matrix @ IoU {result.f1_iou_threshold}, {_threshold_words(result)}"
         return wandb.plot_table(
             "wandb/confusion_matrix/v1",
             table,
             {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-            {"title": f"{self.tag} confusion matrix @ IoU {result.f1_iou_threshold}, {_threshold_words(result)}"},
+            {"title": title + self._which(result, classes, "AP")},
         )
+
+    @staticmethod
+    def _which(result: CocoResult, classes: list[int] | None, stat: str) -> str:
+        """The title's note on a panel that shows only some classes."""
+        if classes is None:
+            return ""
+        return f" ({len(classes)} of {len(result.per_class)} classes, lowest {stat}; all in the per_class table)"
 
     def _update_best(self, run: Any, result: CocoResult, step: int) -> None:
         ap = float(result["AP"])

@@ -269,3 +269,52 @@ def _pair_keys(det_i: np.ndarray, ious: np.ndarray, gt_ignored: np.ndarray) -> n
     iou_rank = np.unique(ious, return_inverse=True)[1].astype(np.int64)
     low = (iou_rank << np.int64(bits)) | np.arange(len(det_i), dtype=np.int64)
     return np.where(gt_ignored.T, np.int64(0), np.int64(1) << np.int64(2 * bits)) | low[:, None]
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Per detection, what it matched at one (IoU threshold, area range), in the rows of the
+    :class:`~ignite_det.store.Detections` matched: what a picture of the verdicts needs besides
+    :class:`MatchRecords`.
+
+    ``gt_row``: int64 (N,) the ground-truth row it matched (a crowd region included), -1 for none;
+    ``iou``: float64 (N,) the IoU (or OKS) of that pair, NaN for none.
+    """
+
+    gt_row: np.ndarray
+    iou: np.ndarray
+
+
+def match_one_threshold(
+    d: Detections, params: EvalParams, iou_index: int, area_index: int = 0, pair_iou: PairIou = box_pair_iou
+) -> Matches:
+    """The ground truth each detection of ``d`` matches at ``params.iou_thresholds[iou_index]`` and
+    area range ``area_index``, by the same greedy rules as :func:`match_images` (a cell's matching at one
+    threshold and area range does not depend on the others).
+
+    Example:
+        >>> import torch
+        >>> from ignite_det.inputs import normalize_batch
+        >>> store = DetectionStore()
+        >>> box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+        >>> store.append(normalize_batch(([{"boxes": box.repeat(2, 1), "scores": torch.tensor([0.9, 0.8]),
+        ...     "labels": torch.tensor([1, 1])}], [{"boxes": box, "labels": torch.tensor([1])}]), "xyxy"))
+        >>> matches = match_one_threshold(store.collect(), EvalParams.create(), iou_index=0)
+        >>> matches.gt_row.tolist(), matches.iou.tolist()
+        ([0, -1], [1.0, nan])
+    """
+    det_cell, gt_cell = _cells(d)
+    order = _cell_order(det_cell, d.det_scores)
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = _rank_in_runs(det_cell[order])
+    counted = order[rank[order] < params.max_detections[-1]]
+    thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)[iou_index : iou_index + 1]
+    gt_ignored = _gt_ignored(d, params)[area_index : area_index + 1]
+    det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds[0]), pair_iou)
+    det_rows, _, _, gt = _greedy(det_i, gt_rows, ious, det_cell[counted], thresholds, gt_ignored, d.gt_crowd != 0)
+    matched = counted[det_rows]
+    gt_row = np.full(len(rank), -1, dtype=np.int64)
+    iou = np.full(len(rank), np.nan)
+    gt_row[matched] = gt
+    iou[matched] = pair_iou(d, matched, gt)
+    return Matches(gt_row, iou)
