@@ -186,7 +186,7 @@ def _bins(evaluator: COCOeval, cells: dict, iou_type: str, t_f: float, t_b: floa
     for (image_id, cat), cell in sorted(cells.items()):
         for d, det_id in enumerate(cell["dtIds"]):
             if cell["dtMatches"][0, d] == 0 and not cell["dtIgnore"][0, d]:
-                bins[det_id] = _bin(evaluator, truth[image_id], det_id, cat, iou_type, t_f, t_b)
+                bins[det_id] = _bin(evaluator, truth.get(image_id, []), det_id, cat, iou_type, t_f, t_b)
     return bins
 
 
