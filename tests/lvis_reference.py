@@ -191,6 +191,7 @@ def _image(rng: np.random.Generator, index: int, seed: int) -> dict:
 def _boxes(rng: np.random.Generator, n: int, image: dict) -> np.ndarray:
     """xyxy integer boxes inside the image, sides on and around the 32 and 96 area bounds."""
     sides = rng.choice([8, 20, 32, 33, 50, 96, 97, 120], size=(n, 2))
+    sides[0::4], sides[2::4] = 32, 96  # squares exactly on the area bounds
     sides = np.minimum(sides, [image["width"] - 1, image["height"] - 1])
     x = rng.integers(0, image["width"] - sides[:, 0])
     y = rng.integers(0, image["height"] - sides[:, 1])

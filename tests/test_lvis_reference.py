@@ -308,3 +308,37 @@ def test_run_lvis_does_not_modify_its_arguments():
     gt, results = copy.deepcopy(case.gt), copy.deepcopy(case.results)
     run_lvis(case.gt, case.results)
     assert (case.gt, case.results) == (gt, results)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_generated_cases_hold_every_sharp_edge(iou_type):
+    case = lvis_case(5, iou_type)
+    images = {img["id"]: img for img in case.gt["images"]}
+    positive = {(a["image_id"], a["category_id"]) for a in case.gt["annotations"]}
+    per_image: dict[int, list[dict]] = {}
+    for det in case.results:
+        per_image.setdefault(det["image_id"], []).append(det)
+    negative = {(i, c) for i, img in images.items() for c in img["neg_category_ids"]}
+
+    def verified(d: dict) -> bool:
+        return (d["image_id"], d["category_id"]) in positive | negative
+
+    crowded = [dets for dets in per_image.values() if len(dets) > 300]
+    cut = [d for dets in crowded for d in sorted(dets, key=lambda d: -d["score"])[300:]]
+    assert any(verified(d) for d in cut)  # the cap removes detections that would count
+    assert any(not verified(d) for d in case.results)  # and the federated filter has work
+    assert any(d["category_id"] in images[d["image_id"]]["not_exhaustive_category_ids"] for d in case.results)
+    assert any(images[i]["neg_category_ids"] for i in images) and not all(per_image.get(i) for i in images)
+    scores = [d["score"] for d in case.results]
+    assert len(set(scores)) < len(scores)  # ties
+    areas = [a["area"] for a in case.gt["annotations"]]
+    assert {32.0**2, 96.0**2} <= set(areas)
+    if iou_type == "bbox":
+        assert any(a["area"] != a["bbox"][2] * a["bbox"][3] for a in case.gt["annotations"])
+    else:
+        assert all(isinstance(a["segmentation"]["counts"], str) for a in case.gt["annotations"])
+        assert all(isinstance(d["segmentation"]["counts"], str) for d in case.results)
+    frequencies = {c["frequency"] for c in case.gt["categories"]}
+    labelled = {a["category_id"] for a in case.gt["annotations"]}
+    with_gt = {c["frequency"] for c in case.gt["categories"] if c["id"] in labelled}
+    assert frequencies == {"r", "c", "f"} and with_gt == {"c", "f"}
