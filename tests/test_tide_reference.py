@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from tidecv import TIDE, datasets
 
 from tests.coco_reference import GT_FILE, RESULTS_FILE, SEGM_RESULTS_FILE, random_case, run_cocoeval, to_coco
-from tests.tide_reference import MAIN, SPECIAL, coco_errors, run_tidecv
+from tests.tide_reference import MAIN, SPECIAL, coco_errors, run_tidecv, tide_case
 from tests.type_cases import run_typed_cocoeval
 
 
@@ -243,3 +243,15 @@ def _check_invariants(gt: dict, results: list[dict], iou_type: str, errors) -> N
     assert all(value >= 0 for value in [*errors.main.values(), *errors.special.values()])
     assert errors.special["FalsePos"] >= max(errors.main[name] for name in ("Dupe", "Bkg", "Both"))
     assert errors.special["FalseNeg"] >= errors.main["Miss"]
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_tide_cases_fill_every_bin_of_both_references(iou_type):
+    gt, results = tide_case(1, iou_type)
+    assert max(sum(r["image_id"] == i["id"] for r in results) for i in gt["images"]) > 100
+    assert any(a["iscrowd"] for a in gt["annotations"])
+    numbers, errors = run_tidecv(gt, results, iou_type), coco_errors(gt, results, iou_type)
+    assert all(numbers.counts[name] > 0 for name in MAIN)
+    assert all(errors.counts[name] > 0 for name in MAIN)
+    assert errors.ap == float(_standard(gt, results, iou_type).stats[1])
+    _check_invariants(gt, results, iou_type, errors)

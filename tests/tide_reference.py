@@ -333,3 +333,69 @@ def _accumulate(evaluator: COCOeval, eval_imgs: list) -> tuple[float, np.ndarray
     ap = float(np.mean(precision[defined])) if defined.any() else -1.0
     per_class = np.array([np.mean(p) if (p > -1).all() else np.nan for p in precision.T])
     return ap, per_class
+
+
+# --- TIDE-style cases ---------------------------------------------------------------------------------
+
+
+def tide_case(seed: int, iou_type: str = "bbox", num_images: int = 16, num_classes: int = 4) -> tuple[dict, list]:
+    """A seeded COCO case (ground truth dict, results) with every kind of TIDE error, as dicts for both references.
+
+    Per image: ground truth with some crowd regions; detections that are good, poorly localised (IoU around
+    0.1-0.5), duplicates, of the wrong class, both, and background; images without ground truth; the first two
+    images with 120 detections across classes (over both tools' 100). Scores on a 0.05 grid (ties). For
+    ``iou_type="segm"`` every box is also given as an RLE mask (``segmentation``), ground truth and results.
+    """
+    rng = np.random.default_rng(seed)
+    categories = [{"id": c, "name": f"c{c}"} for c in range(1, num_classes + 1)]
+    gt = {"images": [], "annotations": [], "categories": categories}
+    results = []
+    for index in range(num_images):
+        image = {"id": 3 * index + 1, "width": 240, "height": 200, "file_name": f"{index}.jpg"}
+        gt["images"].append(image)
+        boxes = _tide_boxes(rng, 0 if index % 7 == 3 else int(rng.integers(1, 6)))
+        labels = rng.integers(1, num_classes + 1, len(boxes))
+        for box, label in zip(boxes, labels):
+            ann = {"id": len(gt["annotations"]) + 1, "image_id": image["id"], "category_id": int(label)}
+            ann.update(bbox=box, area=box[2] * box[3], iscrowd=int(rng.random() < 0.1))
+            gt["annotations"].append(_with_mask(ann, image, iou_type))
+        for det in _tide_detections(rng, boxes, labels, num_classes, 120 if index < 2 else int(rng.integers(0, 15))):
+            results.append(_with_mask({"image_id": image["id"], **det}, image, iou_type))
+    return gt, results
+
+
+def _tide_boxes(rng: np.random.Generator, n: int) -> list[list[float]]:
+    wh = rng.integers(16, 80, size=(n, 2))
+    xy = rng.integers(0, 150, size=(n, 2))
+    return [[float(v) for v in (*p, *s)] for p, s in zip(xy, wh)]
+
+
+def _tide_detections(rng, boxes, labels, num_classes: int, n: int) -> list[dict]:
+    """Each detection copies a ground truth and spoils it one way, or is background."""
+    dets = []
+    for _ in range(n):
+        kind = rng.choice(["good", "loc", "dupe", "cls", "both", "bkg"]) if boxes else "bkg"
+        k = int(rng.integers(0, len(boxes))) if boxes else 0
+        box = list(boxes[k]) if boxes else [float(v) for v in rng.integers(0, 150, 4) + [0, 0, 10, 10]]
+        label = int(labels[k]) if boxes else int(rng.integers(1, num_classes + 1))
+        if kind in ("loc", "both"):
+            box = [box[0] + box[2] * 0.5, box[1] + box[3] * 0.3, box[2], box[3]]
+        elif kind in ("good", "dupe", "cls"):
+            box = [box[0] + float(rng.integers(-2, 3)), box[1] + float(rng.integers(-2, 3)), box[2], box[3]]
+        elif kind == "bkg":
+            box = [float(rng.integers(170, 220)), float(rng.integers(150, 180)), 15.0, 15.0]
+        if kind in ("cls", "both"):
+            label = label % num_classes + 1
+        dets.append({"category_id": label, "bbox": box, "score": float(np.round(rng.integers(1, 20) * 0.05, 2))})
+    return dets
+
+
+def _with_mask(entry: dict, image: dict, iou_type: str) -> dict:
+    if iou_type != "segm":
+        return entry
+    box = np.array([entry["bbox"]], dtype=np.float64)
+    rle = coco_mask.frPyObjects(box, image["height"], image["width"])[0]
+    entry["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    if "score" in entry:
+        del entry["bbox"]  # segm results: the mask only, as a Mask R-CNN export without boxes
+    return entry
