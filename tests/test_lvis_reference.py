@@ -342,3 +342,32 @@ def test_generated_cases_hold_every_sharp_edge(iou_type):
     labelled = {a["category_id"] for a in case.gt["annotations"]}
     with_gt = {c["frequency"] for c in case.gt["categories"] if c["id"] in labelled}
     assert frequencies == {"r", "c", "f"} and with_gt == {"c", "f"}
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_generated_samples_are_the_dicts_data(iou_type):
+    case = lvis_case(6, iou_type, num_images=6, crowded_images=1)
+    anns, results = iter(case.gt["annotations"]), iter(case.results)
+    for (prediction, target), image in zip(case.samples, case.gt["images"]):
+        assert target["image_id"] == image["id"]
+        assert target["not_exhaustive_category_ids"].tolist() == image["not_exhaustive_category_ids"]
+        for k in range(len(target["labels"])):
+            ann = next(anns)
+            assert (ann["category_id"], ann["area"]) == (target["labels"][k].item(), target["area"][k].item())
+            _same_geometry(ann, target, k, iou_type)
+        for k in range(len(prediction["scores"])):
+            det = next(results)
+            given = (prediction["labels"][k].item(), prediction["scores"][k].item())
+            assert (det["category_id"], det["score"]) == given
+            _same_geometry(det, prediction, k, iou_type)
+    assert next(anns, None) is None and next(results, None) is None
+
+
+def _same_geometry(entry: dict, tensors: dict, k: int, iou_type: str) -> None:
+    if iou_type == "segm":
+        mask = tensors["masks"][k].numpy()
+        rle = coco_mask.encode(np.asfortranarray(mask[:, :, None]))[0]
+        assert entry["segmentation"]["counts"] == rle["counts"].decode("ascii")
+    else:
+        x0, y0, x1, y1 = tensors["boxes"][k].tolist()
+        assert entry["bbox"] == [x0, y0, x1 - x0, y1 - y0]
