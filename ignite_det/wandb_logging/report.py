@@ -34,7 +34,7 @@ PER_CLASS_COLUMNS = (
     "APs",
     "APm",
     "APl",
-    "AR100",
+    "AR_max",
     "num_gt",
     "num_det",
     "best_f1_threshold",
@@ -71,7 +71,7 @@ def _per_class_rows(result: CocoResult) -> list[list[Any]]:
     """One row per class in :data:`PER_CLASS_COLUMNS` order; undefined values are ``None``."""
     rows = []
     for c in result.per_class:
-        stats = [_defined(getattr(c, name)) for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")]
+        stats = [_defined(getattr(c, name)) for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR_max")]
         f1 = [_defined(c.f1.threshold), _defined(c.f1.precision), _defined(c.f1.recall), _defined(c.f1.f1)]
         rows.append([int(c.category_id), str(c.name), *stats, int(c.num_gt), int(c.num_det), *f1])
     return rows
@@ -200,6 +200,7 @@ class CocoReportHandler(_WandBHandler):
     def __init__(
         self,
         metric_name: str = "coco",
+        *,
         tag: str = "val",
         global_step_transform: StepTransform | None = None,
         include_stats: bool = False,
