@@ -1,5 +1,5 @@
-"""A folder per run, a ``latest`` link to the last training run, finding a run's checkpoint, and the
-run's W&B folder and console lines, shared by both training examples.
+"""A folder per run, a ``latest`` link to the last training run, and finding a run's checkpoint, shared by
+both training examples (the rest of their common skeleton is in ``skeleton.py``).
 
 Both training examples write each run into its own folder under ``--output-dir``::
 
@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 LATEST = "latest"
 CHECKPOINT_GLOB = "best_*.pt"
@@ -100,44 +97,6 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
         names = ", ".join(str(p) for p in found)
         raise ValueError(f"--checkpoint {path}: {len(found)} checkpoints in this folder, name one: {names}")
     return found[0]
-
-
-def shown_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the working directory when it lies inside it (shorter to read and copy)."""
-    path = Path(path).absolute()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def wandb_mode(config: dict[str, Any]) -> str:
-    return config["wandb_mode"] or os.environ.get("WANDB_MODE") or "offline"
-
-
-def wandb_run_dir(wandb_logger: Any) -> str | None:
-    """The local directory of the run (what ``wandb sync`` takes), relative to the working directory if
-    it is inside it."""
-    if wandb_logger is None:
-        return None
-    run = wandb_logger._wandb.run
-    if run is None or not getattr(run, "dir", None):
-        return None
-    return shown_path(Path(run.dir).parent)
-
-
-def close_wandb(wandb_logger: Any) -> str | None:
-    """Finish the run; return its local directory."""
-    run_dir = wandb_run_dir(wandb_logger)
-    if wandb_logger is not None:
-        wandb_logger.close()
-    return run_dir
-
-
-def say(message: str) -> None:
-    """Print above the progress bars (a plain print would land on the training bar's line)."""
-    tqdm.write(message)
-    sys.stdout.flush()
 
 
 def make_run_dir(config: dict[str, Any]) -> Path:

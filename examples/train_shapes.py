@@ -50,36 +50,47 @@ from typing import Any
 # (Only effective before torch is first imported.)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import ignite  # noqa: E402
-import ignite.distributed as idist
+import ignite.distributed as idist  # noqa: E402
 import torch
-from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.handlers import (
     CosineAnnealingScheduler,
     EarlyStopping,
     EMAHandler,
-    ModelCheckpoint,
     create_lr_scheduler_with_warmup,
     global_step_from_engine,
 )
 from ignite.utils import manual_seed, setup_logger
+from run_dirs import make_run_dir
+from shapes_data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, collate
+from shapes_model import DetectionLoss, ShapesDetector, decode
+from skeleton import (
+    RunMeta,
+    add_run_arguments,
+    attach_coco_metric,
+    attach_progress,
+    best_metrics,
+    check_run_config,
+    close_wandb,
+    coco_numbers,
+    config_from,
+    create_wandb_logger,
+    keep_best_checkpoint,
+    load_checkpoint,
+    print_versions,
+    print_wandb_dir,
+    quiet_ignite_info,
+    say,
+    to_device,
+    wandb_mode,
+    wandb_run_id,
+)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-try:
-    from ignite_det import STAT_NAMES, CocoMetric
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from ignite_det import STAT_NAMES, CocoMetric
+from ignite_det import attach_wandb_logging
 
-try:
-    from ignite_det import attach_wandb_logging
-except ImportError:  # an ignite_det without the W&B helpers
-    attach_wandb_logging = None  # type: ignore[assignment]
-
-from run_dirs import close_wandb, find_checkpoint, make_run_dir, say, wandb_mode  # noqa: E402
-from shapes_data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, collate  # noqa: E402
-from shapes_model import DetectionLoss, ShapesDetector, decode  # noqa: E402
+PROJECT = "ignite-det-shapes"
+SCRIPT = "train_shapes.py"
+MODEL_CONFIG_KEYS = ("width", "image_size", "val_images", "train_images", "seed")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -94,84 +105,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-images", type=int, default=192)
     parser.add_argument("--width", type=int, default=24, help="model width (channels at stride 4)")
     parser.add_argument("--ema", type=float, default=0.02, help="EMA momentum of the evaluated weights (0: off)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--output-dir",
-        default="runs/shapes",
-        help="where run folders go: run-N (training), eval-N (--eval-only), and latest, a link to the last run-N",
-    )
-    parser.add_argument(
-        "--run-name",
-        default=None,
-        help="this run's folder under --output-dir (default: the next run-N, or eval-N with --eval-only); it holds "
-        "checkpoints/, results.json (eval_results.json with --eval-only) and, by default, W&B's files",
-    )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads per process (default: cores/procs)"
     )
-    parser.add_argument("--backend", default="native", choices=["native", "pycocotools", "faster_coco_eval"])
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
-    parser.add_argument(
-        "--checkpoint", default=None, help="with --eval-only: a .pt file, or a run folder such as runs/shapes/latest"
-    )
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE", help="stop when AP stalls")
     parser.add_argument("--nproc-per-node", type=int, default=None, help="spawn N processes (gloo on CPU)")
-    parser.add_argument("--wandb-mode", default=None, choices=["online", "offline", "disabled"],
-                        help="default: $WANDB_MODE or offline")  # fmt: skip
-    parser.add_argument("--wandb-project", default=None, help="default: $WANDB_PROJECT or ignite-det-shapes")
-    parser.add_argument("--wandb-dir", default=None, help="default: $WANDB_DIR or --output-dir")
-    parser.add_argument("--log-every", type=int, default=10, help="log the training loss every N iterations")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(parser, output_dir="runs/shapes", project=PROJECT, results="results.json")
     return parser
 
 
 def get_config(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
     """The parser's defaults, updated with ``config`` (dashes or underscores in keys)."""
-    cfg = vars(get_args_parser().parse_args([]))
-    if isinstance(config, argparse.Namespace):
-        config = vars(config)
-    for key, value in (config or {}).items():
-        key = key.replace("-", "_")
-        if key not in cfg:
-            raise KeyError(f"unknown option {key!r}")
-        cfg[key] = value
-    return cfg
+    return config_from(get_args_parser(), config)
 
 
 # ----------------------------------------------------------------------------- W&B
 
 
-def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **init: Any) -> Any:
-    """A ``WandBLogger`` writing under the run folder, on rank 0; None on other ranks or when disabled."""
-    if wandb_mode(config) == "disabled" or idist.get_rank() != 0:
-        return None
-    from ignite.handlers.wandb_logger import WandBLogger
-
-    # absolute: W&B's service process may have been started in another working directory
-    wandb_dir = os.path.abspath(config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["run_dir"])
-    os.makedirs(wandb_dir, exist_ok=True)
-    return WandBLogger(
-        project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-shapes",
-        mode=wandb_mode(config),
-        dir=wandb_dir,
-        config=run_config,
-        **init,
-    )
-
-
 def attach_coco_logging(wandb_logger: Any, evaluator: Engine, step: Any = None) -> None:
-    """The 12 COCO numbers, the per-class report and sample images (ignite_det's helper when available,
-    else Ignite's own OutputHandler with the 12 numbers), at the step ``step`` gives (default: 1, 2, ...).
-    Call on every process, with ``wandb_logger`` None but on rank 0: each captures its share of the images."""
-    if attach_wandb_logging is not None:
-        attach_wandb_logging(
-            wandb_logger, evaluator, metric_name="coco", tag="val", class_names=CLASS_NAMES, global_step_transform=step
-        )
-    elif wandb_logger is not None:
-        wandb_logger.attach_output_handler(
-            evaluator, event_name=Events.COMPLETED, tag="val", metric_names=list(STAT_NAMES), global_step_transform=step
-        )
+    """The 12 COCO numbers, the per-class report and sample images, at the step ``step`` gives (default: 1,
+    2, ...). Call on every process, with ``wandb_logger`` None but on rank 0: each captures its share of the
+    images."""
+    attach_wandb_logging(
+        wandb_logger, evaluator, metric_name="coco", tag="val", class_names=CLASS_NAMES, global_step_transform=step
+    )
 
 
 def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, optimizer: torch.optim.Optimizer) -> Any:
@@ -180,7 +137,7 @@ def setup_wandb(config: dict[str, Any], trainer: Engine, evaluator: Engine, opti
     if wandb_mode(config) == "disabled":
         return None
     run_config = {k: v for k, v in config.items() if k != "checkpoint"}
-    wandb_logger = create_wandb_logger(config, run_config, job_type="train", tags=["shapes", "ignite-det"])
+    wandb_logger = create_wandb_logger(config, run_config, PROJECT, job_type="train", tags=["shapes", "ignite-det"])
     if wandb_logger is not None:
         wandb_logger.attach_output_handler(
             trainer,
@@ -211,6 +168,7 @@ def setup_eval_wandb(config: dict[str, Any], evaluator: Engine, saved: dict[str,
     wandb_logger = create_wandb_logger(
         config,
         run_config,
+        PROJECT,
         job_type="eval",
         tags=["shapes", "ignite-det", "eval"],
         notes=f"--eval-only --checkpoint {config['checkpoint']}",
@@ -220,37 +178,6 @@ def setup_eval_wandb(config: dict[str, Any], evaluator: Engine, saved: dict[str,
 
 
 # ----------------------------------------------------------------------------- training
-
-
-class RunMeta:
-    """Saved next to the weights: the model/data config, the metrics and step at save time, the W&B run."""
-
-    def __init__(self, config: dict[str, Any], trainer: Engine | None = None, evaluator: Engine | None = None):
-        self.config = {k: config[k] for k in ("width", "image_size", "val_images", "train_images", "seed")}
-        self.trainer, self.evaluator = trainer, evaluator
-        self.wandb_run_id: str | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        metrics = {}
-        if self.evaluator is not None and self.evaluator.state is not None:
-            metrics = {
-                k: float(self.evaluator.state.metrics[k]) for k in STAT_NAMES if k in self.evaluator.state.metrics
-            }
-        state = self.trainer.state if self.trainer is not None else None
-        return {
-            "config": dict(self.config),
-            "metrics": metrics,
-            "epoch": state.epoch if state is not None else None,
-            "iteration": state.iteration if state is not None else None,
-            "wandb_run_id": self.wandb_run_id,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.config = dict(state.get("config", {}))
-
-
-def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
-    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
 
 
 def create_evaluator(model: torch.nn.Module, config: dict[str, Any], device: torch.device) -> Engine:
@@ -265,13 +192,8 @@ def create_evaluator(model: torch.nn.Module, config: dict[str, Any], device: tor
 
     evaluator = Engine(eval_step)
     evaluator.logger = setup_logger("evaluator", level=30)
-    metric = CocoMetric(box_format="xyxy", backend=config["backend"], class_names=CLASS_NAMES)
-    metric.attach(evaluator, "coco")
+    attach_coco_metric(evaluator, config, CLASS_NAMES)
     return evaluator
-
-
-def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(state_metrics[k]) for k in STAT_NAMES}
 
 
 def _placed(model: torch.nn.Module, device: torch.device, world: int) -> torch.nn.Module:
@@ -291,24 +213,9 @@ def same_on_every_rank(model: torch.nn.Module) -> None:
             tensor.copy_(idist.broadcast(tensor, src=0))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint of this script: ``{"model": state dict, "meta": RunMeta's state}``.
-
-    Raises:
-        ValueError: if the file is not a torch checkpoint with a ``model`` entry.
-    """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors alike (torch's own message runs to 10 lines)
-        kind = type(error).__name__
-        raise ValueError(f"--checkpoint {path}: not a torch checkpoint of weights ({kind} from torch.load)") from error
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"--checkpoint {path}: no 'model' entry; is it a checkpoint of train_shapes.py?")
-    return ckpt
-
-
 def training(local_rank: int, config: dict[str, Any]) -> None:
     """What every process runs (under ``idist.Parallel``); rank 0 writes the results into the run folder."""
+    quiet_ignite_info()
     rank, world = idist.get_rank(), idist.get_world_size()
     threads = config["threads"] or max(1, (os.cpu_count() or 1) // max(1, idist.get_nproc_per_node()))
     torch.set_num_threads(threads)
@@ -330,10 +237,7 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
         result = train(config, val_loader, device)
     if rank == 0:
         (Path(config["run_dir"]) / _results_name(config)).write_text(json.dumps(result, indent=2))
-        if result["wandb_dir"]:
-            print(f"W&B run dir: {result['wandb_dir']}")
-            if wandb_mode(config) == "offline":
-                print(f"upload it with: wandb sync {result['wandb_dir']}")
+        print_wandb_dir(config, result["wandb_dir"])
         print(f"run folder: {config['run_dir']}")
     idist.barrier()
 
@@ -341,14 +245,13 @@ def training(local_rank: int, config: dict[str, Any]) -> None:
 def evaluate_checkpoint(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict[str, Any]:
     """``--eval-only``: the checkpoint's model on the validation set, logged to a W&B run of its own."""
     rank, world = idist.get_rank(), idist.get_world_size()
-    ckpt = load_checkpoint(config["checkpoint"])
+    ckpt = load_checkpoint(config["checkpoint"], SCRIPT)
     saved = ckpt.get("meta", {})
     width = saved.get("config", {}).get("width", config["width"])  # the checkpoint knows its model's width
     model = ShapesDetector(NUM_CLASSES, width=width)
     model.load_state_dict(ckpt["model"])
     evaluator = create_evaluator(_placed(model, device, world), config, device)
-    if rank == 0 and not config["no_progress"]:
-        ProgressBar(desc="eval").attach(evaluator)
+    attach_progress(config, None, evaluator)
     wandb_logger = setup_eval_wandb(config, evaluator, saved)
     state = evaluator.run(val_loader)
     run_dir = close_wandb(wandb_logger)
@@ -356,7 +259,7 @@ def evaluate_checkpoint(config: dict[str, Any], val_loader: Any, device: torch.d
         print(state.metrics["coco"])
         print(f"checkpoint: {config['checkpoint']} (epoch {saved.get('epoch')})")
     return {
-        "metrics": _metrics_dict(state.metrics),
+        "metrics": coco_numbers(state.metrics),
         "checkpoint": str(config["checkpoint"]),
         "checkpoint_metrics": saved.get("metrics"),
         "trained_by_wandb_run": saved.get("wandb_run_id"),
@@ -383,7 +286,7 @@ def train(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict
         model.train()
         images, targets = batch
         outputs = model(images.to(device, non_blocking=True))
-        loss, _ = criterion(outputs, _to_device(targets, device))
+        loss, _ = criterion(outputs, to_device(targets, device))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -422,7 +325,7 @@ def train(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict
         t0 = time.time()
         same_on_every_rank(eval_model)  # what is evaluated is what rank 0 saves
         state = evaluator.run(val_loader)
-        history.append(_metrics_dict(state.metrics))
+        history.append(coco_numbers(state.metrics))
         if rank == 0:
             m = history[-1]
             say(
@@ -431,28 +334,16 @@ def train(config: dict[str, Any], val_loader: Any, device: torch.device) -> dict
                 f"(eval {time.time() - t0:.1f} s, total {time.time() - start:.0f} s)"
             )
 
-    meta = RunMeta(config, trainer, evaluator)
-    best = ModelCheckpoint(
-        dirname=Path(config["run_dir"]) / "checkpoints",
-        filename_prefix="best",
-        n_saved=1,
-        score_function=lambda engine: engine.state.metrics["AP"],
-        score_name="AP",
-        global_step_transform=global_step_from_engine(trainer),
-        require_empty=False,
-    )
-    evaluator.add_event_handler(Events.COMPLETED, best, {"model": eval_model, "meta": meta})
+    meta = RunMeta({k: config[k] for k in MODEL_CONFIG_KEYS}, trainer, evaluator)
+    best = keep_best_checkpoint(config, trainer, evaluator, {"model": eval_model, "meta": meta})
     if config["early_stopping"]:
         stopper = EarlyStopping(config["early_stopping"], lambda engine: engine.state.metrics["AP"], trainer)
         evaluator.add_event_handler(Events.COMPLETED, stopper)
 
-    if rank == 0 and not config["no_progress"]:
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
-        ProgressBar(persist=False, desc="eval").attach(evaluator)
+    attach_progress(config, trainer, evaluator, loss=lambda loss: loss)
 
     wandb_logger = setup_wandb(config, trainer, evaluator, optimizer)
-    if wandb_logger is not None:
-        meta.wandb_run_id = wandb_logger._wandb.run.id
+    meta.wandb_run_id = wandb_run_id(wandb_logger)
     start = time.time()
 
     trainer.run(train_loader, max_epochs=config["epochs"])
@@ -482,34 +373,13 @@ def _results_name(config: dict[str, Any]) -> str:
     return "eval_results.json" if config["eval_only"] else "results.json"
 
 
-def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
-    """The evaluation that ModelCheckpoint kept: the first one with the highest AP."""
-    if not history:
-        return None
-    best = history[0]
-    for m in history[1:]:
-        if m["AP"] > best["AP"]:
-            best = m
-    return best
-
-
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config with ``checkpoint`` resolved to a file (a run folder names its best checkpoint).
 
     Raises:
-        ValueError, FileNotFoundError, FileExistsError: with a one-line message, for a missing or unusable
-            ``--checkpoint`` or a ``--run-name`` that exists already.
+        ValueError, FileNotFoundError, FileExistsError: see :func:`skeleton.check_run_config`.
     """
-    config = dict(config)
-    if config["eval_only"]:
-        if not config["checkpoint"]:
-            raise ValueError("--eval-only needs --checkpoint PATH (a .pt file or a run folder)")
-        config["checkpoint"] = str(find_checkpoint(config["checkpoint"]))
-        load_checkpoint(config["checkpoint"])
-    wanted = Path(config["output_dir"]) / (config["run_name"] or "")
-    if config["run_name"] and wanted.exists():
-        raise FileExistsError(f"{wanted} exists already: pick another --run-name")
-    return config
+    return check_run_config(config, SCRIPT)
 
 
 def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
@@ -521,6 +391,7 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
         ValueError, FileNotFoundError, FileExistsError: see :func:`check_config`.
     """
     cfg = check_config(get_config(config))
+    quiet_ignite_info()
     nproc = cfg["nproc_per_node"]
     use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
     processes = nproc or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -567,9 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_config(get_config(args))
     except (ValueError, FileNotFoundError, FileExistsError) as error:  # a mistyped path: one line, no traceback
-        print(f"train_shapes.py: error: {error}", file=sys.stderr)
+        print(f"{SCRIPT}: error: {error}", file=sys.stderr)
         return 2
-    print(f"ignite {ignite.__version__}, torch {torch.__version__}")
+    print_versions()
     run(args)
     return 0
 

@@ -66,27 +66,37 @@ from typing import Any
 
 import numpy as np
 import torch
-from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
-from ignite.handlers import (
-    CosineAnnealingScheduler,
-    ModelCheckpoint,
-    create_lr_scheduler_with_warmup,
-    global_step_from_engine,
-)
+from ignite.handlers import CosineAnnealingScheduler, create_lr_scheduler_with_warmup
 from ignite.utils import manual_seed, setup_logger
 from PIL import Image
+from run_dirs import make_run_dir
+from skeleton import (
+    RunMeta,
+    add_run_arguments,
+    attach_coco_metric,
+    attach_progress,
+    best_metrics,
+    check_run_config,
+    close_wandb,
+    coco_numbers,
+    config_from,
+    create_wandb_logger,
+    keep_best_checkpoint,
+    load_checkpoint,
+    print_versions,
+    print_wandb_dir,
+    quiet_ignite_info,
+    say,
+    to_device,
+    wandb_run_id,
+)
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-try:
-    from ignite_det import CocoMetric, attach_wandb_logging
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from ignite_det import CocoMetric, attach_wandb_logging
+from ignite_det import attach_wandb_logging
 
-from run_dirs import close_wandb, find_checkpoint, make_run_dir, say, wandb_mode  # noqa: E402
-
+PROJECT = "ignite-det-torchvision"
+SCRIPT = "train_torchvision.py"
 TORCHVISION_MISSING = "this example needs torchvision: pip install torch==2.14.1 torchvision==0.29.1 (see README)"
 # torchvision detectors whose builders take min_size/max_size (the model's own resize)
 MODELS = (
@@ -122,22 +132,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=800, help="min_size of the model's transform (max_size: 5/3 of it)"
     )
     parser.add_argument("--max-iterations", type=int, default=None, help="at most N training iterations per epoch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--output-dir",
-        default="runs/torchvision",
-        help="where run folders go: run-N (training), eval-N (--eval-only), and latest, a link to the last run-N",
-    )
-    parser.add_argument(
-        "--run-name",
-        default=None,
-        help="this run's folder under --output-dir (default: the next run-N, or eval-N with --eval-only); "
-        "it holds checkpoints/, metrics.json and, by default, W&B's files",
-    )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes")
-    parser.add_argument("--backend", default="native", choices=["native", "pycocotools", "faster_coco_eval"])
     parser.add_argument(
         "--keypoint-sigmas",
         type=float,
@@ -145,30 +141,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"keypoint models: an OKS sigma per keypoint (default: COCO's for 17 points, else {DEFAULT_CORNER_SIGMA})",
     )
-    parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
-    parser.add_argument(
-        "--checkpoint", default=None, help="with --eval-only: a .pt file or a run folder (runs/torchvision/latest)"
-    )
-    parser.add_argument("--wandb-mode", default=None, choices=["online", "offline", "disabled"],
-                        help="default: $WANDB_MODE or offline")  # fmt: skip
-    parser.add_argument("--wandb-project", default=None, help="default: $WANDB_PROJECT or ignite-det-torchvision")
-    parser.add_argument("--wandb-dir", default=None, help="default: $WANDB_DIR or --output-dir")
-    parser.add_argument("--log-every", type=int, default=10, help="log the training losses every N iterations")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_run_arguments(parser, output_dir="runs/torchvision", project=PROJECT, results="metrics.json")
     return parser
 
 
 def get_config(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, Any]:
     """The parser's defaults, updated with ``config`` (dashes or underscores in keys)."""
-    cfg = vars(get_args_parser().parse_args([]))
-    if isinstance(config, argparse.Namespace):
-        config = vars(config)
-    for key, value in (config or {}).items():
-        key = key.replace("-", "_")
-        if key not in cfg:
-            raise KeyError(f"unknown option {key!r}")
-        cfg[key] = value
-    return cfg
+    return config_from(get_args_parser(), config)
 
 
 # ----------------------------------------------------------------------------- data
@@ -307,44 +286,14 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
     print(f"loaded {len(kept)} tensors from {path}; skipped {len(skipped)}; {len(missing)} left initialised")
 
 
-class RunMeta:
-    """Saved next to the weights: what is needed to rebuild the model, and its metrics at save time."""
-
-    def __init__(
-        self, config: dict[str, Any], num_classes: int, evaluator: Engine | None = None, num_keypoints: int = 0
-    ) -> None:
-        self.config = {
-            "model": config["model"],
-            "num_classes": num_classes,
-            "image_size": config["image_size"],
-            "num_keypoints": num_keypoints,
-        }
-        self.evaluator = evaluator
-        self.wandb_run_id: str | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        metrics = {}
-        state = self.evaluator.state if self.evaluator is not None else None
-        if state is not None:
-            metrics = _metrics_dict(state.metrics) if "coco" in state.metrics else {}
-        return {"config": dict(self.config), "metrics": metrics, "wandb_run_id": self.wandb_run_id}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.config = dict(state.get("config", {}))
-
-
 # ----------------------------------------------------------------------------- engines
-
-
-def _to_device(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
-    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
 
 
 def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> Engine:
     def train_step(engine: Engine, batch: Batch) -> dict[str, float]:
         model.train()
         images, targets = batch
-        losses = model([image.to(device) for image in images], _to_device(targets, device))
+        losses = model([image.to(device) for image in images], to_device(targets, device))
         loss = sum(losses.values())
         optimizer.zero_grad()
         loss.backward()
@@ -373,13 +322,8 @@ def create_evaluator(
     evaluator = Engine(eval_step)
     evaluator.logger = setup_logger("evaluator", level=30)
     task = task_of(config["model"])
-    CocoMetric(
-        box_format="xyxy",
-        iou_type=task,
-        backend=config["backend"],
-        class_names=class_names,
-        keypoint_sigmas=keypoint_sigmas(config, num_keypoints) if task == "keypoints" else None,
-    ).attach(evaluator, "coco")
+    sigmas = keypoint_sigmas(config, num_keypoints) if task == "keypoints" else None
+    attach_coco_metric(evaluator, config, class_names, iou_type=task, keypoint_sigmas=sigmas)
     return evaluator
 
 
@@ -408,25 +352,6 @@ def add_lr_schedule(
     trainer.add_event_handler(Events.ITERATION_STARTED, scheduler)
 
 
-def create_wandb_logger(config: dict[str, Any], run_config: dict[str, Any], **init: Any) -> Any:
-    """A ``WandBLogger`` writing under the run folder, or None when W&B is disabled."""
-    mode = wandb_mode(config)
-    if mode == "disabled":
-        return None
-    from ignite.handlers.wandb_logger import WandBLogger
-
-    # absolute: W&B's service process may have been started in another working directory
-    wandb_dir = os.path.abspath(config["wandb_dir"] or os.environ.get("WANDB_DIR") or config["run_dir"])
-    os.makedirs(wandb_dir, exist_ok=True)
-    return WandBLogger(
-        project=config["wandb_project"] or os.environ.get("WANDB_PROJECT") or "ignite-det-torchvision",
-        mode=mode,
-        dir=wandb_dir,
-        config=run_config,
-        **init,
-    )
-
-
 def setup_wandb(
     config: dict[str, Any],
     trainer: Engine,
@@ -437,7 +362,7 @@ def setup_wandb(
     """Create the W&B logger of a training run and attach it. Returns the logger, or None when disabled."""
     run_config = {k: v for k, v in config.items() if k != "checkpoint"}
     wandb_logger = create_wandb_logger(
-        config, run_config, job_type="train", tags=["torchvision", config["model"], "ignite-det"]
+        config, run_config, PROJECT, job_type="train", tags=["torchvision", config["model"], "ignite-det"]
     )
     if wandb_logger is None:
         return None
@@ -459,6 +384,7 @@ def setup_eval_wandb(
     wandb_logger = create_wandb_logger(
         config,
         run_config,
+        PROJECT,
         job_type="eval",
         tags=["torchvision", model, "ignite-det", "eval"],
         notes=f"--eval-only --checkpoint {config['checkpoint']}",
@@ -468,28 +394,7 @@ def setup_eval_wandb(
     return wandb_logger
 
 
-def _metrics_dict(state_metrics: dict[str, Any]) -> dict[str, float]:
-    """The COCO numbers of the evaluation: the 12 of boxes and masks, the 10 of keypoints."""
-    return {k: float(v) for k, v in state_metrics["coco"].items()}
-
-
 # ----------------------------------------------------------------------------- run
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint of this script (``{"model": ..., "meta": ...}``) or a plain state dict.
-
-    Raises:
-        ValueError: if the file does not load as a dict of weights.
-    """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors alike (torch's own message runs to 10 lines)
-        kind = type(error).__name__
-        raise ValueError(f"--checkpoint {path}: not a torch checkpoint of weights ({kind} from torch.load)") from error
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"--checkpoint {path}: holds a {type(ckpt).__name__}, not a state dict or a checkpoint")
-    return ckpt
 
 
 def evaluate_checkpoint(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.device) -> dict[str, Any]:
@@ -502,15 +407,14 @@ def evaluate_checkpoint(config: dict[str, Any], val_ds: CocoDetectionDataset, de
     model = build_model(saved_config.get("model", config["model"]), num_classes, config["image_size"], num_keypoints)
     model.load_state_dict(ckpt.get("model", ckpt))
     evaluator = create_evaluator(model.to(device), config, val_ds.class_names, device, num_keypoints)
-    if not config["no_progress"]:
-        ProgressBar(desc="eval").attach(evaluator)
+    attach_progress(config, None, evaluator)
     wandb_logger = setup_eval_wandb(config, evaluator, val_ds.class_names, saved)
     state = evaluator.run(make_loader(val_ds, config, train=False))
     run_dir = close_wandb(wandb_logger)
     print(state.metrics["coco"])
     print(f"checkpoint: {config['checkpoint']}")
     return {
-        "metrics": _metrics_dict(state.metrics),
+        "metrics": coco_numbers(state.metrics),
         "checkpoint": str(config["checkpoint"]),
         "checkpoint_metrics": saved.get("metrics") or None,
         "trained_by_wandb_run": saved.get("wandb_run_id"),
@@ -543,29 +447,18 @@ def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.de
     def validate(engine: Engine) -> None:
         t0 = time.time()
         state = evaluator.run(val_loader)
-        history.append(_metrics_dict(state.metrics))
+        history.append(coco_numbers(state.metrics))
         m = history[-1]
         recall = "AR100" if "AR100" in m else "AR"  # keypoints: AR at 20 detections
         summary = f"AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  {recall} {m[recall]:.4f}  (eval {time.time() - t0:.1f} s)"
         say(f"epoch {engine.state.epoch:3d}: {summary}")
 
-    best = ModelCheckpoint(
-        dirname=Path(config["run_dir"]) / "checkpoints",
-        filename_prefix="best",
-        n_saved=1,
-        score_function=lambda engine: engine.state.metrics["AP"],
-        score_name="AP",
-        global_step_transform=global_step_from_engine(trainer),
-        require_empty=False,
-    )
-    meta = RunMeta(config, num_classes, evaluator, num_keypoints)
-    evaluator.add_event_handler(Events.COMPLETED, best, {"model": model, "meta": meta})
-    if not config["no_progress"]:
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
-        ProgressBar(persist=False, desc="eval").attach(evaluator)
+    model_config = {"model": config["model"], "num_classes": num_classes, "image_size": config["image_size"]}
+    meta = RunMeta({**model_config, "num_keypoints": num_keypoints}, trainer, evaluator)
+    best = keep_best_checkpoint(config, trainer, evaluator, {"model": model, "meta": meta})
+    attach_progress(config, trainer, evaluator, loss=lambda out: out["loss"])
     wandb_logger = setup_wandb(config, trainer, evaluator, optimizer, class_names)
-    if wandb_logger is not None:
-        meta.wandb_run_id = wandb_logger._wandb.run.id
+    meta.wandb_run_id = wandb_run_id(wandb_logger)
 
     start = time.time()
     trainer.run(train_loader, max_epochs=config["epochs"], epoch_length=epoch_length)
@@ -585,15 +478,6 @@ def train(config: dict[str, Any], val_ds: CocoDetectionDataset, device: torch.de
     }
 
 
-def best_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
-    """The evaluation that ModelCheckpoint kept: the first one with the highest AP."""
-    best = None
-    for m in history:
-        if best is None or m["AP"] > best["AP"]:
-            best = m
-    return best
-
-
 def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config with ``checkpoint`` resolved to a file (a run folder names its best checkpoint).
 
@@ -601,19 +485,11 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
         ValueError, FileNotFoundError, FileExistsError: with a one-line message, when the data or checkpoint
             options are missing or unusable, or ``--run-name`` exists already.
     """
-    cfg = dict(cfg)
-    if cfg["eval_only"]:
-        if not cfg["checkpoint"]:
-            raise ValueError("--eval-only needs --checkpoint PATH (a .pt file or a run folder)")
-        cfg["checkpoint"] = str(find_checkpoint(cfg["checkpoint"]))
-        load_checkpoint(cfg["checkpoint"])
+    cfg = check_run_config(cfg, script=None)  # a plain state dict is a checkpoint too
     if not cfg["eval_only"] and not (cfg["images"] and cfg["annotations"]):
         raise ValueError("training needs --images DIR and --annotations JSON")
     if not ((cfg["val_images"] or cfg["images"]) and (cfg["val_annotations"] or cfg["annotations"])):
         raise ValueError("evaluation needs --val-images DIR and --val-annotations JSON (or --images/--annotations)")
-    wanted = Path(cfg["output_dir"]) / (cfg["run_name"] or "")
-    if cfg["run_name"] and wanted.exists():
-        raise FileExistsError(f"{wanted} exists already: pick another --run-name")
     return cfg
 
 
@@ -627,6 +503,7 @@ def run(config: dict[str, Any] | argparse.Namespace | None = None) -> dict[str, 
         ValueError, FileNotFoundError, FileExistsError: see :func:`check_config`.
     """
     cfg = get_config(config)
+    quiet_ignite_info()
     detection_models()
     cfg = check_config(cfg)
     val_images = cfg["val_images"] or cfg["images"]
@@ -654,15 +531,13 @@ def main(argv: list[str] | None = None) -> int:
         check_config(get_config(args))
         detection_models()
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:  # one line, no traceback
-        print(f"train_torchvision.py: error: {error}", file=sys.stderr)
+        print(f"{SCRIPT}: error: {error}", file=sys.stderr)
         return 2
+    print_versions()
     result = run(args)
     if result["checkpoint"] and not args.eval_only:
         print(f"best checkpoint: {result['checkpoint']}")
-    if result["wandb_dir"]:
-        print(f"W&B run dir: {result['wandb_dir']}")
-        if wandb_mode(vars(args)) == "offline":
-            print(f"upload it with: wandb sync {result['wandb_dir']}")
+    print_wandb_dir(vars(args), result["wandb_dir"])
     print(f"metrics: {Path(result['run_dir']) / 'metrics.json'}")
     print(f"run folder: {result['run_dir']}")
     return 0

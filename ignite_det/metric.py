@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -22,7 +23,7 @@ from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
-from ignite_det.params import EvalParams
+from ignite_det.params import Backend, BoxFormat, EvalParams, IouType
 from ignite_det.plausibility import warn_implausible
 from ignite_det.repeats import warn_update_after_compute
 from ignite_det.result import CocoResult
@@ -85,11 +86,17 @@ class CocoMetric(Metric):
             lowest of them.
         output_transform: turns the engine's ``state.output`` into ``(y_pred, y)``.
         device: where collectives run under distribution; inputs may be on any device.
+        metric_kwargs: passed on to Ignite's ``Metric``, for example ``metrics_result_mode="named"``
+            (Ignite >= 0.5.4) to keep only ``state.metrics["coco"]`` and not spread the 12 numbers beside it.
+
+    Every argument after ``box_format`` is keyword-only.
 
     Raises:
         ValueError: for an unknown ``box_format``, ``iou_type`` or ``backend``, thresholds out of range,
             or ``keypoint_sigmas`` that are not positive numbers (or given for another ``iou_type``).
         ModuleNotFoundError: ``backend="faster_coco_eval"`` without faster-coco-eval installed.
+        TypeError: for a keyword argument that Ignite's ``Metric`` does not take, or ``skip_unrolling``
+            (a batch is a list of images, never unrolled).
 
     Example:
         .. code-block:: python
@@ -106,9 +113,10 @@ class CocoMetric(Metric):
 
     def __init__(
         self,
-        box_format: str = "xyxy",
-        iou_type: str = "bbox",
-        backend: str = "native",
+        box_format: BoxFormat = "xyxy",
+        *,
+        iou_type: IouType = "bbox",
+        backend: Backend = "native",
         class_names: Sequence[str] | Mapping[int, str] | None = None,
         iou_thresholds: Sequence[float] | None = None,
         rec_thresholds: Sequence[float] | None = None,
@@ -118,6 +126,7 @@ class CocoMetric(Metric):
         keypoint_sigmas: Sequence[float] | None = None,
         output_transform: Callable[[Any], Any] = lambda x: x,
         device: str | torch.device = "cpu",
+        **metric_kwargs: Any,
     ) -> None:
         if box_format not in BOX_FORMATS:
             raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
@@ -129,7 +138,8 @@ class CocoMetric(Metric):
             iou_thresholds, rec_thresholds, max_detections, area_ranges, iou_type, keypoint_sigmas
         )
         self._f1_index = _f1_index(self.params, f1_iou_threshold)
-        super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
+        _check_metric_kwargs(metric_kwargs)
+        super().__init__(output_transform=output_transform, device=device, skip_unrolling=True, **metric_kwargs)
 
     @reinit__is_reduced
     def reset(self) -> None:
@@ -304,6 +314,18 @@ def _f1_index(params: EvalParams, f1_iou_threshold: float | None) -> int:
             f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds {params.typed_iou_thresholds()}"
         )
     return index
+
+
+def _check_metric_kwargs(metric_kwargs: Mapping[str, Any]) -> None:
+    """Name a wrong keyword here, rather than let ``Metric.__init__`` fail with its own parameter list."""
+    accepted = set(inspect.signature(Metric.__init__).parameters) - {"self", "output_transform", "device"}
+    accepted.discard("skip_unrolling")
+    unknown = sorted(set(metric_kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"CocoMetric got unexpected keyword argument(s) {unknown}; besides its own, it passes on to Ignite's "
+            f"Metric only {sorted(accepted)}"
+        )
 
 
 def _names(class_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:

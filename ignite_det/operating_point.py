@@ -51,7 +51,14 @@ class F1Point:
     @property
     def counting_threshold(self) -> float:
         """The lowest score counted at this operating point: ``threshold``, or ``-inf`` (every detection)
-        when there is none (nothing detected, or no ground truth)."""
+        when there is none (nothing detected, or no ground truth).
+
+        The one name of the threshold from which the confusion matrix counts detections
+        (``CocoResult.confusion_score_threshold`` is its deprecated alias).
+
+        >>> F1Point(0.4, 0.8, 0.75, 0.774).counting_threshold, F1Point(*[float("nan")] * 4).counting_threshold
+        (0.4, -inf)
+        """
         return self.threshold if math.isfinite(self.threshold) else -math.inf
 
     def as_array(self) -> np.ndarray:

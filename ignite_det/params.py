@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -19,7 +20,15 @@ COCO_AREA_RANGES: dict[str, tuple[float, float]] = {
     "large": (96**2, 1e5**2),
 }
 ALL_AREAS = (0**2, 1e5**2)
-IOU_TYPES = ("bbox", "segm", "keypoints")
+
+# The choices of CocoMetric's string arguments, once, for type checkers and for the checks that name them.
+BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
+"""How boxes are written, in absolute pixels: corners, COCO's corner and size, or centre and size."""
+IouType = Literal["bbox", "segm", "keypoints"]
+"""What is compared, as COCOeval's ``iouType``: boxes, masks or keypoints (OKS)."""
+Backend = Literal["native", "pycocotools", "faster_coco_eval"]
+"""Which engine evaluates; all three give the same numbers to the last bit."""
+IOU_TYPES: tuple[IouType, ...] = get_args(IouType)
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class EvalParams:
     max_detections: tuple[int, ...]  # (M,)
     area_names: tuple[str, ...]  # (A,)
     area_ranges: tuple[tuple[float, float], ...]  # (A,) inclusive [lo, hi]
-    iou_type: str = "bbox"
+    iou_type: IouType = "bbox"
     keypoint_sigmas: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (K,); K = 0 unless keypoints
 
     @staticmethod
@@ -46,7 +55,7 @@ class EvalParams:
         rec_thresholds: Sequence[float] | None = None,
         max_detections: Sequence[int] | None = None,
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
-        iou_type: str = "bbox",
+        iou_type: IouType = "bbox",
         keypoint_sigmas: Sequence[float] | None = None,
     ) -> EvalParams:
         if iou_type not in IOU_TYPES:

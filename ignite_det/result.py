@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,8 +21,10 @@ _AREA_SUFFIX = {"small": "s", "medium": "m", "large": "l"}
 class ClassResult:
     """One category's numbers, sliced from the same arrays as the overall ones (-1.0: undefined, no ground truth).
 
-    ``AR100`` is at the largest ``max_detections``; ``num_gt`` counts non-crowd ground truths and
-    ``num_det`` every detection of the category; ``f1`` is the category's best-F1 operating point.
+    ``AR_max`` is the AR at the largest ``max_detections``: AR@100 by default, AR@20 for keypoints,
+    AR@300 for ``max_detections=[1, 10, 300]`` (``AR100``, its former name, is a deprecated alias).
+    ``num_gt`` counts non-crowd ground truths and ``num_det`` every detection of the category; ``f1`` is
+    the category's best-F1 operating point.
     """
 
     category_id: int
@@ -32,10 +35,21 @@ class ClassResult:
     APs: float
     APm: float
     APl: float
-    AR100: float
+    AR_max: float
     num_gt: int
     num_det: int
     f1: F1Point
+
+    @property
+    def AR100(self) -> float:  # noqa: N802 (the name it replaces)
+        """Deprecated alias of :attr:`AR_max`, which is at the largest ``max_detections``, 100 or not."""
+        warnings.warn(
+            "ClassResult.AR100 is deprecated: use ClassResult.AR_max (the AR at the largest max_detections, "
+            "which is 20 for keypoints and need not be 100)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.AR_max
 
 
 class CocoResult(Mapping[str, float]):
@@ -62,7 +76,7 @@ class CocoResult(Mapping[str, float]):
     ground truth, as in pycocotools; ``best_f1.status`` says ``"no ground truth"`` or
     ``"no detection"`` (see :class:`~ignite_det.F1Point`); the F1 curve's recall and F1 are NaN
     without ground truth; the confusion matrix then counts every detection
-    (:attr:`confusion_score_threshold` is ``-inf``); the tables print ``-`` for undefined values.
+    (``best_f1.counting_threshold`` is ``-inf``); the tables print ``-`` for undefined values.
 
     Example:
         >>> result = evaluator.state.metrics["coco"]          # doctest: +SKIP
@@ -105,8 +119,14 @@ class CocoResult(Mapping[str, float]):
 
     @property
     def confusion_score_threshold(self) -> float:
-        """The score from which detections are counted in :attr:`confusion_matrix`: the best-F1 threshold,
-        or ``-inf`` (every detection) when there is no operating point."""
+        """Deprecated alias of ``best_f1.counting_threshold`` (:attr:`F1Point.counting_threshold`), the score
+        from which detections are counted in :attr:`confusion_matrix`."""
+        warnings.warn(
+            "CocoResult.confusion_score_threshold is deprecated: use result.best_f1.counting_threshold "
+            "(the best-F1 threshold, or -inf when every detection counts)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.best_f1.counting_threshold
 
     # --- Mapping ---
@@ -168,7 +188,7 @@ class CocoResult(Mapping[str, float]):
     def class_table(self) -> str:
         """A fixed-width table with one row per category; ``-`` marks an undefined value (COCO's -1: no
         ground truth of the class in that range; no threshold: nothing detected)."""
-        names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+        names = ("AP", "AP50", "AP75", "APs", "APm", "APl", f"AR{self.params.max_detections[-1]}")
         header = (
             f"{'class':<20} "
             + " ".join(f"{n:>6}" for n in names)
@@ -177,7 +197,7 @@ class CocoResult(Mapping[str, float]):
         )
         rows = [header, "-" * len(header)]
         for c in self.per_class:
-            numbers = (c.AP, c.AP50, c.AP75, c.APs, c.APm, c.APl, c.AR100)
+            numbers = (c.AP, c.AP50, c.AP75, c.APs, c.APm, c.APl, c.AR_max)
             f1 = (c.f1.threshold, c.f1.precision, c.f1.recall, c.f1.f1)
             rows.append(
                 f"{c.name[:20]:<20} "
@@ -204,7 +224,7 @@ class CocoResult(Mapping[str, float]):
             APs=stats.get("APs", -1.0),
             APm=stats.get("APm", -1.0),
             APl=stats.get("APl", -1.0),
-            AR100=_mean_valid(r[:, :, 0, -1]),
+            AR_max=_mean_valid(r[:, :, 0, -1]),
             num_gt=num_gt,
             num_det=num_det,
             f1=f1,

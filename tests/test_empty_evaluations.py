@@ -124,7 +124,7 @@ def test_negative_images_count_every_detection_as_spurious(backend):
     result, _ = check_against_pycocotools(empty_cases()["no ground truth at all"], backend)
     assert result.category_ids == ()  # pycocotools evaluates the ground truth's categories: none
     assert result.best_f1.status == "no ground truth"
-    assert result.confusion_score_threshold == -math.inf
+    assert result.best_f1.counting_threshold == -math.inf
 
 
 def test_class_table_prints_a_dash_where_a_class_has_no_ground_truth():

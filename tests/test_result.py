@@ -63,7 +63,7 @@ def test_per_class_numbers_equal_pycocotools_restricted_to_that_class(seed):
     result = _result(predictions, targets)
     for row in result.per_class:
         reference = run_cocoeval(gt, results, catIds=[row.category_id]).stats
-        assert (row.AP, row.AP50, row.AP75, row.APs, row.APm, row.APl, row.AR100) == tuple(
+        assert (row.AP, row.AP50, row.AP75, row.APs, row.APm, row.APl, row.AR_max) == tuple(
             float(reference[i]) for i in (0, 1, 2, 3, 4, 5, 8)
         )
         assert row.num_gt == sum(

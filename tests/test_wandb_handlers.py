@@ -197,8 +197,12 @@ def convenience_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     logger.attach_output_handler(
         setup.trainer, Events.EPOCH_COMPLETED, tag="train", output_transform=lambda loss: {"loss": loss}
     )
-    attach_wandb_logging(
-        logger, setup.evaluator, trainer=setup.trainer, num_images=NUM_IMAGES, score_threshold=SCORE_THRESHOLD
+    attach_wandb_logging(  # training is logged per epoch, so validation at the epoch too
+        logger,
+        setup.evaluator,
+        num_images=NUM_IMAGES,
+        score_threshold=SCORE_THRESHOLD,
+        global_step_transform=global_step_from_engine(setup.trainer),
     )
     setup.trainer.run([1.0, 2.0], max_epochs=EPOCHS)
     logger.close()
@@ -244,7 +248,7 @@ def test_per_class_table_has_one_row_per_class_each_epoch(convenience_run: Run) 
             record = dict(zip(columns, row))
             assert (record["category_id"], record["class"]) == (c.category_id, c.name)
             assert (record["num_gt"], record["num_det"]) == (c.num_gt, c.num_det)
-            for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"):
+            for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR_max"):
                 expected = getattr(c, name)
                 assert record[name] == (expected if expected >= 0 else None)
             expected_f1 = c.f1.f1 if math.isfinite(c.f1.f1) else None

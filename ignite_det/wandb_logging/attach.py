@@ -34,6 +34,7 @@ from ignite.handlers.base_logger import BaseHandler
 from ignite.handlers.utils import global_step_from_engine
 from ignite.handlers.wandb_logger import WandBLogger
 
+from ignite_det.params import BoxFormat
 from ignite_det.wandb_logging.base import StepTransform, _EvaluationCounter
 from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, DetectionImagesHandler, _batch_images, _output_pair
 from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
@@ -44,12 +45,13 @@ __all__ = ["CocoReportHandler", "DetectionImagesHandler", "attach_wandb_logging"
 def attach_wandb_logging(
     logger: WandBLogger | None,
     evaluator: Engine,
+    *,
     trainer: Engine | None = None,
     metric_name: str = "coco",
     tag: str = "val",
     num_images: int = 16,
     score_threshold: float = DEFAULT_SCORE_FLOOR,
-    box_format: str = "xyxy",
+    box_format: BoxFormat = "xyxy",
     class_names: Mapping[int, str] | None = None,
     batch_transform: Callable[[Any], Sequence[Any]] = _batch_images,
     output_transform: Callable[[Any], tuple[Sequence[Any], Sequence[Any]]] = _output_pair,
@@ -69,19 +71,20 @@ def attach_wandb_logging(
     Args:
         logger: the ``WandBLogger``, or ``None`` on a process without one.
         evaluator: the engine the :class:`~ignite_det.CocoMetric` is attached to (attach the metric first).
-        trainer: when given, everything is logged at the trainer's epoch (``global_step_from_engine``),
-            so validation lines up with training logged every epoch; otherwise at 1, 2, ... for each
-            evaluation.
+        trainer: when given, everything is logged at the trainer's iteration, as Ignite's own
+            ``setup_wandb_logging`` logs evaluators: that step never goes backwards when the trainer also
+            logs every iteration, and validation shares the row of the epoch's last iteration. Otherwise
+            at 1, 2, ... for each evaluation.
         metric_name: name the metric was attached under. Default ``"coco"``.
         tag: key prefix. Default ``"val"``.
         num_images: images to show, 0 (none) to 50. Default 16.
         score_threshold: the lowest score of a logged prediction (the floor of W&B's score slider; the
             verdicts and the first box layer follow the metric's operating point). Default 0.05.
         box_format, class_names, batch_transform, output_transform: as in :class:`DetectionImagesHandler`.
-        global_step_transform: the step to log at, in place of ``trainer``'s epoch. When training is
-            logged every iteration (W&B's step is then the iteration), pass
-            ``global_step_from_engine(trainer, Events.ITERATION_COMPLETED)``: the trainer's iteration.
-            Its signature is Ignite's: ``f(engine, event_name) -> int``, called with the evaluator.
+        global_step_transform: the step to log at, in place of ``trainer``'s iteration. When training is
+            logged only once per epoch at the trainer's epoch (W&B's step is then the epoch), pass
+            ``global_step_from_engine(trainer)``: the trainer's epoch. Its signature is Ignite's:
+            ``f(engine, event_name) -> int``, called with the evaluator.
         max_plot_classes: the most classes the curves and the heatmap show, as in
             :class:`CocoReportHandler`. Default 10.
 
@@ -100,7 +103,7 @@ def attach_wandb_logging(
     if global_step_transform is not None:
         step = global_step_transform
     elif trainer is not None:
-        step = global_step_from_engine(trainer)
+        step = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
     else:
         step = _EvaluationCounter(evaluator)
     images = None

@@ -36,7 +36,7 @@ PER_CLASS_COLUMNS = (
     "APs",
     "APm",
     "APl",
-    "AR100",
+    "AR_max",
     "num_gt",
     "num_det",
     "num_det_at_threshold",
@@ -86,7 +86,7 @@ def _per_class_rows(result: CocoResult) -> list[list[Any]]:
     at_threshold = np.asarray(result.confusion_matrix).sum(axis=0)
     rows = []
     for k, c in enumerate(result.per_class):
-        stats = [_defined(getattr(c, name)) for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")]
+        stats = [_defined(getattr(c, name)) for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR_max")]
         f1 = [_defined(c.f1.threshold), _defined(c.f1.precision), _defined(c.f1.recall), _defined(c.f1.f1)]
         counts = [int(c.num_gt), int(c.num_det), int(at_threshold[k])]
         rows.append([int(c.category_id), str(c.name), *stats, *counts, *f1])
@@ -247,6 +247,7 @@ class CocoReportHandler(_WandBHandler):
     def __init__(
         self,
         metric_name: str = "coco",
+        *,
         tag: str = "val",
         global_step_transform: StepTransform | None = None,
         include_stats: bool = False,
