@@ -29,7 +29,7 @@ from tests.coco_reference import (
     stats_dict,
     to_coco,
 )
-from tests.test_empty_evaluations import check_against_pycocotools, empty_cases
+from tests.test_metric_empty import check_against_pycocotools, empty_cases
 from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
 
 CHUNKS = [1, 2, 7, native_matching.IMAGES_PER_CHUNK]

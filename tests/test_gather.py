@@ -18,7 +18,7 @@ import torch
 from ignite_det import CocoMetric
 from ignite_det.backends.native import matching as native_matching
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
-from tests.test_empty_evaluations import empty_cases
+from tests.test_metric_empty import empty_cases
 
 SHARDS = {
     "uneven": [list(range(0, 9)), list(range(9, 12))],

@@ -10,7 +10,7 @@ import pytest
 
 from ignite_det.cli.main import main
 from tests.coco_reference import GT_FILE, NAMES, SEGM_RESULTS_FILE
-from tests.test_cli import BACKENDS, _assert_one_line_error
+from tests.cli.test_main import BACKENDS, _assert_one_line_error
 from tests.type_cases import KEYPOINT_NAMES, random_keypoint_case, random_mask_case, run_typed_cocoeval
 
 

@@ -19,7 +19,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from ignite_det import CocoMetric
 from ignite_det.backends import cocoeval
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
-from tests.test_distributed import free_port
+from tests.test_gather import free_port
 
 BACKENDS = list(cocoeval.BACKENDS)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ignite_det import CocoMetric
-from tests.test_distributed import free_port
+from tests.test_gather import free_port
 from tests.type_cases import keypoint_samples, random_keypoint_case, random_mask_case, run_typed_cocoeval
 
 # 10 images: uneven shards; DistributedSampler(shuffle=False) padding rank 1 with image 0; an idle rank.
