@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ignite_det import CocoMetric
 from tests.coco_reference import GT_FILE, NAMES, SEGM_RESULTS_FILE, stats_dict
-from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
+from tests.harness import assert_same_arrays, evaluate_with_engine
 from tests.type_cases import (
     KEYPOINT_NAMES,
     keypoint_samples,
@@ -23,8 +23,6 @@ from tests.type_cases import (
     random_mask_case,
     run_typed_cocoeval,
 )
-
-BACKENDS = ["native", "pycocotools", "faster_coco_eval"]
 
 # Published with the cocoapi for these files (val2014_fake_eval_res.txt, segm), three decimals.
 PUBLISHED_SEGM = (0.320, 0.562, 0.299, 0.387, 0.310, 0.327, 0.268, 0.415, 0.417, 0.469, 0.377, 0.381)
@@ -41,7 +39,6 @@ def segm_on_the_files() -> COCOeval:
     return coco_eval
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("form", ["binary", "probabilities"])
 def test_real_segm_data_equals_pycocotools_on_the_files(segm_on_the_files, backend, form):
     """Ground-truth polygons and crowd RLEs rasterised to dense masks, detections decoded from the
@@ -55,7 +52,6 @@ def test_real_segm_data_equals_pycocotools_on_the_files(segm_on_the_files, backe
     assert_same_arrays(metrics["coco"], segm_on_the_files)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(3))
 def test_random_masks_equal_pycocotools(seed, backend):
     gt, results, predictions, targets = random_mask_case(seed)
@@ -65,7 +61,6 @@ def test_random_masks_equal_pycocotools(seed, backend):
     assert_same_arrays(metrics["coco"], reference)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(4))
 def test_random_keypoints_equal_pycocotools(seed, backend):
     gt, results = random_keypoint_case(seed)
@@ -77,7 +72,6 @@ def test_random_keypoints_equal_pycocotools(seed, backend):
     assert_same_arrays(metrics["coco"], reference)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_keypoints_with_other_sigmas_equal_pycocotools(backend):
     sigmas = np.array([0.5, 0.25, 1.0, 0.125])  # e.g. the four corners of a shape
     gt, results = random_keypoint_case(5, num_keypoints=4)
