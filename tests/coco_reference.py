@@ -54,7 +54,8 @@ def run_cocoeval(gt: dict, results: list[dict], **params) -> COCOeval:
 
 
 def cocoeval_on_the_files(results_file: Path = RESULTS_FILE, iou_type: str = "bbox", **params) -> COCOeval:
-    """Plain pycocotools on the 100 real images: COCO(GT_FILE), loadRes(results_file), evaluate, accumulate."""
+    """Plain pycocotools on the 100 real images: COCO(GT_FILE), loadRes(results_file), evaluate, accumulate,
+    summarize (its printout swallowed)."""
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(GT_FILE))
         coco_eval = COCOeval(gt, gt.loadRes(str(results_file)), iou_type)
@@ -62,6 +63,7 @@ def cocoeval_on_the_files(results_file: Path = RESULTS_FILE, iou_type: str = "bb
             setattr(coco_eval.params, name, value)
         coco_eval.evaluate()
         coco_eval.accumulate()
+        coco_eval.summarize()
     return coco_eval
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from pycocotools.cocoeval import COCOeval
 
-from tests.coco_reference import cocoeval_on_the_files, load_real_samples
+from tests.coco_reference import SEGM_RESULTS_FILE, cocoeval_on_the_files, load_real_samples
 from tests.harness import BACKENDS
 
 
@@ -39,5 +39,11 @@ def gloo_on_the_cpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture(scope="session")
 def files_cocoeval() -> COCOeval:
-    """pycocotools' bbox COCOeval of the real results file, evaluated and accumulated (read it, never change it)."""
+    """pycocotools' bbox COCOeval of the real results file, evaluated, accumulated and summarized (read only)."""
     return cocoeval_on_the_files()
+
+
+@pytest.fixture(scope="session")
+def segm_files_cocoeval() -> COCOeval:
+    """pycocotools' segm COCOeval of the real mask results file, evaluated, accumulated and summarized (read only)."""
+    return cocoeval_on_the_files(SEGM_RESULTS_FILE, "segm")

@@ -29,19 +29,10 @@ def real():
     return metric.compute()
 
 
-def test_summary_is_pycocotools_summarize_output(real):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    from tests.coco_reference import GT_FILE, RESULTS_FILE
-
+def test_summary_is_pycocotools_summarize_output(real, files_cocoeval):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        gt = COCO(str(GT_FILE))
-        coco_eval = COCOeval(gt, gt.loadRes(str(RESULTS_FILE)), "bbox")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
+        files_cocoeval.summarize()
     expected = [line for line in printed.getvalue().splitlines() if line.startswith(" Average")]
     assert real.summary().splitlines() == expected
     assert str(real).startswith(real.summary())
@@ -75,8 +66,6 @@ def test_per_class_numbers_equal_pycocotools_restricted_to_that_class(seed):
 def test_per_class_on_real_data_equals_pycocotools_restricted_to_that_class(real):
     for row in (real.per_class[0], real.per_class[-1]):  # person, the most frequent class, and the last one
         reference = cocoeval_on_the_files(catIds=[row.category_id])
-        with contextlib.redirect_stdout(io.StringIO()):
-            reference.summarize()
         assert (row.AP, row.AP50, row.AP75, row.APs, row.APm, row.APl, row.AR100) == tuple(
             float(reference.stats[i]) for i in (0, 1, 2, 3, 4, 5, 8)
         )

@@ -9,11 +9,9 @@ import re
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from ignite_det import CocoMetric
-from tests.coco_reference import GT_FILE, NAMES, SEGM_RESULTS_FILE, stats_dict
+from tests.coco_reference import NAMES, stats_dict
 from tests.harness import assert_same_arrays, evaluate_with_engine
 from tests.type_cases import (
     KEYPOINT_NAMES,
@@ -28,28 +26,17 @@ from tests.type_cases import (
 PUBLISHED_SEGM = (0.320, 0.562, 0.299, 0.387, 0.310, 0.327, 0.268, 0.415, 0.417, 0.469, 0.377, 0.381)
 
 
-@pytest.fixture(scope="module")
-def segm_on_the_files() -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(GT_FILE))
-        coco_eval = COCOeval(gt, gt.loadRes(str(SEGM_RESULTS_FILE)), "segm")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval
-
-
 @pytest.mark.parametrize("form", ["binary", "probabilities"])
-def test_real_segm_data_equals_pycocotools_on_the_files(segm_on_the_files, backend, form):
+def test_real_segm_data_equals_pycocotools_on_the_files(segm_files_cocoeval, backend, form):
     """Ground-truth polygons and crowd RLEs rasterised to dense masks, detections decoded from the
     published fake results: the metric gives the published numbers and COCOeval's arrays."""
-    every_category = {c: str(c) for c in segm_on_the_files.params.catIds}  # as COCOeval evaluates them
+    every_category = {c: str(c) for c in segm_files_cocoeval.params.catIds}  # as COCOeval evaluates them
     metrics = evaluate_with_engine(
         load_real_segm_samples(form), 7, iou_type="segm", backend=backend, class_names=every_category
     )
     assert tuple(round(metrics[name], 3) for name in NAMES) == PUBLISHED_SEGM
-    assert {name: metrics[name] for name in NAMES} == stats_dict(segm_on_the_files)
-    assert_same_arrays(metrics["coco"], segm_on_the_files)
+    assert {name: metrics[name] for name in NAMES} == stats_dict(segm_files_cocoeval)
+    assert_same_arrays(metrics["coco"], segm_files_cocoeval)
 
 
 @pytest.mark.parametrize("seed", range(3))
