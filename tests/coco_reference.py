@@ -12,6 +12,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from tests.harness import assert_same_arrays, evaluate_with_engine
+
 DATA = Path(__file__).parent / "data"
 GT_FILE = DATA / "instances_val2014_100.json"
 RESULTS_FILE = DATA / "instances_val2014_fakebbox100_results.json"
@@ -43,6 +45,20 @@ def run_cocoeval(gt: dict, results: list[dict], **params) -> COCOeval:
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(json.loads(json.dumps(results))) if results else _empty_results(coco_gt)
         coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
+        for name, value in params.items():
+            setattr(coco_eval.params, name, value)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval
+
+
+def cocoeval_on_the_files(results_file: Path = RESULTS_FILE, iou_type: str = "bbox", **params) -> COCOeval:
+    """Plain pycocotools on the 100 real images: COCO(GT_FILE), loadRes(results_file), evaluate, accumulate,
+    summarize (its printout swallowed)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(GT_FILE))
+        coco_eval = COCOeval(gt, gt.loadRes(str(results_file)), iou_type)
         for name, value in params.items():
             setattr(coco_eval.params, name, value)
         coco_eval.evaluate()
@@ -199,3 +215,55 @@ def _from_xyxy(boxes: np.ndarray, box_format: str, dtype: torch.dtype) -> torch.
     elif box_format == "cxcywh":
         b = np.concatenate([(b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]], axis=1)
     return torch.from_numpy(b.reshape(-1, 4)).to(dtype)
+
+
+# --- evaluations with nothing (or little) to count ---------------------------------------------------
+
+
+def no_boxes(scores: bool) -> dict[str, torch.Tensor]:
+    """An image without boxes: a prediction (with ``scores``) or a target."""
+    sample = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    return {**sample, "scores": torch.zeros(0)} if scores else sample
+
+
+def box(x: float, y: float, w: float = 20.0, h: float = 20.0) -> list[float]:
+    """An xyxy box of size w x h at (x, y)."""
+    return [x, y, x + w, y + h]
+
+
+def ground_truth(boxes: list, labels: list, image_id: int, crowd: list | None = None) -> dict:
+    target = {"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels), "image_id": image_id}
+    if crowd is not None:
+        target["iscrowd"] = torch.tensor(crowd)
+    return target
+
+
+def detections(boxes: list, labels: list, scores: list) -> dict:
+    return {"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels), "scores": torch.tensor(scores)}
+
+
+def empty_cases() -> dict[str, list[tuple[dict, dict]]]:
+    """By name, the (prediction, target) pairs of an evaluation with nothing (or little) to count."""
+    gt = [ground_truth([box(0, 0), box(40, 40)], [1, 2], image_id=i) for i in range(1, 4)]
+    negatives = [ground_truth([], [], image_id=i) for i in range(10, 13)]
+    some = [detections([box(1, 1), box(60, 0)], [1, 2], [0.9, 0.4]) for _ in range(3)]
+    return {
+        "no detection at all": [(no_boxes(True), t) for t in gt],
+        "no ground truth at all": [(p, t) for p, t in zip(some, negatives)],
+        "nothing at all": [(no_boxes(True), t) for t in negatives],
+        "detections of absent categories only": [(detections([box(0, 0)], [7], [0.8]), t) for t in gt],
+        "crowd-only ground truth": [
+            (p, ground_truth([box(0, 0, 60, 60)], [1], image_id=i, crowd=[1])) for i, p in enumerate(some, start=1)
+        ],
+        "detections on negative images only": [(no_boxes(True), t) for t in gt] + list(zip(some, negatives)),
+    }
+
+
+def check_against_pycocotools(samples: list, backend: str, batch_size: int = 2, box_format: str = "xyxy"):
+    """Our 12 numbers and arrays equal pycocotools' on the same data; returns our result and pycocotools'."""
+    result = evaluate_with_engine(samples, batch_size, backend=backend, box_format=box_format)["coco"]
+    gt, results = to_coco([p for p, _ in samples], [t for _, t in samples], box_format)
+    coco_eval = run_cocoeval(gt, results)
+    assert dict(result) == stats_dict(coco_eval)
+    assert_same_arrays(result, coco_eval)
+    return result, coco_eval

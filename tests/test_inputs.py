@@ -17,13 +17,12 @@ from ignite_det import CocoMetric
 from tests.coco_reference import (
     DATA,
     GT_FILE,
-    load_real_samples,
     random_case,
     run_cocoeval,
     stats_dict,
     to_coco,
 )
-from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
+from tests.harness import assert_same_arrays, evaluate_with_engine
 
 
 def pred(n: int = 2, **override):
@@ -329,7 +328,7 @@ def test_the_operating_point_is_at_iou_half_or_the_lowest_threshold(thresholds, 
     assert result.best_f1.f1 == 1.0
 
 
-def test_a_predictions_own_area_drives_its_area_range_as_loadres_does_for_masks():
+def test_a_predictions_own_area_drives_its_area_range_as_loadres_does_for_masks(real_samples):
     """Segmentation results without a box: loadRes takes the box from the mask and the area from the mask;
     COCOeval's bbox evaluation then uses that mask area for the detection's area range."""
     gt = json.loads(GT_FILE.read_text())
@@ -346,7 +345,7 @@ def test_a_predictions_own_area_drives_its_area_range_as_loadres_does_for_masks(
     for det in coco_dt.dataset["annotations"]:
         by_image[det["image_id"]].append(det)
     samples = []
-    for _, target in load_real_samples():
+    for _, target in real_samples:
         dets = by_image[target["image_id"]]
         prediction = {
             "boxes": torch.tensor([d["bbox"] for d in dets], dtype=torch.float64).reshape(-1, 4),

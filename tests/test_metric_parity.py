@@ -12,55 +12,28 @@ from ignite_det.backends import cocoeval
 from tests.coco_reference import (
     NAMES,
     PUBLISHED_BBOX,
-    load_real_samples,
     random_case,
     run_cocoeval,
     stats_dict,
     to_coco,
 )
-
-BACKENDS = ["native", "pycocotools", "faster_coco_eval"]
-
-
-def evaluate_with_engine(samples: list, batch_size: int, **metric_args):
-    """Feed (prediction, target) pairs through a real Ignite evaluator in batches."""
-    batches = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
-    evaluator = Engine(lambda engine, batch: ([p for p, _ in batch], [t for _, t in batch]))
-    CocoMetric(**metric_args).attach(evaluator, "coco")
-    return evaluator.run(batches).metrics
+from tests.harness import assert_same_arrays, evaluate_with_engine
 
 
-def assert_same_arrays(result, coco_eval) -> None:
-    for name in ("precision", "recall", "scores"):
-        np.testing.assert_array_equal(getattr(result, name), coco_eval.eval[name], err_msg=name)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch_size", [1, 7, 100])
-def test_real_coco_images_reproduce_published_numbers(backend, batch_size):
-    metrics = evaluate_with_engine(load_real_samples(), batch_size, box_format="xywh", backend=backend)
+def test_real_coco_images_reproduce_published_numbers(backend, batch_size, real_samples):
+    metrics = evaluate_with_engine(real_samples, batch_size, box_format="xywh", backend=backend)
     assert {name: metrics[name] for name in NAMES} == PUBLISHED_BBOX
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cells_per_run", [None, 300], ids=["one-run", "3-categories-per-run"])
-def test_real_coco_images_arrays_equal_pycocotools_on_the_files(backend, cells_per_run, monkeypatch):
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    from tests.coco_reference import GT_FILE, RESULTS_FILE
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(GT_FILE))
-        coco_eval = COCOeval(gt, gt.loadRes(str(RESULTS_FILE)), "bbox")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
+def test_real_coco_images_arrays_equal_pycocotools_on_the_files(
+    backend, cells_per_run, monkeypatch, real_samples, files_cocoeval
+):
+    coco_eval = files_cocoeval
     if cells_per_run is not None:  # 100 images: the categories go in groups of 3, the last one shorter
         monkeypatch.setattr(cocoeval, "CELLS_PER_RUN", cells_per_run)
-    samples = load_real_samples()
+    samples = real_samples
     samples.reverse()  # arrival order must not matter
     result = evaluate_with_engine(samples, 16, box_format="xywh", backend=backend)["coco"]
     # The files list 80 categories; the metric evaluates those with ground truth, whose columns must match.
@@ -70,7 +43,6 @@ def test_real_coco_images_arrays_equal_pycocotools_on_the_files(backend, cells_p
     np.testing.assert_array_equal(result.recall, coco_eval.eval["recall"][:, kept])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("box_format", ["xyxy", "xywh", "cxcywh"])
 @pytest.mark.parametrize("seed", range(6))
 def test_random_edge_cases_equal_pycocotools(backend, box_format, seed):
@@ -82,7 +54,6 @@ def test_random_edge_cases_equal_pycocotools(backend, box_format, seed):
     assert_same_arrays(result, reference)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_any_float_dtype_is_evaluated_as_given(backend, dtype):
     predictions, targets = random_case(11, dtype=dtype)
@@ -91,7 +62,6 @@ def test_any_float_dtype_is_evaluated_as_given(backend, dtype):
     assert dict(result) == stats_dict(reference)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_without_image_ids_images_are_numbered_in_arrival_order(backend):
     predictions, targets = random_case(3, with_image_ids=False)
     reference = run_cocoeval(*to_coco(predictions, targets))
@@ -99,7 +69,6 @@ def test_without_image_ids_images_are_numbered_in_arrival_order(backend):
     assert dict(result) == stats_dict(reference)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_score_ties_are_broken_by_image_id_not_update_order(backend):
     # Two images, one detection each with the same score: one true positive, one false positive.
     # COCOeval ranks the tie by sorted image id, so feeding the images in either order gives its number.
@@ -117,7 +86,6 @@ def test_score_ties_are_broken_by_image_id_not_update_order(backend):
         assert dict(evaluate_with_engine(order, 1, backend=backend)["coco"]) == reference
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_iou_exactly_on_a_threshold_matches_as_pycocotools_does(backend):
     # A 55x100 box inside a 100x100 ground truth has IoU 0.55 exactly: float32 thresholds would miss it.
     sample = (
@@ -130,7 +98,6 @@ def test_iou_exactly_on_a_threshold_matches_as_pycocotools_does(backend):
     assert result["AP"] == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_custom_parameters_equal_pycocotools_arrays(backend):
     predictions, targets = random_case(5)
     iou = [0.3, 0.5, 0.75]
@@ -161,7 +128,6 @@ def test_custom_parameters_equal_pycocotools_arrays(backend):
     assert result["AP"] == float(np.mean(valid[valid > -1]))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_max_detections_without_100_uses_the_largest_for_ap(backend):
     predictions, targets = random_case(8)
     reference = run_cocoeval(*to_coco(predictions, targets), maxDets=[1, 10, 300])
@@ -181,7 +147,6 @@ def test_arange_built_thresholds_still_find_ap75():
     assert result["AP75"] > -1
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batches_and_empty_images_are_valid(backend):
     predictions, targets = random_case(4)
     empty = (
@@ -238,19 +203,16 @@ def _on_gpu(tensors: dict, dtype: torch.dtype, requires_grad: bool = False) -> d
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_inputs_on_the_gpu_with_autograd_history_give_the_published_numbers(backend):
-    samples = [
-        (_on_gpu(p, torch.float64, requires_grad=True), _on_gpu(t, torch.float64)) for p, t in load_real_samples()
-    ]
+def test_inputs_on_the_gpu_with_autograd_history_give_the_published_numbers(backend, real_samples):
+    samples = [(_on_gpu(p, torch.float64, requires_grad=True), _on_gpu(t, torch.float64)) for p, t in real_samples]
     metrics = evaluate_with_engine(samples, 7, box_format="xywh", backend=backend)
     assert {name: metrics[name] for name in NAMES} == PUBLISHED_BBOX
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_inputs_equal_the_same_inputs_on_the_cpu(dtype):
-    samples = load_real_samples()
+def test_gpu_inputs_equal_the_same_inputs_on_the_cpu(dtype, real_samples):
+    samples = real_samples
     on_cpu = [
         ({k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in p.items()}, t)
         for p, t in samples

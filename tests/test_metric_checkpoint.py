@@ -17,11 +17,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
 from ignite_det import CocoMetric
-from ignite_det.backends import cocoeval
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
-from tests.test_distributed import free_port
-
-BACKENDS = list(cocoeval.BACKENDS)
+from tests.harness import spawn_gloo
 
 
 class Crash(Exception):
@@ -39,7 +36,6 @@ def _evaluator(metric: CocoMetric) -> Engine:
     return evaluator
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("with_image_ids", [True, False])
 def test_an_interrupted_evaluation_resumes_from_its_checkpoint(tmp_path, backend, with_image_ids):
     batches = _batches(with_image_ids)
@@ -135,11 +131,10 @@ def _second_half(local_rank: int, path: str, out_dir: str) -> None:
     torch.save(torch.from_numpy(result.precision.copy()), Path(out_dir, f"rank{idist.get_rank()}.pt"))
 
 
-def test_each_rank_resumes_its_own_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+def test_each_rank_resumes_its_own_data(tmp_path, gloo_on_the_cpu):
     path = str(tmp_path / "metric.pt")
-    idist.spawn("gloo", _first_half, args=(path,), nproc_per_node=2, master_port=free_port())
-    idist.spawn("gloo", _second_half, args=(path, str(tmp_path)), nproc_per_node=2, master_port=free_port())
+    spawn_gloo(_first_half, path)
+    spawn_gloo(_second_half, path, str(tmp_path))
 
     predictions, targets = random_case(8, num_images=14)
     reference = run_cocoeval(*to_coco(predictions, targets))

@@ -19,18 +19,15 @@ from ignite_det.iou.bbox import box_pair_iou
 from ignite_det.params import EvalParams
 from ignite_det.store import Detections, DetectionStore
 from tests.coco_reference import (
-    GT_FILE,
     NAMES,
     PUBLISHED_BBOX,
-    RESULTS_FILE,
-    load_real_samples,
     random_case,
     run_cocoeval,
     stats_dict,
     to_coco,
 )
-from tests.test_empty_evaluations import check_against_pycocotools, empty_cases
-from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
+from tests.harness import assert_same_arrays, evaluate_with_engine
+from tests.test_metric_empty import check_against_pycocotools, empty_cases
 
 CHUNKS = [1, 2, 7, native_matching.IMAGES_PER_CHUNK]
 
@@ -39,19 +36,6 @@ CHUNKS = [1, 2, 7, native_matching.IMAGES_PER_CHUNK]
 def images_per_chunk(request, monkeypatch):
     monkeypatch.setattr(native_matching, "IMAGES_PER_CHUNK", request.param)
     return request.param
-
-
-@pytest.fixture(scope="module")
-def files_cocoeval():
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(GT_FILE))
-        coco_eval = COCOeval(gt, gt.loadRes(str(RESULTS_FILE)), "bbox")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-    return coco_eval
 
 
 def _detections(predictions: list, targets: list, box_format: str = "xyxy") -> Detections:
@@ -156,8 +140,10 @@ def test_chunked_records_equal_one_pass(monkeypatch):
 
 @pytest.mark.parametrize("images_per_chunk", CHUNKS, indirect=True)
 @pytest.mark.parametrize("batch_size", [1, 16])
-def test_real_coco_images_give_the_published_numbers_and_arrays(images_per_chunk, batch_size, files_cocoeval):
-    samples = load_real_samples()
+def test_real_coco_images_give_the_published_numbers_and_arrays(
+    images_per_chunk, batch_size, files_cocoeval, real_samples
+):
+    samples = real_samples
     samples.reverse()  # arrival order must not matter
     metrics = evaluate_with_engine(samples, batch_size, box_format="xywh")
     assert {name: metrics[name] for name in NAMES} == PUBLISHED_BBOX

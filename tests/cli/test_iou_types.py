@@ -10,14 +10,8 @@ import pytest
 
 from ignite_det.cli.main import main
 from tests.coco_reference import GT_FILE, NAMES, SEGM_RESULTS_FILE
-from tests.test_cli import BACKENDS, _assert_one_line_error
+from tests.harness import assert_one_line_error, write_json
 from tests.type_cases import KEYPOINT_NAMES, random_keypoint_case, random_mask_case, run_typed_cocoeval
-
-
-def _write(tmp_path: Path, name: str, content: object) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(content))
-    return path
 
 
 def _report(tmp_path: Path, gt: Path, results: Path, *extra: str) -> dict:
@@ -26,7 +20,6 @@ def _report(tmp_path: Path, gt: Path, results: Path, *extra: str) -> dict:
     return json.loads(report.read_text())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_segm_of_the_real_files_equals_pycocotools(tmp_path, capsys, backend):
     """Polygons and crowd RLEs in the ground truth, compressed RLEs without a box in the results."""
     report = _report(tmp_path, GT_FILE, SEGM_RESULTS_FILE, "--iou-type", "segm", "--backend", backend)
@@ -40,7 +33,7 @@ def test_segm_results_with_a_box_take_its_area_as_loadres_does(tmp_path):
     gt = json.loads(GT_FILE.read_text())
     results = json.loads(SEGM_RESULTS_FILE.read_text())
     boxed = [dict(r, bbox=[0.0, 0.0, 30.0 + (i % 50) * 3, 20.0]) for i, r in enumerate(results)]
-    report = _report(tmp_path, GT_FILE, _write(tmp_path, "boxed.json", boxed), "--iou-type", "segm")
+    report = _report(tmp_path, GT_FILE, write_json(tmp_path, "boxed.json", boxed), "--iou-type", "segm")
     expected = run_typed_cocoeval(gt, boxed, "segm")
     assert [report[name] for name in NAMES] == expected.stats.tolist()
     assert report["APs"] != _report(tmp_path, GT_FILE, SEGM_RESULTS_FILE, "--iou-type", "segm")["APs"]
@@ -49,15 +42,14 @@ def test_segm_results_with_a_box_take_its_area_as_loadres_does(tmp_path):
 def test_random_masks_in_files_equal_pycocotools(tmp_path):
     gt, results, _, _ = random_mask_case(4)
     report = _report(
-        tmp_path, _write(tmp_path, "gt.json", gt), _write(tmp_path, "res.json", results), "--iou-type", "segm"
+        tmp_path, write_json(tmp_path, "gt.json", gt), write_json(tmp_path, "res.json", results), "--iou-type", "segm"
     )
     assert [report[name] for name in NAMES] == run_typed_cocoeval(gt, results, "segm").stats.tolist()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_keypoints_in_files_equal_pycocotools(tmp_path, capsys, backend):
     gt, results = random_keypoint_case(6)
-    gt_file, results_file = _write(tmp_path, "gt.json", gt), _write(tmp_path, "res.json", results)
+    gt_file, results_file = write_json(tmp_path, "gt.json", gt), write_json(tmp_path, "res.json", results)
     report = _report(tmp_path, gt_file, results_file, "--iou-type", "keypoints", "--backend", backend)
     assert [report[name] for name in KEYPOINT_NAMES] == run_typed_cocoeval(gt, results, "keypoints").stats.tolist()
     assert "maxDets= 20" in capsys.readouterr().out
@@ -66,7 +58,7 @@ def test_keypoints_in_files_equal_pycocotools(tmp_path, capsys, backend):
 def test_keypoints_with_other_sigmas(tmp_path):
     sigmas = [0.5, 0.25, 1.0, 0.125]
     gt, results = random_keypoint_case(8, num_keypoints=4)
-    gt_file, results_file = _write(tmp_path, "gt.json", gt), _write(tmp_path, "res.json", results)
+    gt_file, results_file = write_json(tmp_path, "gt.json", gt), write_json(tmp_path, "res.json", results)
     report = _report(tmp_path, gt_file, results_file, "--iou-type", "keypoints", "--keypoint-sigmas", *map(str, sigmas))
     expected = run_typed_cocoeval(gt, results, "keypoints", np.array(sigmas))
     assert [report[name] for name in KEYPOINT_NAMES] == expected.stats.tolist()
@@ -75,7 +67,7 @@ def test_keypoints_with_other_sigmas(tmp_path):
 def test_keypoint_results_with_a_box_take_its_area(tmp_path):
     gt, results = random_keypoint_case(2)
     boxed = [dict(r, bbox=[0.0, 0.0, 40.0, 20.0 + i]) for i, r in enumerate(results)]
-    gt_file, results_file = _write(tmp_path, "gt.json", gt), _write(tmp_path, "res.json", boxed)
+    gt_file, results_file = write_json(tmp_path, "gt.json", gt), write_json(tmp_path, "res.json", boxed)
     report = _report(tmp_path, gt_file, results_file, "--iou-type", "keypoints")
     assert [report[name] for name in KEYPOINT_NAMES] == run_typed_cocoeval(gt, boxed, "keypoints").stats.tolist()
 
@@ -86,7 +78,7 @@ def _keypoint_files(tmp_path: Path, edit_gt=None, edit_results=None) -> tuple[Pa
         edit_gt(gt)
     if edit_results:
         edit_results(results)
-    return _write(tmp_path, "gt.json", gt), _write(tmp_path, "res.json", results)
+    return write_json(tmp_path, "gt.json", gt), write_json(tmp_path, "res.json", results)
 
 
 def _set(entries: list, index: int, **values) -> None:
@@ -131,21 +123,21 @@ def _set(entries: list, index: int, **values) -> None:
 def test_malformed_keypoint_files(tmp_path, capsys, edit_gt, edit_results, extra, where, words):
     gt_file, results_file = _keypoint_files(tmp_path, edit_gt, edit_results)
     code = main(["evaluate", str(gt_file), str(results_file), "--iou-type", "keypoints", *extra])
-    _assert_one_line_error(code, capsys, gt_file if where == "gt" else results_file, words)
+    assert_one_line_error(code, capsys, gt_file if where == "gt" else results_file, words)
 
 
 def test_segm_needs_a_segmentation_and_checks_it(tmp_path, capsys):
     results = json.loads(SEGM_RESULTS_FILE.read_text())
     results[4] = {k: v for k, v in results[4].items() if k != "segmentation"}
-    path = _write(tmp_path, "res.json", results)
+    path = write_json(tmp_path, "res.json", results)
     code = main(["evaluate", str(GT_FILE), str(path), "--iou-type", "segm"])
-    _assert_one_line_error(code, capsys, path, ["results[4] has no 'segmentation' key"])
+    assert_one_line_error(code, capsys, path, ["results[4] has no 'segmentation' key"])
     results[4] = dict(results[5], segmentation={"size": [640, 480], "counts": "0"})
-    path = _write(tmp_path, "res.json", results)
+    path = write_json(tmp_path, "res.json", results)
     code = main(["evaluate", str(GT_FILE), str(path), "--iou-type", "segm"])
-    _assert_one_line_error(code, capsys, path, ["results[4] does not describe a 640x480 mask"])
+    assert_one_line_error(code, capsys, path, ["results[4] does not describe a 640x480 mask"])
 
 
 def test_keypoint_sigmas_need_the_keypoints_type(capsys):
     code = main(["evaluate", str(GT_FILE), str(SEGM_RESULTS_FILE), "--keypoint-sigmas", "0.1"])
-    _assert_one_line_error(code, capsys, None, ["--keypoint-sigmas are for --iou-type keypoints"])
+    assert_one_line_error(code, capsys, None, ["--keypoint-sigmas are for --iou-type keypoints"])

@@ -25,6 +25,7 @@ from PIL import Image
 from ignite_det import CocoMetric, attach_wandb_logging
 from tests import wandb_records as wr
 from tests.coco_reference import random_case
+from tests.harness import free_port, spawn_gloo
 
 NUM_IMAGES = 4
 H, W = 40, 60
@@ -110,7 +111,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]
     root = tmp_path_factory.mktemp("wandb_distributed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CUDA_VISIBLE_DEVICES", "")  # gloo workers stay off any GPU
-        idist.spawn("gloo", _worker, args=(str(root / "two"),), nproc_per_node=2)
+        spawn_gloo(_worker, str(root / "two"))
     one_process = {
         case: (dataset, with_ids, [[dataset]] * len(evaluations))
         for case, (dataset, with_ids, evaluations) in CASES.items()
@@ -150,7 +151,7 @@ def _nccl_worker(local_rank: int, out_dir: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_nccl_group_of_one_logs_the_images_one_process_logs(runs: dict[str, Any], tmp_path: Path) -> None:
     """The exchange on the GPU (NCCL refuses two ranks on one GPU, so one process)."""
-    idist.spawn("nccl", _nccl_worker, args=(str(tmp_path),), nproc_per_node=1)
+    idist.spawn("nccl", _nccl_worker, args=(str(tmp_path),), nproc_per_node=1, master_port=free_port())
     got, (_, one) = _logged_images(tmp_path, "uneven"), runs["uneven"]
     assert [[image["caption"] for image in row] for row in got] == [[image["caption"] for image in row] for row in one]
     for row, reference in zip(got, one):

@@ -9,12 +9,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from ignite_det import CocoMetric
-from tests.coco_reference import GT_FILE, NAMES, SEGM_RESULTS_FILE, stats_dict
-from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
+from tests.coco_reference import NAMES, stats_dict
+from tests.harness import assert_same_arrays, evaluate_with_engine
 from tests.type_cases import (
     KEYPOINT_NAMES,
     keypoint_samples,
@@ -24,38 +22,23 @@ from tests.type_cases import (
     run_typed_cocoeval,
 )
 
-BACKENDS = ["native", "pycocotools", "faster_coco_eval"]
-
 # Published with the cocoapi for these files (val2014_fake_eval_res.txt, segm), three decimals.
 PUBLISHED_SEGM = (0.320, 0.562, 0.299, 0.387, 0.310, 0.327, 0.268, 0.415, 0.417, 0.469, 0.377, 0.381)
 
 
-@pytest.fixture(scope="module")
-def segm_on_the_files() -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(GT_FILE))
-        coco_eval = COCOeval(gt, gt.loadRes(str(SEGM_RESULTS_FILE)), "segm")
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("form", ["binary", "probabilities"])
-def test_real_segm_data_equals_pycocotools_on_the_files(segm_on_the_files, backend, form):
+def test_real_segm_data_equals_pycocotools_on_the_files(segm_files_cocoeval, backend, form):
     """Ground-truth polygons and crowd RLEs rasterised to dense masks, detections decoded from the
     published fake results: the metric gives the published numbers and COCOeval's arrays."""
-    every_category = {c: str(c) for c in segm_on_the_files.params.catIds}  # as COCOeval evaluates them
+    every_category = {c: str(c) for c in segm_files_cocoeval.params.catIds}  # as COCOeval evaluates them
     metrics = evaluate_with_engine(
         load_real_segm_samples(form), 7, iou_type="segm", backend=backend, class_names=every_category
     )
     assert tuple(round(metrics[name], 3) for name in NAMES) == PUBLISHED_SEGM
-    assert {name: metrics[name] for name in NAMES} == stats_dict(segm_on_the_files)
-    assert_same_arrays(metrics["coco"], segm_on_the_files)
+    assert {name: metrics[name] for name in NAMES} == stats_dict(segm_files_cocoeval)
+    assert_same_arrays(metrics["coco"], segm_files_cocoeval)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(3))
 def test_random_masks_equal_pycocotools(seed, backend):
     gt, results, predictions, targets = random_mask_case(seed)
@@ -65,7 +48,6 @@ def test_random_masks_equal_pycocotools(seed, backend):
     assert_same_arrays(metrics["coco"], reference)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(4))
 def test_random_keypoints_equal_pycocotools(seed, backend):
     gt, results = random_keypoint_case(seed)
@@ -77,7 +59,6 @@ def test_random_keypoints_equal_pycocotools(seed, backend):
     assert_same_arrays(metrics["coco"], reference)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_keypoints_with_other_sigmas_equal_pycocotools(backend):
     sigmas = np.array([0.5, 0.25, 1.0, 0.125])  # e.g. the four corners of a shape
     gt, results = random_keypoint_case(5, num_keypoints=4)

@@ -19,10 +19,16 @@ from pycocotools.coco import COCO
 from ignite_det import STAT_NAMES
 from ignite_det.cli.main import main
 from tests import wandb_records as wr
-from tests.coco_reference import DATA, GT_FILE, PUBLISHED_BBOX, RESULTS_FILE, run_cocoeval, stats_dict
+from tests.coco_reference import (
+    GT_FILE,
+    PUBLISHED_BBOX,
+    RESULTS_FILE,
+    SEGM_RESULTS_FILE,
+    run_cocoeval,
+    stats_dict,
+)
+from tests.harness import assert_one_line_error, write_json
 
-BACKENDS = ("native", "pycocotools", "faster_coco_eval")
-SEGM_RESULTS_FILE = DATA / "instances_val2014_fakesegm100_results.json"
 SUMMARY_FIRST_LINE = " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.505"
 
 
@@ -47,7 +53,6 @@ def results() -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_published_numbers_in_report_and_summary(tmp_path: Path, capsys, backend: str) -> None:
     code, report = _evaluate(tmp_path, "--backend", backend)
     assert code == 0
@@ -120,15 +125,8 @@ def test_help_is_plain_text(capsys) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _write(tmp_path: Path, name: str, content: Any) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(content))
-    return path
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_predictions_are_a_model_that_found_nothing(tmp_path: Path, capsys, gt: dict, backend: str) -> None:
-    code, report = _evaluate(tmp_path, "--backend", backend, results=_write(tmp_path, "empty.json", []))
+    code, report = _evaluate(tmp_path, "--backend", backend, results=write_json(tmp_path, "empty.json", []))
     assert code == 0, capsys.readouterr().err
     assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, []))
     assert report["AP"] == 0.0 and report["num_images"] == len(gt["images"])
@@ -137,7 +135,7 @@ def test_empty_predictions_are_a_model_that_found_nothing(tmp_path: Path, capsys
 def test_unknown_categories_are_left_out_with_a_warning(tmp_path: Path, capsys, gt: dict, results: list) -> None:
     """pycocotools evaluates the ground truth's categories only: the other results count for nothing."""
     changed = _one(_one(_one(results, 1, category_id=1000), 7, category_id=1001), 9, category_id=1000)
-    code, report = _evaluate(tmp_path, results=_write(tmp_path, "unknown.json", changed))
+    code, report = _evaluate(tmp_path, results=write_json(tmp_path, "unknown.json", changed))
     assert code == 0
     assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, changed))
     assert report != PUBLISHED_BBOX  # the three results mattered
@@ -149,9 +147,9 @@ def test_unknown_categories_are_left_out_with_a_warning(tmp_path: Path, capsys, 
 
 
 def test_strict_refuses_unknown_categories(tmp_path: Path, capsys, results: list) -> None:
-    path = _write(tmp_path, "unknown.json", _one(results, 1, category_id=1000))
+    path = write_json(tmp_path, "unknown.json", _one(results, 1, category_id=1000))
     code = main(["evaluate", str(GT_FILE), str(path), "--strict"])
-    _assert_one_line_error(
+    assert_one_line_error(
         code, capsys, path, ["1 of 734 results have category ids not in the ground truth (1 distinct: 1000)"]
     )
 
@@ -171,13 +169,14 @@ def _zero_id_case(crowd: int = 0) -> tuple[dict, list]:
     return gt, [{"image_id": 7, "category_id": 1, "bbox": b, "score": s} for b, s in zip(boxes, (0.9, 0.8))]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_annotation_id_0_counts_with_a_warning(tmp_path: Path, capsys, backend: str) -> None:
     """pycocotools reads a match to annotation id 0 as no match (cocoapi#546): ignite-det scores the file
     as pycocotools scores it with the ids renumbered, and warns."""
     gt, results = _zero_id_case()
-    gt_path = _write(tmp_path, "gt.json", gt)
-    code, report = _evaluate(tmp_path, "--backend", backend, gt=gt_path, results=_write(tmp_path, "r.json", results))
+    gt_path = write_json(tmp_path, "gt.json", gt)
+    code, report = _evaluate(
+        tmp_path, "--backend", backend, gt=gt_path, results=write_json(tmp_path, "r.json", results)
+    )
     assert code == 0 and report["AP"] == 1.0
     renumbered = dict(gt, annotations=[dict(a, id=a["id"] + 1) for a in gt["annotations"]])
     assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(renumbered, results))
@@ -192,13 +191,14 @@ def test_annotation_id_0_counts_with_a_warning(tmp_path: Path, capsys, backend: 
 def test_crowd_region_with_id_0_needs_no_warning(tmp_path: Path, capsys) -> None:
     """A match to a crowd region is ignored whatever its id: pycocotools gives the same numbers."""
     gt, results = _zero_id_case(crowd=1)
-    code, report = _evaluate(tmp_path, gt=_write(tmp_path, "gt.json", gt), results=_write(tmp_path, "r.json", results))
+    code, report = _evaluate(
+        tmp_path, gt=write_json(tmp_path, "gt.json", gt), results=write_json(tmp_path, "r.json", results)
+    )
     assert code == 0
     assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, results))
     assert "warning" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_masks_without_boxes_as_pycocotools_loads_them(tmp_path: Path, capsys, gt: dict, backend: str) -> None:
     """The cocoapi's segm results (compressed RLE, no bbox) evaluated as boxes: loadRes takes each box
     from the mask and the mask's area, not w * h, for small/medium/large."""
@@ -231,7 +231,7 @@ def test_polygons_and_uncompressed_rle(tmp_path: Path, gt: dict) -> None:
         rle = coco.annToRLE(dict(annotation, segmentation=segmentation))
         references.append(dict(result, segmentation={"size": rle["size"], "counts": rle["counts"].decode()}))
     assert {type(r["segmentation"]).__name__ for r in results} == {"list", "dict"}  # polygons, crowd RLE
-    code, report = _evaluate(tmp_path, results=_write(tmp_path, "polygons.json", results))
+    code, report = _evaluate(tmp_path, results=write_json(tmp_path, "polygons.json", results))
     assert code == 0
     assert {name: report[name] for name in STAT_NAMES} == stats_dict(run_cocoeval(gt, references))
 
@@ -239,7 +239,7 @@ def test_polygons_and_uncompressed_rle(tmp_path: Path, gt: dict) -> None:
 def test_a_given_box_wins_over_the_mask(tmp_path: Path, results: list) -> None:
     """With both keys loadRes takes the box, and w * h as the area: the published box numbers."""
     both = [dict(r, segmentation=[[0, 0, 5, 0, 5, 5]]) for r in results]
-    code, report = _evaluate(tmp_path, results=_write(tmp_path, "both.json", both))
+    code, report = _evaluate(tmp_path, results=write_json(tmp_path, "both.json", both))
     assert code == 0 and {name: report[name] for name in STAT_NAMES} == PUBLISHED_BBOX
 
 
@@ -247,9 +247,9 @@ def test_polygon_needs_the_image_size(tmp_path: Path, capsys) -> None:
     gt, _ = _zero_id_case(crowd=1)
     del gt["images"][0]["height"]
     results = [{"image_id": 7, "category_id": 1, "segmentation": [[1, 1, 9, 1, 9, 9]], "score": 0.5}]
-    path = _write(tmp_path, "r.json", results)
-    code = main(["evaluate", str(_write(tmp_path, "gt.json", gt)), str(path)])
-    _assert_one_line_error(
+    path = write_json(tmp_path, "r.json", results)
+    code = main(["evaluate", str(write_json(tmp_path, "gt.json", gt)), str(path)])
+    assert_one_line_error(
         code, capsys, path, ["results[0]['segmentation'] is a polygon, which is rasterised at the image's size"]
     )
 
@@ -322,7 +322,7 @@ def test_malformed_predictions(tmp_path: Path, capsys, results: list, name: str,
     path = tmp_path / f"{name}.json"
     content = make(results)
     path.write_text(content if isinstance(content, str) else json.dumps(content))
-    _assert_one_line_error(main(["evaluate", str(GT_FILE), str(path)]), capsys, path, words)
+    assert_one_line_error(main(["evaluate", str(GT_FILE), str(path)]), capsys, path, words)
 
 
 GT_CASES = [
@@ -351,23 +351,23 @@ GT_CASES = [
 def test_malformed_ground_truth(tmp_path: Path, capsys, gt: dict, name: str, make, words: list[str]) -> None:
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(make(gt)))
-    _assert_one_line_error(main(["evaluate", str(path), str(RESULTS_FILE)]), capsys, path, words)
+    assert_one_line_error(main(["evaluate", str(path), str(RESULTS_FILE)]), capsys, path, words)
 
 
 def test_unreadable_file(tmp_path: Path, capsys) -> None:
     path = tmp_path / "missing.json"
-    _assert_one_line_error(main(["evaluate", str(GT_FILE), str(path)]), capsys, path, ["cannot read the file"])
+    assert_one_line_error(main(["evaluate", str(GT_FILE), str(path)]), capsys, path, ["cannot read the file"])
 
 
 def test_huge_id(tmp_path: Path, capsys, results: list) -> None:
     path = tmp_path / "huge.json"
     path.write_text(json.dumps(_one(results, 0, category_id=2**60)))
-    _assert_one_line_error(main(["evaluate", str(GT_FILE), str(path)]), capsys, path, ["smaller than 2**53"])
+    assert_one_line_error(main(["evaluate", str(GT_FILE), str(path)]), capsys, path, ["smaller than 2**53"])
 
 
 def test_output_directory_must_exist(tmp_path: Path, capsys) -> None:
     code = main(["evaluate", str(GT_FILE), str(RESULTS_FILE), "--output", str(tmp_path / "no" / "report.json")])
-    _assert_one_line_error(code, capsys, None, ["--output", "does not exist"])
+    assert_one_line_error(code, capsys, None, ["--output", "does not exist"])
 
 
 @pytest.mark.parametrize(
@@ -379,19 +379,7 @@ def test_output_directory_must_exist(tmp_path: Path, capsys) -> None:
     ],
 )
 def test_bad_arguments_as_typed(capsys, extra: list[str], words: str) -> None:
-    _assert_one_line_error(main(["evaluate", str(GT_FILE), str(RESULTS_FILE), *extra]), capsys, None, [words])
-
-
-def _assert_one_line_error(code: int, capsys, path: Path | None, words: list[str]) -> str:
-    captured = capsys.readouterr()
-    assert code == 2
-    assert captured.out == ""
-    line = captured.err.strip()
-    assert "\n" not in line and "Traceback" not in line, captured.err
-    assert line.startswith("ignite-det: error: " + (f"{path}: " if path else ""))
-    for word in words:
-        assert word in line
-    return line
+    assert_one_line_error(main(["evaluate", str(GT_FILE), str(RESULTS_FILE), *extra]), capsys, None, [words])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -479,7 +467,7 @@ def test_wandb_mode_from_the_environment(tmp_path: Path, capsys, monkeypatch, no
 def test_wandb_failure_is_one_line(capsys) -> None:
     """Online without an API key: W&B refuses at once (no network needed), and the command says so in one line."""
     code = main(["evaluate", str(GT_FILE), str(RESULTS_FILE), "--wandb-project", "p", "--wandb-mode", "online"])
-    _assert_one_line_error(
+    assert_one_line_error(
         code,
         capsys,
         None,
@@ -490,5 +478,5 @@ def test_wandb_failure_is_one_line(capsys) -> None:
 @pytest.mark.usefixtures("no_wandb_account")
 def test_wandb_refusal_offline_is_one_line(capsys) -> None:
     code = main(["evaluate", str(GT_FILE), str(RESULTS_FILE), "--wandb-project", "a/b"])
-    line = _assert_one_line_error(code, capsys, None, ["W&B failed in offline mode: Invalid project name 'a/b'"])
+    line = assert_one_line_error(code, capsys, None, ["W&B failed in offline mode: Invalid project name 'a/b'"])
     assert "needs no account" not in line

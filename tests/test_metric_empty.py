@@ -21,56 +21,16 @@ from hypothesis import strategies as st
 from ignite_det import CocoReportHandler, confusion
 from ignite_det.backends import cocoeval
 from ignite_det.backends.native import matching as native_matching
-from tests.coco_reference import NAMES, load_real_samples, run_cocoeval, stats_dict, to_coco
-from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
-
-BACKENDS = list(cocoeval.BACKENDS)
-
-
-def _no_boxes(scores: bool) -> dict[str, torch.Tensor]:
-    sample = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    return {**sample, "scores": torch.zeros(0)} if scores else sample
-
-
-def _box(x: float, y: float, w: float = 20.0, h: float = 20.0) -> list[float]:
-    return [x, y, x + w, y + h]
-
-
-def _gt(boxes: list, labels: list, image_id: int, crowd: list | None = None) -> dict:
-    target = {"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels), "image_id": image_id}
-    if crowd is not None:
-        target["iscrowd"] = torch.tensor(crowd)
-    return target
-
-
-def _det(boxes: list, labels: list, scores: list) -> dict:
-    return {"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels), "scores": torch.tensor(scores)}
-
-
-def empty_cases() -> dict[str, list[tuple[dict, dict]]]:
-    gt = [_gt([_box(0, 0), _box(40, 40)], [1, 2], image_id=i) for i in range(1, 4)]
-    negatives = [_gt([], [], image_id=i) for i in range(10, 13)]
-    some = [_det([_box(1, 1), _box(60, 0)], [1, 2], [0.9, 0.4]) for _ in range(3)]
-    return {
-        "no detection at all": [(_no_boxes(True), t) for t in gt],
-        "no ground truth at all": [(p, t) for p, t in zip(some, negatives)],
-        "nothing at all": [(_no_boxes(True), t) for t in negatives],
-        "detections of absent categories only": [(_det([_box(0, 0)], [7], [0.8]), t) for t in gt],
-        "crowd-only ground truth": [
-            (p, _gt([_box(0, 0, 60, 60)], [1], image_id=i, crowd=[1])) for i, p in enumerate(some, start=1)
-        ],
-        "detections on negative images only": [(_no_boxes(True), t) for t in gt] + list(zip(some, negatives)),
-    }
-
-
-def check_against_pycocotools(samples: list, backend: str, batch_size: int = 2, box_format: str = "xyxy"):
-    """Our 12 numbers and arrays equal pycocotools' on the same data; returns our result and pycocotools'."""
-    result = evaluate_with_engine(samples, batch_size, backend=backend, box_format=box_format)["coco"]
-    gt, results = to_coco([p for p, _ in samples], [t for _, t in samples], box_format)
-    coco_eval = run_cocoeval(gt, results)
-    assert dict(result) == stats_dict(coco_eval)
-    assert_same_arrays(result, coco_eval)
-    return result, coco_eval
+from tests.coco_reference import (
+    NAMES,
+    box,
+    check_against_pycocotools,
+    detections,
+    empty_cases,
+    ground_truth,
+    no_boxes,
+)
+from tests.harness import BACKENDS, evaluate_with_engine
 
 
 def check_every_attribute(result) -> None:
@@ -96,7 +56,6 @@ def check_every_attribute(result) -> None:
     assert all(not (isinstance(v, float) and math.isnan(v)) for v in payload.values())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(empty_cases()))
 def test_empty_evaluations_equal_pycocotools(case, backend):
     result, coco_eval = check_against_pycocotools(empty_cases()[case], backend)
@@ -108,7 +67,6 @@ def test_empty_evaluations_equal_pycocotools(case, backend):
         assert np.isnan(result.f1_curve()["recall"]).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_no_detection_gives_ap_zero_and_every_object_missed(backend):
     result, _ = check_against_pycocotools(empty_cases()["no detection at all"], backend)
     assert result["AP"] == 0.0 and result["AR100"] == 0.0
@@ -119,7 +77,6 @@ def test_no_detection_gives_ap_zero_and_every_object_missed(backend):
     assert "Best F1 at IoU=0.50: no detection" in str(result)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_negative_images_count_every_detection_as_spurious(backend):
     result, _ = check_against_pycocotools(empty_cases()["no ground truth at all"], backend)
     assert result.category_ids == ()  # pycocotools evaluates the ground truth's categories: none
@@ -128,23 +85,21 @@ def test_negative_images_count_every_detection_as_spurious(backend):
 
 
 def test_class_table_prints_a_dash_where_a_class_has_no_ground_truth():
-    samples = [(_det([_box(0, 0), _box(50, 50)], [1, 2], [0.9, 0.8]), _gt([_box(0, 0)], [1], image_id=1))]
+    samples = [(detections([box(0, 0), box(50, 50)], [1, 2], [0.9, 0.8]), ground_truth([box(0, 0)], [1], image_id=1))]
     result = evaluate_with_engine(samples, 1, class_names={1: "cat", 2: "dog"})["coco"]
     dog = next(line for line in result.class_table().splitlines() if line.startswith("dog"))
     assert "nan" not in dog and dog.split()[1:7] == ["-"] * 6  # AP ... APl undefined
     assert dog.split()[-4:] == ["-"] * 4  # no operating point
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("where", ["negatives after", "detections on the first 256 only"])
-def test_a_block_of_images_without_detections(where, backend, monkeypatch):
+def test_a_block_of_images_without_detections(where, backend, monkeypatch, real_samples):
     """The confusion matrix pairs images in blocks of 256; a block without detections crashed it."""
-    real = load_real_samples()
     if where == "negatives after":  # the published 100 images, then 157 negative ones
-        samples = real + [(_no_boxes(True), _gt([], [], image_id=10**6 + i)) for i in range(157)]
+        samples = real_samples + [(no_boxes(True), ground_truth([], [], image_id=10**6 + i)) for i in range(157)]
     else:  # 257 images, detections on the first 256 (by image id) only
-        samples = (real * 3)[:257]
-        samples = [(p if i < 256 else _no_boxes(True), {**t, "image_id": i}) for i, (p, t) in enumerate(samples)]
+        samples = (real_samples * 3)[:257]
+        samples = [(p if i < 256 else no_boxes(True), {**t, "image_id": i}) for i, (p, t) in enumerate(samples)]
     check_against_pycocotools(samples, backend, batch_size=64, box_format="xywh")
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 
@@ -11,21 +9,8 @@ import numpy as np
 import pytest
 import torch
 from pycocotools import mask as coco_mask
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from ignite_det.iou.segm import Rles, check_masks, check_sizes, encode_masks, mask_iou, mask_pair_iou
-from tests.coco_reference import GT_FILE, SEGM_RESULTS_FILE
-
-
-@pytest.fixture(scope="module")
-def real_segm_eval() -> COCOeval:
-    """The cocoapi's real ground truth and fake segm results, evaluated by pycocotools (IoUs kept)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(GT_FILE))
-        coco_eval = COCOeval(gt, gt.loadRes(str(SEGM_RESULTS_FILE)), "segm")
-        coco_eval.evaluate()
-    return coco_eval
 
 
 def _dense(rles: list) -> np.ndarray:
@@ -34,10 +19,10 @@ def _dense(rles: list) -> np.ndarray:
 
 
 @pytest.mark.parametrize("form", ["binary", "probabilities"])
-def test_real_segm_ious_equal_cocoeval_bit_for_bit(real_segm_eval, form):
+def test_real_segm_ious_equal_cocoeval_bit_for_bit(segm_files_cocoeval, form):
     """Ground-truth polygons and crowd RLEs decoded to dense masks, detections' RLEs likewise:
     encoded again at our door, every IoU matrix equals the one COCOeval computed on the files."""
-    coco_eval = real_segm_eval
+    coco_eval = segm_files_cocoeval
     rng = np.random.default_rng(0)
     cells = [(key, ious) for key, ious in coco_eval.ious.items() if len(ious)]
     assert len(cells) > 100
@@ -56,8 +41,8 @@ def test_real_segm_ious_equal_cocoeval_bit_for_bit(real_segm_eval, form):
         np.testing.assert_array_equal(mask_iou(dets, truth, crowd), expected)
 
 
-def test_real_segm_detection_area_and_box_are_those_loadres_sets(real_segm_eval):
-    dts = [d for anns in real_segm_eval._dts.values() for d in anns][:200]
+def test_real_segm_detection_area_and_box_are_those_loadres_sets(segm_files_cocoeval):
+    dts = [d for anns in segm_files_cocoeval._dts.values() for d in anns][:200]
     rles = Rles.concatenate([encode_masks("m", torch.from_numpy(_dense([d["segmentation"]]))) for d in dts])
     np.testing.assert_array_equal(rles.area(), [d["area"] for d in dts])
     np.testing.assert_array_equal(rles.boxes(), [d["bbox"] for d in dts])

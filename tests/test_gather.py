@@ -7,7 +7,6 @@ NCCL refuses two ranks on one GPU). A group of one runs the same collectives as 
 from __future__ import annotations
 
 import pickle
-import socket
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -17,8 +16,8 @@ import torch
 
 from ignite_det import CocoMetric
 from ignite_det.backends.native import matching as native_matching
-from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
-from tests.test_empty_evaluations import empty_cases
+from tests.coco_reference import empty_cases, random_case, run_cocoeval, stats_dict, to_coco
+from tests.harness import free_port, spawn_gloo
 
 SHARDS = {
     "uneven": [list(range(0, 9)), list(range(9, 12))],
@@ -28,18 +27,7 @@ SHARDS = {
 }
 
 
-def free_port() -> int:
-    """A port no other process group on this machine is using (parallel test runs must not collide)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(autouse=True)
-def _gloo_on_the_cpu(request, monkeypatch):
-    """gloo workers see no GPU: with CUDA visible, Ignite puts gloo rank r on GPU r (none on a one-GPU machine)."""
-    if "nccl" not in request.node.name:
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+pytestmark = pytest.mark.usefixtures("gloo_on_the_cpu")
 
 
 def _worker(local_rank: int, shards: list[list[int]], backend: str, out_dir: str, images_per_chunk: int) -> None:
@@ -78,20 +66,17 @@ def _single_process(backend: str, images: list[int]) -> dict:
     }
 
 
-@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 @pytest.mark.parametrize("case", list(SHARDS))
 def test_two_gloo_processes_equal_one(tmp_path, case, backend):
     # Native: chunks of 3 images, so each rank matches some during update() and the rest at compute().
     _check_group("gloo", SHARDS[case], backend, tmp_path, images_per_chunk=3)
 
 
-@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 def test_a_gloo_group_of_one(tmp_path, backend):
     _check_group("gloo", [list(range(12))], backend, tmp_path)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["native", "pycocotools", "faster_coco_eval"])
 def test_a_nccl_group_with_inputs_on_the_gpu(tmp_path, backend):
     _check_group("nccl", [list(range(12))], backend, tmp_path)
 
@@ -147,7 +132,7 @@ def _mixed_worker(local_rank: int, out_dir: str) -> None:
 
 
 def test_processes_disagreeing_on_image_ids_all_raise(tmp_path):
-    idist.spawn("gloo", _mixed_worker, args=(str(tmp_path),), nproc_per_node=2, master_port=free_port())
+    spawn_gloo(_mixed_worker, str(tmp_path))
     for rank in range(2):
         assert (
             "some processes' targets carry 'image_id' and others' do not" in (tmp_path / f"rank{rank}.txt").read_text()
@@ -166,7 +151,7 @@ def _empty_worker(local_rank: int, case: str, out_dir: str) -> None:
 @pytest.mark.parametrize("case", ["no detection at all", "no ground truth at all"])
 def test_empty_evaluations_under_two_processes(tmp_path, case):
     """Where a training run starts (nothing detected) and negative images, across two processes."""
-    idist.spawn("gloo", _empty_worker, args=(case, str(tmp_path)), nproc_per_node=2, master_port=free_port())
+    spawn_gloo(_empty_worker, case, str(tmp_path))
     single = CocoMetric()
     samples = empty_cases()[case]
     single.update(([p for p, _ in samples], [t for _, t in samples]))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ignite_det import CocoMetric
-from tests.test_distributed import free_port
+from tests.harness import spawn_gloo
 from tests.type_cases import keypoint_samples, random_keypoint_case, random_mask_case, run_typed_cocoeval
 
 # 10 images: uneven shards; DistributedSampler(shuffle=False) padding rank 1 with image 0; an idle rank.
@@ -27,9 +27,7 @@ SHARDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _gloo_on_the_cpu(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+pytestmark = pytest.mark.usefixtures("gloo_on_the_cpu")
 
 
 def _samples(iou_type: str) -> list[tuple[dict, dict]]:
@@ -39,7 +37,7 @@ def _samples(iou_type: str) -> list[tuple[dict, dict]]:
     return keypoint_samples(*random_keypoint_case(7, num_images=10))
 
 
-BACKENDS = ("native", "pycocotools")  # the native backend matches on each rank; COCOeval on rank 0
+ONE_OF_EACH_KIND = ("native", "pycocotools")  # the native backend matches on each rank; COCOeval on rank 0
 
 
 def _metric(iou_type: str, backend: str = "native") -> CocoMetric:
@@ -50,7 +48,7 @@ def _worker(local_rank: int, out_dir: str) -> None:
     found = {}
     for iou_type in ("segm", "keypoints"):
         samples = _samples(iou_type)
-        for (case, shards), backend in itertools.product(SHARDS.items(), BACKENDS):
+        for (case, shards), backend in itertools.product(SHARDS.items(), ONE_OF_EACH_KIND):
             metric = _metric(iou_type, backend)
             mine = shards[idist.get_rank()]
             for start in range(0, len(mine), 3):
@@ -67,7 +65,7 @@ def _worker(local_rank: int, out_dir: str) -> None:
 
 
 def test_two_gloo_processes_equal_one_for_masks_and_keypoints(tmp_path):
-    idist.spawn("gloo", _worker, args=(str(tmp_path),), nproc_per_node=2, master_port=free_port())
+    spawn_gloo(_worker, str(tmp_path))
     ranks = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(2)]
     for iou_type in ("segm", "keypoints"):
         samples = _samples(iou_type)
@@ -79,7 +77,7 @@ def test_two_gloo_processes_equal_one_for_masks_and_keypoints(tmp_path):
         else:
             reference = run_typed_cocoeval(*random_keypoint_case(7, num_images=10), "keypoints")
         assert list(expected.values()) == reference.stats.tolist()
-        for case, backend in itertools.product(SHARDS, BACKENDS):
+        for case, backend in itertools.product(SHARDS, ONE_OF_EACH_KIND):
             for rank in ranks:
                 got = rank[iou_type, case, backend]
                 assert got["stats"] == dict(expected), (iou_type, case, backend)
