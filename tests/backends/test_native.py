@@ -27,7 +27,7 @@ from tests.coco_reference import (
     to_coco,
 )
 from tests.harness import assert_same_arrays, evaluate_with_engine
-from tests.test_metric_empty import check_against_pycocotools, empty_cases
+from tests.coco_reference import check_against_pycocotools, empty_cases
 
 CHUNKS = [1, 2, 7, native_matching.IMAGES_PER_CHUNK]
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TINY = ["--epochs", "2", "--train-images", "32", "--width", "8", "--warmup-iters", "2", "--val-images", "15"]
 TINY += ["--image-size", "64", "--batch-size", "8", "--threads", "1", "--wandb-mode", "disabled"]
 

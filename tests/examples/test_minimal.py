@@ -12,7 +12,7 @@ import pytest
 
 from tests import wandb_records as wr
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 TINY = ["--epochs", "2", "--train-images", "32", "--val-images", "12", "--image-size", "64", "--width", "8"]
