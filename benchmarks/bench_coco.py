@@ -310,10 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=1, help=f"also run {', '.join(DISTRIBUTED)} in N processes")
     parser.add_argument("--torchmetrics-python", default=sys.executable, help="interpreter for torchmetrics runs")
     parser.add_argument("--save", help="also write every run's JSON record to this file")
+    parser.add_argument("--table-from", help="print the tables of a file --save wrote, without running anything")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.workload)
+        return 0
+    if args.table_from:
+        runs = json.loads(Path(args.table_from).read_text())
+        _print_table(runs, args.workload)
+        _print_markdown(runs, args.workload)
         return 0
     methods = _methods(args)
     runs: dict[str, list[dict]] = {m: [] for m in methods}
@@ -347,12 +353,7 @@ def _print_table(runs: dict[str, list[dict]], workload_name: str) -> None:
     from workload import SIZES
 
     num_images = SIZES[workload_name][0]
-    med = {
-        m: {k: statistics.median(r[k] for r in results) for k in ("update_s", "compute_s", "total_s", "peak_mib")}
-        for m, results in runs.items()
-    }
-    reference_method = next((m for m in ("recipe:pycocotools", "recipe:faster_coco_eval") if m in runs), None)
-    reference = runs[reference_method][0]["stats"] if reference_method else None
+    med, reference = _medians(runs), _reference_stats(runs)
     columns = ("update s", "us/image", "compute s", "total s", "peak MiB", "max |diff|", "x recipe")
     print(f"{'method':<30} " + " ".join(f"{c:>10}" for c in columns + tuple(r[0] for r in RATIOS)))
     for method, m in med.items():
@@ -363,6 +364,37 @@ def _print_table(runs: dict[str, list[dict]], workload_name: str) -> None:
             f"{method:<30} {m['update_s']:>10.2f} {m['update_s'] / num_images * 1e6:>10.0f} {m['compute_s']:>10.2f} "
             f"{m['total_s']:>10.2f} {m['peak_mib']:>10.0f} {diff:>10.2e} " + " ".join(f"{r:>10.3f}" for r in ratios)
         )
+
+
+def _medians(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    keys = ("update_s", "compute_s", "total_s", "peak_mib")
+    return {m: {k: statistics.median(r[k] for r in results) for k in keys} for m, results in runs.items()}
+
+
+def _reference_stats(runs: dict[str, list[dict]]) -> list[float] | None:
+    """The 12 numbers of the pycocotools recipe, else of faster-coco-eval's, that every method is compared with."""
+    method = next((m for m in ("recipe:pycocotools", "recipe:faster_coco_eval") if m in runs), None)
+    return runs[method][0]["stats"] if method else None
+
+
+def _print_markdown(runs: dict[str, list[dict]], workload_name: str) -> None:
+    """The README's table: times, memory, the largest difference and the ratios to three references."""
+    sys.path.insert(0, str(HERE))
+    from workload import SIZES
+
+    med, reference = _medians(runs), _reference_stats(runs)
+    print(
+        "| method | update s | µs/image | compute s | total s | peak extra MiB | max diff | "
+        + " | ".join(r[0] for r in RATIOS)
+        + " |"
+    )
+    print("| --- " * (7 + len(RATIOS)) + "|")
+    for method, m in med.items():
+        diff = max(abs(a - b) for a, b in zip(runs[method][0]["stats"], reference)) if reference else float("nan")
+        ratios = [_ratio(m, key, med.get(other), other_key) for _, key, other, other_key in RATIOS]
+        cells = [method, f"{m['update_s']:.2f}", f"{m['update_s'] / SIZES[workload_name][0] * 1e6:.0f}"]
+        cells += [f"{m['compute_s']:.2f}", f"{m['total_s']:.2f}", f"{m['peak_mib']:.0f}", f"{diff:.2g}"]
+        print("| " + " | ".join(cells + [f"{r:.2f}" for r in ratios]) + " |")
 
 
 def _recipe_of(method: str) -> str:
