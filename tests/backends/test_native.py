@@ -21,13 +21,14 @@ from ignite_det.store import Detections, DetectionStore
 from tests.coco_reference import (
     NAMES,
     PUBLISHED_BBOX,
+    check_against_pycocotools,
+    empty_cases,
     random_case,
     run_cocoeval,
     stats_dict,
     to_coco,
 )
 from tests.harness import assert_same_arrays, evaluate_with_engine
-from tests.coco_reference import check_against_pycocotools, empty_cases
 
 CHUNKS = [1, 2, 7, native_matching.IMAGES_PER_CHUNK]
 
