@@ -14,10 +14,10 @@ import math
 import numpy as np
 import pytest
 import torch
+import wandb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import wandb
 from ignite_det import CocoReportHandler, confusion
 from ignite_det.backends import cocoeval
 from ignite_det.backends.native import matching as native_matching

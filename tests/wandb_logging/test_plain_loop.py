@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import wandb
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-import wandb
 from ignite_det import STAT_NAMES, CocoMetric, WandBReport
 from ignite_det.wandb_logging.report import PER_CLASS_COLUMNS
 from tests import wandb_records as wr
