@@ -7,7 +7,10 @@ A change to this list is a change of the public API: add the name here on purpos
 import ignite_det
 
 PUBLIC = [
+    "Backend",
+    "BoxFormat",
     "COCO_KEYPOINT_SIGMAS",
+    "IouType",
     "KEYPOINT_STAT_NAMES",
     "STAT_NAMES",
     "ClassResult",
@@ -16,6 +19,7 @@ PUBLIC = [
     "CocoResult",
     "DetectionImagesHandler",
     "F1Point",
+    "WandBReport",
     "__version__",
     "attach_wandb_logging",
 ]
