@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from ignite_det.iou import keypoints, segm
-from ignite_det.iou.segm import Rles
+from ignite_det.rle import Rles
+from ignite_det.table import Detections
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -57,31 +58,6 @@ _OBJECTS = {"bbox": ("boxes", "boxes"), "segm": ("masks", "masks"), "keypoints":
 
 # Ids travel through float64 tensors between processes, which hold integers exactly up to 2**53.
 _MAX_ID = 2**53
-
-
-@dataclass(frozen=True)
-class DetectionBatch:
-    """One ``update()`` worth of images in canonical form (all numpy, on the CPU).
-
-    ``*_image`` arrays hold the index (0..B-1) of each box's image within the batch.
-    """
-
-    num_images: int
-    image_ids: np.ndarray | None  # int64 (B,), None when no target carried an image_id
-    det_boxes: np.ndarray  # float64 (N, 4) xywh
-    det_scores: np.ndarray  # float64 (N,)
-    det_labels: np.ndarray  # int64 (N,)
-    det_area: np.ndarray  # float64 (N,)
-    det_image: np.ndarray  # int64 (N,)
-    gt_boxes: np.ndarray  # float64 (M, 4) xywh
-    gt_labels: np.ndarray  # int64 (M,)
-    gt_crowd: np.ndarray  # int64 (M,) 0 or 1
-    gt_area: np.ndarray  # float64 (M,)
-    gt_image: np.ndarray  # int64 (M,)
-    det_rles: Rles  # (N,) masks with iou_type "segm", else empty rows
-    det_keypoints: np.ndarray  # float64 (N, K, 3); K = 0 unless iou_type "keypoints"
-    gt_rles: Rles  # (M,)
-    gt_keypoints: np.ndarray  # float64 (M, K, 3)
 
 
 @dataclass(frozen=True)
@@ -95,8 +71,9 @@ class _Geometry:
     keypoints: np.ndarray
 
 
-def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_keypoints: int = 0) -> DetectionBatch:
-    """Validate ``(y_pred, y)`` as documented above and return its canonical form.
+def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_keypoints: int = 0) -> Detections:
+    """Validate ``(y_pred, y)`` as documented above and return its canonical form, one
+    :class:`~ignite_det.table.Detections` (images without an ``image_id`` numbered 0..B-1, ``numbered``).
 
     Structure (keys, types, shapes, lengths) is checked sample by sample; values (finite, in
     range) on the whole batch at once, going back to the sample only to name it in an error.
@@ -133,23 +110,25 @@ def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_ke
     _refuse_rows("y_pred", "area", det_area < 0, det_image, det_area, "must be >= 0")
     _refuse_rows("y", "area", ~np.isfinite(gt_area), gt_image, gt_area, "must be finite")
     _refuse_rows("y", "area", gt_area < 0, gt_image, gt_area, "must be >= 0")
-    return DetectionBatch(
-        num_images=len(y),
-        image_ids=image_ids,
+    return Detections(
+        image_ids=np.arange(len(y), dtype=np.int64) if image_ids is None else image_ids,
         det_boxes=det_xywh,
         det_scores=det_scores,
         det_labels=det_labels,
         det_area=det_area,
-        det_image=det_image,
+        det_position=det_image,
         gt_boxes=gt_xywh,
         gt_labels=gt_labels,
         gt_crowd=gt_crowd,
         gt_area=gt_area,
-        gt_image=gt_image,
-        det_rles=det.rles,
+        gt_position=gt_image,
+        det_rle=det.rles.counts,
+        det_mask_size=det.rles.sizes,
         det_keypoints=det.keypoints,
-        gt_rles=gt.rles,
+        gt_rle=gt.rles.counts,
+        gt_mask_size=gt.rles.sizes,
         gt_keypoints=gt.keypoints,
+        numbered=image_ids is None,
     )
 
 

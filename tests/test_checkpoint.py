@@ -16,12 +16,11 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
-from ignite_det import CocoMetric
-from ignite_det.backends import cocoeval
+from ignite_det import CocoMetric, backends
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
 from tests.test_distributed import free_port
 
-BACKENDS = list(cocoeval.BACKENDS)
+BACKENDS = list(backends.BACKENDS)
 
 
 class Crash(Exception):

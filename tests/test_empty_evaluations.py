@@ -18,13 +18,13 @@ import wandb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ignite_det import CocoReportHandler, confusion
+from ignite_det import CocoReportHandler, backends, confusion
 from ignite_det.backends import cocoeval
 from ignite_det.backends.native import matching as native_matching
 from tests.coco_reference import NAMES, load_real_samples, run_cocoeval, stats_dict, to_coco
 from tests.test_metric_parity import assert_same_arrays, evaluate_with_engine
 
-BACKENDS = list(cocoeval.BACKENDS)
+BACKENDS = list(backends.BACKENDS)
 
 
 def _no_boxes(scores: bool) -> dict[str, torch.Tensor]:

@@ -218,12 +218,10 @@ def _column(entries: list[Any], key: str, source: _Source, default: Any = None) 
         return [entry.get(key, default) for entry in entries]
     except (KeyError, TypeError, AttributeError):
         pass
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise source.error(f"{source.name}[{index}] must be an object, got {type(entry).__name__}")
-        if key not in entry:
-            raise source.error(f"{source.name}[{index}] has no '{key}' key (it has {sorted(entry)})")
-    raise AssertionError("unreachable")  # pragma: no cover
+    index, entry = next((i, e) for i, e in enumerate(entries) if not isinstance(e, dict) or key not in e)
+    if not isinstance(entry, dict):
+        raise source.error(f"{source.name}[{index}] must be an object, got {type(entry).__name__}")
+    raise source.error(f"{source.name}[{index}] has no '{key}' key (it has {sorted(entry)})")
 
 
 def _field(entries: list[Any], key: str, source: _Source, integer: bool, default: Any = None) -> np.ndarray:

@@ -129,11 +129,6 @@ def extent(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.column_stack([x0, y0, x1 - x0, y1 - y0]), (x1 - x0) * (y1 - y0)
 
 
-def num_labelled(keypoints: np.ndarray) -> np.ndarray:
-    """int64 (M,): each ground truth's labelled points (COCO's ``num_keypoints``); 0 means ignored."""
-    return (keypoints[:, :, 2] > 0).sum(axis=1).astype(np.int64)
-
-
 # --- the input contract --------------------------------------------------------------------------
 
 
