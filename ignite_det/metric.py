@@ -226,22 +226,19 @@ class CocoMetric(Metric):
         det_k: np.ndarray,
         num_gt: np.ndarray,
     ) -> dict[str, np.ndarray]:
+        iou = float(self.params.iou_thresholds[self._f1_index])
         evaluation = self._evaluation_backend.evaluate(detections, records, category_ids, det_k)
-        outcome, by_score = evaluation.outcome, evaluation.by_score
+        coco, outcome, by_score = evaluation.arrays, evaluation.outcome, evaluation.by_score
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score)
+        threshold = best.counting_threshold
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),
             "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum()), by_score),
             "confusion_matrix": confusion_matrix(
-                detections,
-                category_ids,
-                best.counting_threshold,
-                float(self.params.iou_thresholds[self._f1_index]),
-                pair_iou=pair_iou(self.params),
+                detections, category_ids, threshold, iou, pair_iou=pair_iou(self.params)
             ),
         }
-        coco = evaluation.arrays
         return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}
 
     def _shapes(self, k: int) -> dict[str, tuple[int, ...]]:

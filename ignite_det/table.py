@@ -269,7 +269,7 @@ _ARRAYS = tuple(f.name for f in fields(Detections) if f.name != "numbered")
 _INTEGER_COLUMNS = ("labels", "crowd", "position")
 
 
-def _typed(name: str, columns: dict[str, np.ndarray], rle_bytes: torch.Tensor | None) -> dict[str, np.ndarray]:
+def _typed(name: str, columns: dict[str, np.ndarray], rle_bytes: torch.Tensor | None) -> dict[str, Any]:
     """A table's columns as the record's fields: integer columns as int64, the masks from their RLE bytes
     (each row's ``rle_length`` of them) and ``mask_size``.
 

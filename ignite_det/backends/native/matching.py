@@ -40,7 +40,7 @@ TRUE_POSITIVE, FALSE_POSITIVE, NOT_COUNTED = 1, 0, -1
 
 @dataclass(frozen=True)
 class MatchRecords:
-    """Per detection, in the row order of the :class:`~ignite_det.store.Detections` matched.
+    """Per detection, in the row order of the :class:`~ignite_det.table.Detections` matched.
 
     ``rank``: int32 (N,) the detection's place in its (image, category) cell, best score first,
     ties in arrival order. ``outcome``: int8 (A, T, N) at each area range and IoU threshold,
