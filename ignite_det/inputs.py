@@ -151,8 +151,10 @@ def _geometry(
 
 def _boxes(name: str, samples: Sequence[Mapping], image: np.ndarray, box_format: str) -> np.ndarray:
     boxes = _concat_boxes([s["boxes"] for s in samples])
-    _check_box_values(name, boxes, image, box_format)
-    return _to_xywh(boxes, box_format)
+    with np.errstate(invalid="ignore", over="ignore"):  # reported by the checks, in words
+        xywh = _to_xywh(boxes, box_format)
+    _check_box_values(name, boxes, xywh, image, box_format)
+    return xywh
 
 
 def _box_geometry(xywh: np.ndarray) -> _Geometry:
@@ -285,11 +287,11 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
         )
 
 
-def _check_box_values(name: str, boxes: np.ndarray, image: np.ndarray, box_format: str) -> None:
-    """Coordinates of the whole batch at once; the first sample with a bad box is named."""
+def _check_box_values(name: str, boxes: np.ndarray, xywh: np.ndarray, image: np.ndarray, box_format: str) -> None:
+    """Coordinates of the whole batch at once (as given, and in xywh); the first sample with a bad box is named."""
     not_finite = FINITE.broken(boxes).any(axis=1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        negative = BOX_SIZE.broken(_to_xywh(boxes, box_format))  # x2 - x1 < 0 exactly when x2 < x1
+    with np.errstate(invalid="ignore"):
+        negative = BOX_SIZE.broken(xywh)  # x2 - x1 < 0 exactly when x2 < x1
     bad = not_finite | negative
     if not bad.any():
         return
