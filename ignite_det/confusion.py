@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from ignite_det.iou.bbox import PairIou, box_pair_iou
-from ignite_det.store import Detections, category_index
+from ignite_det.table import Detections, category_index
 
-# Images paired per block in _overlaps; a parameter so that tests can make it tiny and cross block bounds.
+# Images paired per block in _overlaps; a module constant so that tests can make it tiny and cross block bounds.
 IMAGES_PER_BLOCK = 256
 
 
@@ -27,16 +27,14 @@ def confusion_matrix(
     category_ids: np.ndarray,
     score_threshold: float,
     iou_threshold: float = 0.5,
-    images_per_block: int | None = None,
     pair_iou: PairIou = box_pair_iou,
 ) -> np.ndarray:
     """(K+1, K+1) int64 counts in the order of ``category_ids``, background last.
 
     A ``score_threshold`` of ``inf`` (no operating point: nothing detected, or no ground truth)
-    keeps no detection, so every ground truth is counted as missed. ``images_per_block`` defaults
-    to :data:`IMAGES_PER_BLOCK`, read at call time.
+    keeps no detection, so every ground truth is counted as missed.
     """
-    block = images_per_block or IMAGES_PER_BLOCK
+    block = IMAGES_PER_BLOCK  # read at call time, so that tests can make it tiny
     k = len(category_ids)
     matrix = np.zeros((k + 1, k + 1), dtype=np.int64)
     det_k = category_index(d.det_labels, category_ids)

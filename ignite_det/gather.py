@@ -1,9 +1,10 @@
 """Bring every process's detections together, and count each image once.
 
 The gather uses a fixed number of collectives on flat tensors (one for the sizes, one each for
-images, detections and ground truth in float64, and with the native backend two more for the
-detections' match records: ranks in int32, outcomes in int8), never pickled Python objects. Each
-process has matched its own images, so the native backend's matching scales with their number.
+images, detections and ground truth in float64, and one per array of the backend's per-detection
+records, such as the native backend's match ranks in int32 and outcomes in int8), never pickled
+Python objects. Each process has matched its own images, so the native backend's matching scales
+with their number.
 Masks travel as their RLE bytes: two more collectives, one uint8 tensor for the detections' and
 one for the ground truths' (each mask's length is in the tables), made only when some process
 holds a mask.
@@ -12,22 +13,33 @@ holds a mask.
 from __future__ import annotations
 
 import warnings
-from typing import cast
+from typing import NamedTuple, cast
 
 import ignite.distributed as idist
 import numpy as np
 import torch
 
-from ignite_det.backends.native.matching import MatchRecords
+from ignite_det.backends.base import Records
 from ignite_det.repeats import warn_changed_predictions
-from ignite_det.store import Detections
+from ignite_det.table import Detections
+
+
+class _Sizes(NamedTuple):
+    """What one process holds, gathered first so that every process knows every shape."""
+
+    images: int
+    detections: int
+    ground_truth: int
+    has_image_ids: int  # 1 or 0; -1 on a process that saw no image
+    detection_rle_bytes: int
+    ground_truth_rle_bytes: int
 
 
 def gather_detections(
-    local: Detections, has_image_ids: bool | None, records: MatchRecords | None = None
-) -> tuple[Detections, MatchRecords | None]:
+    local: Detections, has_image_ids: bool | None, records: Records
+) -> tuple[Detections, dict[str, np.ndarray]]:
     """All processes' detections, rank after rank, on every process (the local ones alone without
-    distribution), with their match records when given (in the same row order).
+    distribution), with the backend's per-detection ``records`` (in the same row order).
 
     ``has_image_ids`` is None on a process that saw no image.
 
@@ -35,14 +47,21 @@ def gather_detections(
         ValueError: if some processes' targets carried ``image_id`` and others' did not.
     """
     if idist.backend() is None:  # no process group; a group of one still runs the collectives, so it is tested
-        return local, records
+        return local, dict(records)
     device = idist.device()
-    flag = -1 if has_image_ids is None else int(has_image_ids)
     det_bytes, gt_bytes = local.rle_tensors()
-    counts = [len(local.image_ids), len(local.det_scores), len(local.gt_labels), flag, len(det_bytes), len(gt_bytes)]
-    mine = torch.tensor([counts], device=device)
-    sizes = cast(torch.Tensor, idist.all_gather(mine)).cpu().tolist()
-    flags = {s[3] for s in sizes} - {-1}
+    mine = _Sizes(
+        len(local.image_ids),
+        len(local.det_scores),
+        len(local.gt_labels),
+        -1 if has_image_ids is None else int(has_image_ids),
+        len(det_bytes),
+        len(gt_bytes),
+    )
+    sizes = [
+        _Sizes(*row) for row in cast(torch.Tensor, idist.all_gather(torch.tensor([mine], device=device))).cpu().tolist()
+    ]
+    flags = {s.has_image_ids for s in sizes} - {-1}
     if len(flags) > 1:
         raise ValueError("some processes' targets carry 'image_id' and others' do not; give every target an image_id")
     has_image_ids = flags != {0}
@@ -54,31 +73,27 @@ def gather_detections(
             stacklevel=3,
         )
     images, dets, gts = local.to_tensors()
-    det_rows = [s[1] for s in sizes]
+    det_rows = [s.detections for s in sizes]
     tables = [
-        _gather(images, [s[0] for s in sizes], device),
+        _gather(images, [s.images for s in sizes], device),
         _gather(dets, det_rows, device),
-        _gather(gts, [s[2] for s in sizes], device),
+        _gather(gts, [s.ground_truth for s in sizes], device),
     ]
-    if any(s[4] or s[5] for s in sizes):  # every process sees the sizes, so all make these collectives or none
-        tables += [_gather(det_bytes, [s[4] for s in sizes], device), _gather(gt_bytes, [s[5] for s in sizes], device)]
+    if any(s.detection_rle_bytes or s.ground_truth_rle_bytes for s in sizes):  # all make these collectives or none
+        tables += [
+            _gather(det_bytes, [s.detection_rle_bytes for s in sizes], device),
+            _gather(gt_bytes, [s.ground_truth_rle_bytes for s in sizes], device),
+        ]
     joined = Detections.concatenate([Detections.from_tensors(*part) for part in zip(*tables)])
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = joined.renumbered()
-    return joined, None if records is None else _gather_records(records, det_rows, device)
+    return joined, {name: _gather_rows(array, det_rows, device) for name, array in records.items()}
 
 
-def _gather_records(records: MatchRecords, det_rows: list[int], device: torch.device) -> MatchRecords:
-    """Every process's records: ranks (int32) and outcomes (int8), each as one flat array per process
-    (the outcomes' (A, T, n) layout travels as is, and the parts join along n)."""
-    a, t, _ = records.outcome.shape
-    ranks = _gather(torch.from_numpy(records.rank), det_rows, device)
-    flat = torch.from_numpy(records.outcome.reshape(-1))
-    outcomes = _gather(flat, [a * t * n for n in det_rows], device)
-    return MatchRecords(
-        torch.cat(ranks).numpy(),
-        np.concatenate([part.numpy().reshape(a, t, n) for part, n in zip(outcomes, det_rows)], axis=2),
-    )
+def _gather_rows(array: np.ndarray, rows: list[int], device: torch.device) -> np.ndarray:
+    """Every process's per-detection ``array`` (``rows[r]`` rows on process r), joined in rank order."""
+    parts = _gather(torch.from_numpy(np.ascontiguousarray(array)), rows, device)
+    return torch.cat(parts).numpy()
 
 
 def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -90,16 +105,18 @@ def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor
         return [state]
     device = idist.device()
     tables = {name: tensor for name, tensor in state.items() if tensor.ndim == 2}
+    names = [*tables, "has_image_ids"]
     mine = [len(t) for t in tables.values()] + [int(state["has_image_ids"])]
-    sizes = cast(torch.Tensor, idist.all_gather(torch.tensor([mine], device=device))).cpu().tolist()
-    gathered = {name: _gather(t, [s[i] for s in sizes], device) for i, (name, t) in enumerate(tables.items())}
+    gathered_sizes = cast(torch.Tensor, idist.all_gather(torch.tensor([mine], device=device))).cpu().tolist()
+    sizes = [dict(zip(names, row)) for row in gathered_sizes]  # per rank: rows of each table, and the flag
+    gathered = {name: _gather(t, [s[name] for s in sizes], device) for name, t in tables.items()}
     return [
-        {**{name: parts[rank] for name, parts in gathered.items()}, "has_image_ids": torch.tensor(s[-1])}
+        {**{name: parts[rank] for name, parts in gathered.items()}, "has_image_ids": torch.tensor(s["has_image_ids"])}
         for rank, s in enumerate(sizes)
     ]
 
 
-def deduplicate(detections: Detections, records: MatchRecords | None = None) -> tuple[Detections, MatchRecords | None]:
+def deduplicate(detections: Detections, records: Records) -> tuple[Detections, dict[str, np.ndarray]]:
     """Keep the first occurrence of each ``image_id`` (and the records of its detections); warn when a
     repeat carries other predictions than its first occurrence (a second evaluation without ``reset()``).
 
@@ -110,13 +127,13 @@ def deduplicate(detections: Detections, records: MatchRecords | None = None) -> 
     ids = detections.image_ids
     _, first = np.unique(ids, return_index=True)
     if len(first) == len(ids):
-        return detections, records
+        return detections, dict(records)
     keep = np.zeros(len(ids), dtype=bool)
     keep[first] = True
     _check_repeats_match(detections, keep)
     warn_changed_predictions(detections, keep)
-    kept_records = None if records is None else records.select(keep[detections.det_position])
-    return detections.select_images(keep), kept_records
+    kept_rows = keep[detections.det_position]
+    return detections.select_images(keep), {name: array[kept_rows] for name, array in records.items()}
 
 
 def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
@@ -124,25 +141,31 @@ def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:
     first_position = {int(ids[p]): p for p in np.flatnonzero(keep)}
     order = np.argsort(detections.gt_position, kind="stable")
     bounds = np.searchsorted(detections.gt_position[order], np.arange(len(ids) + 1))
-    table = np.column_stack([detections.gt_boxes, detections.gt_area, detections.gt_labels, detections.gt_crowd])[order]
+    columns = {
+        "boxes": detections.gt_boxes[order],
+        "area": detections.gt_area[order],
+        "labels": detections.gt_labels[order],
+        "iscrowd": detections.gt_crowd[order],
+    }
     for position in np.flatnonzero(~keep):
         original = first_position[int(ids[position])]
-        repeat_rows = table[bounds[position] : bounds[position + 1]]
-        original_rows = table[bounds[original] : bounds[original + 1]]
-        if not np.array_equal(repeat_rows, original_rows):
+        rows = slice(*bounds[original : original + 2]), slice(*bounds[position : position + 2])
+        difference = _difference({name: (c[rows[0]], c[rows[1]]) for name, c in columns.items()})
+        if difference:
             raise ValueError(
                 f"image_id {int(ids[position])} was given more than once with different ground truth "
-                f"({_difference(original_rows, repeat_rows)}); image ids must be unique per image"
+                f"({difference}); image ids must be unique per image"
             )
 
 
-def _difference(first: np.ndarray, repeat: np.ndarray) -> str:
-    """What differs between two ground-truth tables (columns: box, area, label, iscrowd), in words."""
-    if len(first) != len(repeat):
-        return f"{len(first)} vs {len(repeat)} boxes"
-    columns = {"boxes": slice(0, 4), "area": slice(4, 5), "labels": slice(5, 6), "iscrowd": slice(6, 7)}
-    differing = [name for name, cols in columns.items() if not np.array_equal(first[:, cols], repeat[:, cols])]
-    return f"{len(first)} boxes each, with different {' and '.join(differing)}"
+def _difference(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """What differs between two images' ground truth (each column: the first's, the repeat's), in words;
+    empty if nothing does."""
+    first, repeat = len(columns["labels"][0]), len(columns["labels"][1])
+    if first != repeat:
+        return f"{first} vs {repeat} boxes"
+    differing = [name for name, (a, b) in columns.items() if not np.array_equal(a, b)]
+    return f"{first} boxes each, with different {' and '.join(differing)}" if differing else ""
 
 
 def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list[torch.Tensor]:

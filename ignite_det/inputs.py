@@ -48,41 +48,15 @@ import numpy as np
 import torch
 
 from ignite_det.iou import keypoints, segm
-from ignite_det.iou.segm import Rles
 from ignite_det.plausibility import check_not_swapped
+from ignite_det.rle import Rles
+from ignite_det.rules import AREA, BOX_SIZE, CROWD, FINITE, ID_RANGE, MAX_ID, Rule
+from ignite_det.table import Detections
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
 # The key whose length says how many objects a sample holds, and what they are called, per IoU type.
 _OBJECTS = {"bbox": ("boxes", "boxes"), "segm": ("masks", "masks"), "keypoints": ("keypoints", "objects")}
-
-# Ids travel through float64 tensors between processes, which hold integers exactly up to 2**53.
-_MAX_ID = 2**53
-
-
-@dataclass(frozen=True)
-class DetectionBatch:
-    """One ``update()`` worth of images in canonical form (all numpy, on the CPU).
-
-    ``*_image`` arrays hold the index (0..B-1) of each box's image within the batch.
-    """
-
-    num_images: int
-    image_ids: np.ndarray | None  # int64 (B,), None when no target carried an image_id
-    det_boxes: np.ndarray  # float64 (N, 4) xywh
-    det_scores: np.ndarray  # float64 (N,)
-    det_labels: np.ndarray  # int64 (N,)
-    det_area: np.ndarray  # float64 (N,)
-    det_image: np.ndarray  # int64 (N,)
-    gt_boxes: np.ndarray  # float64 (M, 4) xywh
-    gt_labels: np.ndarray  # int64 (M,)
-    gt_crowd: np.ndarray  # int64 (M,) 0 or 1
-    gt_area: np.ndarray  # float64 (M,)
-    gt_image: np.ndarray  # int64 (M,)
-    det_rles: Rles  # (N,) masks with iou_type "segm", else empty rows
-    det_keypoints: np.ndarray  # float64 (N, K, 3); K = 0 unless iou_type "keypoints"
-    gt_rles: Rles  # (M,)
-    gt_keypoints: np.ndarray  # float64 (M, K, 3)
 
 
 @dataclass(frozen=True)
@@ -96,8 +70,9 @@ class _Geometry:
     keypoints: np.ndarray
 
 
-def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_keypoints: int = 0) -> DetectionBatch:
-    """Validate ``(y_pred, y)`` as documented above and return its canonical form.
+def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_keypoints: int = 0) -> Detections:
+    """Validate ``(y_pred, y)`` as documented above and return its canonical form, one
+    :class:`~ignite_det.table.Detections` (images without an ``image_id`` numbered 0..B-1, ``numbered``).
 
     Structure (keys, types, shapes, lengths) is checked sample by sample; values (finite, in
     range) on the whole batch at once, going back to the sample only to name it in an error.
@@ -119,39 +94,31 @@ def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_ke
     det_xywh, gt_xywh = det.boxes, gt.boxes
     det_area = _area(y_pred, det.area)
     gt_area = _area(y, gt.area)
-    _refuse_rows("y_pred", "scores", ~np.isfinite(det_scores), det_image, det_scores, "must be finite")
-    _refuse_rows(
-        "y_pred",
-        "labels",
-        np.abs(det_labels) >= _MAX_ID,
-        det_image,
-        det_labels,
-        "must be smaller than 2**53 in magnitude",
-    )
-    _refuse_rows(
-        "y", "labels", np.abs(gt_labels) >= _MAX_ID, gt_image, gt_labels, "must be smaller than 2**53 in magnitude"
-    )
-    _refuse_rows("y_pred", "area", ~np.isfinite(det_area), det_image, det_area, "must be finite")
-    _refuse_rows("y_pred", "area", det_area < 0, det_image, det_area, "must be >= 0")
-    _refuse_rows("y", "area", ~np.isfinite(gt_area), gt_image, gt_area, "must be finite")
-    _refuse_rows("y", "area", gt_area < 0, gt_image, gt_area, "must be >= 0")
-    return DetectionBatch(
-        num_images=len(y),
-        image_ids=image_ids,
+    _refuse("y_pred", "scores", FINITE, det_scores, det_image)
+    _refuse("y_pred", "labels", ID_RANGE, det_labels, det_image)
+    _refuse("y", "labels", ID_RANGE, gt_labels, gt_image)
+    for name, area, image in (("y_pred", det_area, det_image), ("y", gt_area, gt_image)):
+        _refuse(name, "area", FINITE, area, image)
+        _refuse(name, "area", AREA, area, image)
+    return Detections(
+        image_ids=np.arange(len(y), dtype=np.int64) if image_ids is None else image_ids,
         det_boxes=det_xywh,
         det_scores=det_scores,
         det_labels=det_labels,
         det_area=det_area,
-        det_image=det_image,
+        det_position=det_image,
         gt_boxes=gt_xywh,
         gt_labels=gt_labels,
         gt_crowd=gt_crowd,
         gt_area=gt_area,
-        gt_image=gt_image,
-        det_rles=det.rles,
+        gt_position=gt_image,
+        det_rle=det.rles.counts,
+        det_mask_size=det.rles.sizes,
         det_keypoints=det.keypoints,
-        gt_rles=gt.rles,
+        gt_rle=gt.rles.counts,
+        gt_mask_size=gt.rles.sizes,
         gt_keypoints=gt.keypoints,
+        numbered=image_ids is None,
     )
 
 
@@ -186,8 +153,10 @@ def _geometry(
 
 def _boxes(name: str, samples: Sequence[Mapping], image: np.ndarray, box_format: str) -> np.ndarray:
     boxes = _concat_boxes([s["boxes"] for s in samples])
-    _check_box_values(name, boxes, image, box_format)
-    return _to_xywh(boxes, box_format)
+    with np.errstate(invalid="ignore", over="ignore"):  # reported by the checks, in words
+        xywh = _to_xywh(boxes, box_format)
+    _check_box_values(name, boxes, xywh, image, box_format)
+    return xywh
 
 
 def _box_geometry(xywh: np.ndarray) -> _Geometry:
@@ -206,13 +175,14 @@ def _concat_keypoints(name: str, samples: Sequence[Mapping], k: int, target: boo
     return np.concatenate(parts) if parts else np.zeros((0, k, 3))
 
 
-def _refuse_rows(name: str, key: str, bad: np.ndarray, image: np.ndarray, values: np.ndarray, rule: str) -> None:
-    """Raise for the first sample holding a bad value, naming it and showing its bad values."""
+def _refuse(name: str, key: str, rule: Rule, values: np.ndarray, image: np.ndarray) -> None:
+    """Raise for the first sample holding a value that breaks ``rule``, naming it and showing its bad values."""
+    bad = rule.broken(values)
     if not bad.any():
         return
     index = int(image[np.argmax(bad)])
     shown = torch.from_numpy(values[bad & (image == index)])
-    raise ValueError(f"{name}[{index}]['{key}'] {rule}, got {_sample(shown)}")
+    raise ValueError(f"{name}[{index}]['{key}'] {rule.requirement}, got {_sample(shown)}")
 
 
 def _split_output(output: Any) -> tuple[Sequence[Mapping], Sequence[Mapping]]:
@@ -290,7 +260,7 @@ def _check_boxes_shape(where: str, boxes: Any) -> int:
         raise ValueError(f"{where}['boxes'] must have shape (N, 4), got {tuple(boxes.shape)}")
     if boxes.dtype == torch.bool or boxes.is_complex():
         raise TypeError(f"{where}['boxes'] must be a floating point or integer tensor, got dtype {boxes.dtype}")
-    if not boxes.is_floating_point() and len(boxes) and int(boxes.abs().max()) >= _MAX_ID:
+    if not boxes.is_floating_point() and len(boxes) and int(boxes.abs().max()) >= MAX_ID:
         # float64 holds every integer below 2**53 exactly; beyond, widening would round silently
         largest = int(boxes.abs().max())
         raise ValueError(f"{where}['boxes'] integer coordinates must be smaller than 2**53 in magnitude, got {largest}")
@@ -319,11 +289,11 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
         )
 
 
-def _check_box_values(name: str, boxes: np.ndarray, image: np.ndarray, box_format: str) -> None:
-    """Coordinates of the whole batch at once; the first sample with a bad box is named."""
-    not_finite = ~np.isfinite(boxes).all(axis=1)
+def _check_box_values(name: str, boxes: np.ndarray, xywh: np.ndarray, image: np.ndarray, box_format: str) -> None:
+    """Coordinates of the whole batch at once (as given, and in xywh); the first sample with a bad box is named."""
+    not_finite = FINITE.broken(boxes).any(axis=1)
     with np.errstate(invalid="ignore"):
-        negative = _negative_size(boxes, box_format)
+        negative = BOX_SIZE.broken(xywh)  # x2 - x1 < 0 exactly when x2 < x1
     bad = not_finite | negative
     if not bad.any():
         return
@@ -341,12 +311,6 @@ def _check_box_values(name: str, boxes: np.ndarray, image: np.ndarray, box_forma
     )
 
 
-def _negative_size(boxes: np.ndarray, box_format: str) -> np.ndarray:
-    if box_format == "xyxy":
-        return (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    return (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-
-
 def _image_id(where: str, value: Any) -> int:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_floating_point():
@@ -357,8 +321,8 @@ def _image_id(where: str, value: Any) -> int:
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{where}['image_id'] must be an int, got {type(value).__name__} {value!r}")
-    if abs(int(value)) >= _MAX_ID:
-        raise ValueError(f"{where}['image_id'] must be smaller than 2**53 in magnitude, got {value}")
+    if abs(int(value)) >= MAX_ID:  # a Python int: no int64 overflow on the way
+        raise ValueError(f"{where}['image_id'] {ID_RANGE.requirement}, got {value}")
     return int(value)
 
 
@@ -403,7 +367,7 @@ def _crowd(y: Sequence[Mapping], gt_image: np.ndarray) -> np.ndarray:
         for t in y
     ]
     crowd = torch.cat(parts).numpy() if parts else np.zeros(0)
-    _refuse_rows("y", "iscrowd", (crowd != 0) & (crowd != 1), gt_image, crowd, "must hold only 0 and 1")
+    _refuse("y", "iscrowd", CROWD, crowd, gt_image)
     return crowd.astype(np.int64)
 
 

@@ -15,9 +15,8 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
-from ignite_det.backends.cocoeval import accumulate, check_backend, match_cells
-from ignite_det.backends.native.accumulate import Ranking, accumulate_records
-from ignite_det.backends.native.matching import ChunkedMatcher, MatchRecords
+from ignite_det.backends import backend_class
+from ignite_det.backends.base import Records
 from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import BOX_FORMATS, normalize_batch
@@ -27,7 +26,8 @@ from ignite_det.params import Backend, BoxFormat, EvalParams, IouType
 from ignite_det.plausibility import warn_implausible
 from ignite_det.repeats import warn_update_after_compute
 from ignite_det.result import CocoResult
-from ignite_det.store import Detections, DetectionStore, category_index
+from ignite_det.store import DetectionStore
+from ignite_det.table import Detections, category_index
 
 
 class CocoMetric(Metric):
@@ -130,7 +130,7 @@ class CocoMetric(Metric):
     ) -> None:
         if box_format not in BOX_FORMATS:
             raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
-        check_backend(backend)
+        self._backend_class = backend_class(backend)
         self.box_format = box_format
         self.backend = backend
         self.class_names = _names(class_names)
@@ -144,7 +144,7 @@ class CocoMetric(Metric):
     @reinit__is_reduced
     def reset(self) -> None:
         self._store = DetectionStore(self.params.num_keypoints)
-        self._matcher = ChunkedMatcher(self.params, pair_iou(self.params)) if self.backend == "native" else None
+        self._evaluation_backend = self._backend_class(self.params, self._f1_index)
         self._resuming = False
         self._computed = False  # update() after compute() without reset() warns: see ignite_det.repeats
 
@@ -166,8 +166,7 @@ class CocoMetric(Metric):
             warn_update_after_compute()
         batch = normalize_batch(output, self.box_format, self.params.iou_type, self.params.num_keypoints)
         self._store.append(batch)
-        if self._matcher is not None:
-            self._matcher.update(self._store)
+        self._evaluation_backend.update(self._store)
 
     def state_dict(self) -> OrderedDict:
         """Everything accumulated so far, as tensors, so that ``Checkpoint(to_save={"metric": metric})``
@@ -208,7 +207,7 @@ class CocoMetric(Metric):
 
     def compute(self) -> CocoResult:
         self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
-        records = None if self._matcher is None else self._matcher.records(self._store)
+        records = self._evaluation_backend.records(self._store)
         detections, records = gather_detections(self._store.collect(), self._store.has_image_ids, records)
         detections, records = deduplicate(detections, records)
         if len(detections.image_ids) == 0:
@@ -243,22 +242,14 @@ class CocoMetric(Metric):
     def _evaluate(
         self,
         detections: Detections,
-        records: MatchRecords | None,
+        records: Records,
         category_ids: np.ndarray,
         det_k: np.ndarray,
         num_gt: np.ndarray,
     ) -> dict[str, np.ndarray]:
         iou = float(self.params.iou_thresholds[self._f1_index])
-        if records is not None:  # native: everything from the records, no second matching pass
-            ranking = Ranking.create(detections, records.rank, det_k, self.params.max_detections[-1])
-            coco = accumulate_records(detections, records, det_k, category_ids, self.params, ranking)
-            outcome = np.where(det_k >= 0, records.outcome[0, self._f1_index], -1)  # area "all"
-            by_score = ranking.by_score
-        else:
-            cells = match_cells(detections, category_ids.tolist(), self.params, self.backend)
-            coco = accumulate(detections, category_ids.tolist(), self.params, self.backend, cells)
-            outcome = cells.outcome(detections, iou, self.params.area_ranges[0])
-            by_score = np.argsort(-detections.det_scores, kind="stable")
+        evaluation = self._evaluation_backend.evaluate(detections, records, category_ids, det_k)
+        coco, outcome, by_score = evaluation.arrays, evaluation.outcome, evaluation.by_score
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score)
         threshold = best.counting_threshold
         arrays = {

@@ -70,15 +70,15 @@ def best_f1_points(
     category_index: np.ndarray,
     outcome: np.ndarray,
     num_gt: np.ndarray,
-    by_score: np.ndarray | None = None,
+    by_score: np.ndarray,
 ) -> tuple[list[F1Point], F1Point]:
     """The best-F1 operating point of each category (``num_gt`` per category) and of all pooled.
 
     ``by_score``: rows in descending score order (ties in any order) that include every counted
-    detection, when the caller has sorted them already; sorted here otherwise.
+    detection (the backend's :class:`~ignite_det.backends.base.Evaluation` has them sorted).
     """
     counted = (outcome >= 0) & (category_index >= 0)
-    rows = _counted_by_score(scores, counted, by_score)
+    rows = _counted_by_score(counted, by_score)
     k = category_index[rows]
     by_class = rows[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 2**16 else k, kind="stable")]
     bounds = np.searchsorted(category_index[by_class], np.arange(len(num_gt) + 1))
@@ -87,14 +87,14 @@ def best_f1_points(
     return per_class, pooled[0]
 
 
-def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int, by_score: np.ndarray | None = None) -> np.ndarray:
+def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int, by_score: np.ndarray) -> np.ndarray:
     """Pooled (threshold, precision, recall, f1) at 101 thresholds spanning [min(0, lowest), max(1, highest)].
 
     Returns a (101, 4) array; precision is 0 where no detection passes the threshold; without
     ground truth, recall and F1 are NaN (undefined) and precision is 0 (every detection is false).
     ``by_score`` as for :func:`best_f1_points`.
     """
-    rows = _counted_by_score(scores, outcome >= 0, by_score)
+    rows = _counted_by_score(outcome >= 0, by_score)
     s, tp = scores[rows], outcome[rows].astype(np.float64)
     low = min(0.0, float(s.min())) if len(s) else 0.0
     high = max(1.0, float(s.max())) if len(s) else 1.0
@@ -108,9 +108,7 @@ def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int, by_score: np.
     return np.column_stack([thresholds, precision, recall, f1])
 
 
-def _counted_by_score(scores: np.ndarray, counted: np.ndarray, by_score: np.ndarray | None) -> np.ndarray:
-    if by_score is None:
-        return np.flatnonzero(counted)[np.argsort(-scores[counted], kind="stable")]
+def _counted_by_score(counted: np.ndarray, by_score: np.ndarray) -> np.ndarray:
     return by_score[counted[by_score]]
 
 

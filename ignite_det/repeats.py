@@ -14,7 +14,7 @@ import warnings
 import ignite.distributed as idist
 import numpy as np
 
-from ignite_det.store import Detections
+from ignite_det.table import Detections
 
 # A padded repeat runs the same model on the same image, maybe on another device: its floats may differ
 # in the last bits (cuDNN picks kernels per batch shape), so predictions count as the same within these.

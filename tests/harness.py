@@ -15,10 +15,9 @@ import ignite.distributed as idist
 import numpy as np
 from ignite.engine import Engine
 
-from ignite_det import CocoMetric
-from ignite_det.backends import cocoeval
+from ignite_det import CocoMetric, backends
 
-BACKENDS: tuple[str, ...] = tuple(cocoeval.BACKENDS)  # from the package: a new backend is tested everywhere
+BACKENDS: tuple[str, ...] = tuple(backends.BACKENDS)  # from the package: a new backend is tested everywhere
 
 
 def evaluate_with_engine(samples: list, batch_size: int, **metric_args: Any) -> dict[str, Any]:

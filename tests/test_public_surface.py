@@ -9,7 +9,7 @@ import pytest
 from ignite.engine import Engine
 
 from ignite_det import Backend, BoxFormat, CocoMetric, IouType
-from ignite_det.backends.cocoeval import BACKENDS
+from ignite_det.backends import BACKENDS
 from ignite_det.inputs import BOX_FORMATS
 from ignite_det.params import IOU_TYPES
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco

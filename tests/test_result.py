@@ -186,26 +186,28 @@ def test_to_dict_is_json_ready(real):
 
 @pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
 @pytest.mark.parametrize("seed", range(6))
-def test_greedy_matching_equals_pycocotools_evalimgs(seed, backend):
-    """The per-detection outcome (our greedy matcher on the backend's IoUs) equals pycocotools' evalImgs."""
-    from ignite_det.backends.cocoeval import match_cells
+def test_operating_outcome_equals_pycocotools_evalimgs(seed, backend):
+    """The per-detection outcome a COCOeval backend gives the operating point (the native matcher on
+    the evaluated images) equals pycocotools' evalImgs, at several operating IoUs."""
+    from ignite_det.backends import backend_class
     from ignite_det.inputs import normalize_batch
     from ignite_det.params import EvalParams
     from ignite_det.store import DetectionStore
+    from ignite_det.table import category_index
 
     predictions, targets = random_case(seed)
     store = DetectionStore()
     store.append(normalize_batch((predictions, targets), "xyxy"))
     detections = store.collect()
     params = EvalParams.create()
-    categories = np.unique(detections.gt_labels).tolist()
-    cells = match_cells(detections, categories, params, backend)
+    categories = np.unique(detections.gt_labels)
+    det_k = category_index(detections.det_labels, categories)
     coco_eval = run_cocoeval(*to_coco(predictions, targets))
     for t in (0, 5, 9):
-        matcher = cells.outcome(detections, float(params.iou_thresholds[t]), params.area_ranges[0])
-        np.testing.assert_array_equal(matcher, _evalimgs_outcome(coco_eval, t, len(detections.det_scores)))
+        outcome = backend_class(backend)(params, t).evaluate(detections, {}, categories, det_k).outcome
+        np.testing.assert_array_equal(outcome, _evalimgs_outcome(coco_eval, t, len(detections.det_scores)))
         if t == 0:  # the case holds true positives, false positives and uncounted detections
-            assert {-1, 0, 1} <= set(matcher.tolist())
+            assert {-1, 0, 1} <= set(outcome.tolist())
 
 
 def _evalimgs_outcome(coco_eval, t: int, num_dets: int) -> np.ndarray:

@@ -1,5 +1,11 @@
 """The one module that runs COCOeval: pycocotools (the reference) or faster-coco-eval (the fast one).
 
+Two backends (:class:`~ignite_det.backends.base.EvaluationBackend`), :class:`PycocotoolsBackend` and
+:class:`FasterCocoEvalBackend`: at ``compute()`` the images' (image, category) cells are laid out as
+COCOeval takes them (:class:`MatchCells`), with the IoUs of the backend's own box IoU, and COCOeval's
+evaluate and accumulate run on them. The per-detection outcome of the operating point comes from the
+native matcher, the one implementation of COCOeval's matching in the package (it equals ``evalImgs``).
+
 Both backends give the same numbers to the last bit. faster-coco-eval's accumulate computes
 precision as ``tp / (tp + fp)`` where pycocotools computes ``tp / (tp + fp + np.spacing(1))``;
 the two differ only where ``tp + fp == 1``, i.e. where the first counted detection of a curve is a
@@ -16,19 +22,19 @@ import gc
 import io
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import numpy as np
 
-from ignite_det.backends.cells import MatchCells
-from ignite_det.iou.by_type import cell_iou
+from ignite_det.backends.base import CocoArrays, Evaluation, Records, non_ignored_gt_counts
+from ignite_det.backends.native.matching import match_in_chunks
+from ignite_det.iou.by_type import BoxIou, CellIou, cell_iou, pair_iou
 from ignite_det.params import EvalParams
-from ignite_det.store import Detections, category_index
+from ignite_det.store import DetectionStore
+from ignite_det.table import Detections, category_index
 
 AddAnnotation = Callable[[int, int, dict], None]  # (image id, category id, annotation)
-
-BACKENDS = ("native", "pycocotools", "faster_coco_eval")
 
 # (image, category) cells evaluated per COCOeval run; see accumulate().
 CELLS_PER_RUN = 50_000
@@ -37,38 +43,71 @@ CELLS_PER_RUN = 50_000
 _ONE_TP_PRECISION = 1.0 / (0.0 + 1.0 + np.spacing(1))
 
 
-@dataclass(frozen=True)
-class CocoArrays:
-    """COCOeval's accumulated arrays, axes as in pycocotools' ``accumulate``.
+# One COCOeval run on a group of categories: (detections, category ids, the group's indices, params, cells).
+CocoEvalRun = Callable[[Detections, list[int], range, EvalParams, "MatchCells"], CocoArrays]
 
-    ``precision`` and ``scores``: (T, R, K, A, M); ``recall``: (T, K, A, M); -1 where undefined.
+
+@dataclass(frozen=True)
+class MatchCells:
+    """The (image, category) cells that hold both detections and ground truth, in COCOeval's order.
+
+    Images are in sorted image-id order, as COCOeval sorts them; a cell's detections are its best
+    ``max_det`` by score, ties in arrival order (a stable sort); its ground truths in arrival order.
     """
 
-    precision: np.ndarray
-    recall: np.ndarray
-    scores: np.ndarray
+    img_ids: list[int]
+    cells: list[tuple[int, int]]  # (image index, category index)
+    dets: list[np.ndarray]
+    gts: list[np.ndarray]
+    ious: list[np.ndarray]  # (D, G) per cell, by the backend's IoU
+
+    @staticmethod
+    def build(d: Detections, cat_ids: list[int], max_det: int, iou: CellIou) -> MatchCells:
+        order = np.argsort(d.image_ids, kind="stable")
+        img_rank = np.empty_like(order)
+        img_rank[order] = np.arange(len(order))
+        k = len(cat_ids)
+        cats = np.asarray(cat_ids, dtype=np.int64)
+        det_k = category_index(d.det_labels, cats)
+        rows = np.flatnonzero(det_k >= 0)
+        det_key = img_rank[d.det_position[rows]] * k + det_k[rows]
+        sort = np.lexsort((np.arange(len(rows)), -d.det_scores[rows], det_key))
+        det_rows, det_key = rows[sort], det_key[sort]
+        det_starts, det_ends = _runs(det_key)
+
+        gt_key = img_rank[d.gt_position] * k + category_index(d.gt_labels, cats)
+        gt_rows = np.argsort(gt_key, kind="stable")
+        gt_starts, gt_ends = _runs(gt_key[gt_rows])
+        keys, det_at, gt_at = np.intersect1d(det_key[det_starts], gt_key[gt_rows][gt_starts], return_indices=True)
+        dets = [det_rows[det_starts[i] : min(det_ends[i], det_starts[i] + max_det)] for i in det_at]
+        gts = [gt_rows[gt_starts[i] : gt_ends[i]] for i in gt_at]
+        return MatchCells(
+            img_ids=d.image_ids[order].tolist(),
+            cells=list(zip((keys // max(k, 1)).tolist(), (keys % max(k, 1)).tolist())),
+            dets=dets,
+            gts=gts,
+            ious=[iou(d, r, g) for r, g in zip(dets, gts)],
+        )
+
+    def iou_table(self, categories: range) -> list[list]:
+        """The IoU matrices of some categories (indices), nested image -> category, as
+        faster-coco-eval's C++ core takes them."""
+        # Empty cells all share one list: building a fresh one per (image, category) cost more than
+        # the rest of the table (400k lists on COCO val), and the C++ core only reads them.
+        no_pairs: list = []
+        table: list[list] = [[no_pairs] * len(categories) for _ in self.img_ids]
+        for (i, k), ious in zip(self.cells, self.ious):
+            if k in categories:
+                table[i][k - categories.start] = ious
+        return table
 
 
-def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "faster_coco_eval":
-        try:
-            import faster_coco_eval  # noqa: F401
-        except ImportError as error:
-            raise ModuleNotFoundError(
-                "backend='faster_coco_eval' needs faster-coco-eval: pip install 'ignite-det[fast]'"
-            ) from error
-
-
-def match_cells(d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str) -> MatchCells:
-    """The cells to match, with the IoUs of ``params.iou_type``: boxes by the backend's own box IoU
-    (the same C formula in both), masks and keypoints as :mod:`ignite_det.iou.by_type` computes them."""
-    if backend == "pycocotools":
-        from pycocotools.mask import iou
-    else:
-        from faster_coco_eval.core.mask import iou
-    return MatchCells.build(d, list(category_ids), params.max_detections[-1], cell_iou(params, iou))
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of each run of equal values in a sorted array."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return starts, np.r_[starts[1:], len(sorted_keys)]
 
 
 def box_iou(dets: np.ndarray, gts: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
@@ -83,7 +122,7 @@ def box_iou(dets: np.ndarray, gts: np.ndarray, gt_crowd: np.ndarray) -> np.ndarr
 
 
 def accumulate(
-    d: Detections, category_ids: Sequence[int], params: EvalParams, backend: str, cells: MatchCells
+    d: Detections, category_ids: Sequence[int], params: EvalParams, run: CocoEvalRun, cells: MatchCells
 ) -> CocoArrays:
     """Run COCOeval's evaluate and accumulate on ``d`` (one image id per position), a group of
     categories at a time.
@@ -93,7 +132,6 @@ def accumulate(
     ``accumulate``, so evaluating them in groups of at most ``CELLS_PER_RUN`` (image, category)
     cells gives the same arrays with a fraction of that peak.
     """
-    run = _pycocotools if backend == "pycocotools" else _faster_coco_eval
     cat_ids = list(category_ids)
     step = max(1, CELLS_PER_RUN // max(1, len(cells.img_ids)))
     groups = [range(lo, min(lo + step, len(cat_ids))) for lo in range(0, len(cat_ids), step)] or [range(0)]
@@ -226,16 +264,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def non_ignored_gt_counts(d: Detections, cat_ids: Sequence[int] | np.ndarray, params: EvalParams) -> np.ndarray:
-    """accumulate's npig per (category, area range): ground truths neither crowd nor out of range."""
-    counts = np.zeros((len(cat_ids), len(params.area_ranges)), dtype=np.int64)
-    k = category_index(d.gt_labels, np.asarray(cat_ids, dtype=np.int64))
-    for a, (lo, hi) in enumerate(params.area_ranges):
-        counted = (k >= 0) & ~d.gt_ignored() & (d.gt_area >= lo) & (d.gt_area <= hi)
-        counts[:, a] = np.bincount(k[counted], minlength=len(cat_ids))
-    return counts
-
-
 def _restore_one_tp_precision(precision: np.ndarray, probed: np.ndarray, npig: np.ndarray, probes: np.ndarray) -> None:
     """Turn faster-coco-eval's 1.0 into pycocotools' 1/(1+eps) where only one-detection prefixes reach it."""
     k_count, a_count = npig.shape
@@ -247,3 +275,83 @@ def _restore_one_tp_precision(precision: np.ndarray, probed: np.ndarray, npig: n
                 second_is_tp[:, k, a, :] = probed[:, slot, k, a, :] == 1.0
     wrong = (precision == 1.0) & ~second_is_tp[:, None]
     precision[wrong] = _ONE_TP_PRECISION
+
+
+# --- the two backends ------------------------------------------------------------------------------
+
+
+class _CocoEvalBackend:
+    """What both COCOeval backends share: nothing per image before ``compute()``, the cells laid out
+    with the backend's box IoU, COCOeval run on them, the outcome from the native matcher."""
+
+    def __init__(self, params: EvalParams, operating_iou: int) -> None:
+        self.params = params
+        self.operating_iou = operating_iou
+
+    def update(self, store: DetectionStore) -> None:
+        """Nothing: COCOeval sees the images whole, at ``compute()``."""
+
+    def records(self, store: DetectionStore) -> Records:
+        return {}
+
+    def evaluate(self, d: Detections, records: Records, category_ids: np.ndarray, det_k: np.ndarray) -> Evaluation:
+        cat_ids = category_ids.tolist()
+        cells = MatchCells.build(d, cat_ids, self.params.max_detections[-1], cell_iou(self.params, self._box_iou()))
+        arrays = accumulate(d, cat_ids, self.params, self._run, cells)
+        return Evaluation(arrays, self._outcome(d, det_k), np.argsort(-d.det_scores, kind="stable"))
+
+    def _outcome(self, d: Detections, det_k: np.ndarray) -> np.ndarray:
+        """Each detection at the operating IoU, area "all", by the native matcher."""
+        t = self.operating_iou
+        at_operating_iou = replace(
+            self.params,
+            iou_thresholds=self.params.iou_thresholds[t : t + 1],
+            area_ranges=self.params.area_ranges[:1],
+            area_names=self.params.area_names[:1],
+        )
+        records = match_in_chunks(d, at_operating_iou, pair_iou(self.params))
+        return np.where(det_k >= 0, records.outcome[0, 0], -1)
+
+    @staticmethod
+    def _box_iou() -> BoxIou:
+        """The backend's own ``mask.iou`` (the same C formula in both), for boxes."""
+        raise NotImplementedError
+
+    _run: CocoEvalRun  # one COCOeval run on a group of categories
+
+
+class PycocotoolsBackend(_CocoEvalBackend):
+    """pycocotools' ``COCOeval`` itself: the reference."""
+
+    @staticmethod
+    def check_installed() -> None:
+        """pycocotools is a dependency of ignite-det: always there."""
+
+    @staticmethod
+    def _box_iou() -> BoxIou:
+        from pycocotools.mask import iou
+
+        return iou
+
+    _run = staticmethod(_pycocotools)
+
+
+class FasterCocoEvalBackend(_CocoEvalBackend):
+    """faster-coco-eval's C++ ``COCOeval``, with pycocotools' one-true-positive precision restored."""
+
+    @staticmethod
+    def check_installed() -> None:
+        try:
+            import faster_coco_eval  # noqa: F401
+        except ImportError as error:
+            raise ModuleNotFoundError(
+                "backend='faster_coco_eval' needs faster-coco-eval: pip install 'ignite-det[fast]'"
+            ) from error
+
+    @staticmethod
+    def _box_iou() -> BoxIou:
+        from faster_coco_eval.core.mask import iou
+
+        return iou
+
+    _run = staticmethod(_faster_coco_eval)

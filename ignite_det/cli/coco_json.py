@@ -20,11 +20,12 @@ import numpy as np
 
 from ignite_det.cli.segmentation import BadSegmentation, boxes_and_areas, to_rles
 from ignite_det.iou.keypoints import extent
-from ignite_det.iou.segm import Rles, encode_masks
+from ignite_det.iou.segm import encode_masks
 from ignite_det.plausibility import Objects, results_warnings
+from ignite_det.rle import Rles
+from ignite_det.rules import AREA, BOX_SIZE, CROWD, FINITE, ID_RANGE, VISIBLE, Rule, first_broken
 
 _LISTED = 5  # offending ids named in a message
-_MAX_ID = 2**53  # CocoMetric's limit on ids
 
 
 class InputError(Exception):
@@ -102,8 +103,8 @@ def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
     labels = _field(annotations, "category_id", source, integer=True)
     area = _field(annotations, "area", source, integer=False)
     iscrowd = _iscrowd(annotations, source)
-    _check_values(area >= 0, "area", "must be >= 0", area, source)
-    _check_values((iscrowd == 0) | (iscrowd == 1), "iscrowd", "must be 0 or 1", iscrowd, source)
+    _check_rule(AREA, area, "area", source)
+    _check_rule(CROWD, iscrowd, "iscrowd", source)
     _index_of(labels, category_ids, "category ids", source, known_as="its 'categories'")
     image_index = _index_of(
         _field(annotations, "image_id", source, integer=True), image_ids, "image ids", source, known_as="its 'images'"
@@ -229,12 +230,10 @@ def _column(entries: list[Any], key: str, source: _Source, default: Any = None) 
         return [entry.get(key, default) for entry in entries]
     except (KeyError, TypeError, AttributeError):
         pass
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise source.error(f"{source.name}[{index}] must be an object, got {type(entry).__name__}")
-        if key not in entry:
-            raise source.error(f"{source.name}[{index}] has no '{key}' key (it has {sorted(entry)})")
-    raise AssertionError("unreachable")  # pragma: no cover
+    index, entry = next((i, e) for i, e in enumerate(entries) if not isinstance(e, dict) or key not in e)
+    if not isinstance(entry, dict):
+        raise source.error(f"{source.name}[{index}] must be an object, got {type(entry).__name__}")
+    raise source.error(f"{source.name}[{index}] has no '{key}' key (it has {sorted(entry)})")
 
 
 def _field(entries: list[Any], key: str, source: _Source, integer: bool, default: Any = None) -> np.ndarray:
@@ -252,10 +251,7 @@ def _numbers(values: list[Any], key: str, source: _Source, integer: bool) -> np.
         array = np.array(values, dtype=np.int64 if integer else np.float64)
     except OverflowError:
         raise source.error(f"'{key}' values must fit in 64 bits") from None
-    if integer and len(array) and int(np.abs(array).max()) >= _MAX_ID:
-        raise source.error(f"'{key}' values must be smaller than 2**53 in magnitude (ids travel as float64)")
-    if not integer:
-        _check_finite(array, key, source)
+    _check_rule(ID_RANGE if integer else FINITE, array, key, source)
     return array.reshape(len(values))
 
 
@@ -265,17 +261,14 @@ def _iscrowd(annotations: list[Any], source: _Source) -> np.ndarray:
     return _numbers([int(v) if type(v) is bool else v for v in values], "iscrowd", source, integer=True)
 
 
-def _check_finite(array: np.ndarray, key: str, source: _Source) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        index = int(np.flatnonzero(bad.reshape(len(array), -1).any(axis=1))[0])
-        raise source.error(f"{source.name}[{index}]['{key}'] must be finite, got {array[index].tolist()}")
-
-
-def _check_values(ok: np.ndarray, key: str, rule: str, values: np.ndarray, source: _Source) -> None:
-    if not ok.all():
-        index = int(np.flatnonzero(~ok)[0])
-        raise source.error(f"{source.name}[{index}]['{key}'] {rule}, got {values[index].tolist()}")
+def _check_rule(rule: Rule, values: np.ndarray, key: str, source: _Source, requirement: str = "") -> None:
+    """The first entry whose ``key`` breaks ``rule`` (:mod:`ignite_det.rules`), named in an error;
+    ``requirement`` words it where the file format has its own words."""
+    index = first_broken(rule, values)
+    if index is not None:
+        raise source.error(
+            f"{source.name}[{index}]['{key}'] {requirement or rule.requirement}, got {values[index].tolist()}"
+        )
 
 
 def _boxes(values: list[Any], source: _Source) -> np.ndarray:
@@ -284,14 +277,8 @@ def _boxes(values: list[Any], source: _Source) -> np.ndarray:
         flat = list(itertools.chain.from_iterable(values))
         if set(map(type, flat)) <= {int, float}:
             boxes = np.array(flat, dtype=np.float64).reshape(-1, 4)
-            _check_finite(boxes, "bbox", source)
-            negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-            if negative.any():
-                index = int(np.flatnonzero(negative)[0])
-                raise source.error(
-                    f"{source.name}[{index}]['bbox'] must be [x, y, width, height] with width, height >= 0, "
-                    f"got {values[index]}"
-                )
+            _check_rule(FINITE, boxes, "bbox", source)
+            _check_rule(BOX_SIZE, boxes, "bbox", source, "must be [x, y, width, height] with width, height >= 0")
             return boxes
     index = next(i for i, v in enumerate(values) if not _is_box(v))
     raise source.error(
@@ -493,10 +480,7 @@ def _ground_truth_keypoints(annotations: list[Any], source: _Source) -> tuple[np
     miscount changes no number and is only named."""
     points = _keypoints(annotations, "keypoints", source, None)
     visibility = points[:, :, 2]
-    wrong = (visibility != 0) & (visibility != 1) & (visibility != 2)
-    _check_values(
-        ~wrong.any(axis=1), "keypoints", "must have visibility 0, 1 or 2 at every third place", points[:, :, 2], source
-    )
+    _check_rule(VISIBLE, visibility, "keypoints", source, f"{VISIBLE.requirement} at every third place")
     counted = (visibility > 0).sum(axis=1)
     given = _field(annotations, "num_keypoints", source, integer=True, default=-1)
     bad = (given >= 0) & ((given == 0) != (counted == 0))

@@ -38,11 +38,11 @@ from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.backends.cocoeval import gc_paused
 from ignite_det.cli.coco_json import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
-from ignite_det.iou.segm import Rles
 from ignite_det.metric import CocoMetric
 from ignite_det.params import IOU_TYPES
 from ignite_det.plausibility import ImplausibleInputWarning
 from ignite_det.result import CocoResult
+from ignite_det.rle import Rles
 from ignite_det.wandb_logging.attach import attach_wandb_logging
 
 EXIT_USAGE = 2

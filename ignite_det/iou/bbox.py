@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ignite_det.store import Detections
+from ignite_det.table import Detections
 
 # (detections, detection rows, ground-truth rows) -> float64 IoU of each pair, as COCOeval computes it.
 PairIou = Callable[[Detections, np.ndarray, np.ndarray], np.ndarray]
@@ -25,7 +25,7 @@ def box_pair_iou(d: Detections, det_rows: np.ndarray, gt_rows: np.ndarray) -> np
 
     Example:
         >>> import numpy as np
-        >>> from ignite_det.store import Detections
+        >>> from ignite_det.table import Detections
         >>> d = Detections.empty()
         >>> d = Detections(**{**d.__dict__, "det_boxes": np.array([[0.0, 0, 10, 10]]),
         ...                   "gt_boxes": np.array([[5.0, 0, 10, 10]]), "gt_crowd": np.array([0])})

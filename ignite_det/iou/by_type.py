@@ -24,7 +24,7 @@ from ignite_det.iou.bbox import PairIou, box_pair_iou
 from ignite_det.iou.keypoints import oks, oks_matrix
 from ignite_det.iou.segm import mask_iou, mask_pair_iou
 from ignite_det.params import EvalParams
-from ignite_det.store import Detections
+from ignite_det.table import Detections
 
 # (detections, detection rows (D,), ground-truth rows (G,)) -> float64 (D, G)
 CellIou = Callable[[Detections, np.ndarray, np.ndarray], np.ndarray]

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ignite_det.rules import FINITE, VISIBLE
+
 # cocoeval.py Params.setKpParams: the 17 COCO person keypoints, nose first.
 COCO_KEYPOINT_SIGMAS = (
     np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
@@ -129,11 +131,6 @@ def extent(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.column_stack([x0, y0, x1 - x0, y1 - y0]), (x1 - x0) * (y1 - y0)
 
 
-def num_labelled(keypoints: np.ndarray) -> np.ndarray:
-    """int64 (M,): each ground truth's labelled points (COCO's ``num_keypoints``); 0 means ignored."""
-    return (keypoints[:, :, 2] > 0).sum(axis=1).astype(np.int64)
-
-
 # --- the input contract --------------------------------------------------------------------------
 
 
@@ -191,7 +188,7 @@ def keypoints_array(where: str, keypoints: torch.Tensor, num_keypoints: int, tar
     values = keypoints.detach().to("cpu", torch.float64).numpy()
     if values.shape[2] == 2:
         values = np.concatenate([values, np.zeros(values.shape[:2] + (1,))], axis=2)
-    bad = ~np.isfinite(values[:, :, :2])
+    bad = FINITE.broken(values[:, :, :2])
     if bad.any():
         raise ValueError(
             f"{where} must hold finite x and y, got {values[:, :, :2][bad][:4].tolist()}; "
@@ -199,7 +196,7 @@ def keypoints_array(where: str, keypoints: torch.Tensor, num_keypoints: int, tar
         )
     if target:
         v = values[:, :, 2]
-        wrong = (v != 0) & (v != 1) & (v != 2)
+        wrong = VISIBLE.broken(v)
         if wrong.any():
             raise ValueError(
                 f"{where}[..., 2] must hold COCO's visibility 0 (not labelled), 1 (labelled, hidden) or 2 "

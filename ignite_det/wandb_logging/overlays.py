@@ -35,7 +35,8 @@ from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from ignite_det.params import EvalParams
-from ignite_det.store import Detections, DetectionStore
+from ignite_det.store import DetectionStore
+from ignite_det.table import Detections
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult

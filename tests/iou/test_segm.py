@@ -10,7 +10,8 @@ import pytest
 import torch
 from pycocotools import mask as coco_mask
 
-from ignite_det.iou.segm import Rles, check_masks, check_sizes, encode_masks, mask_iou, mask_pair_iou
+from ignite_det.iou.segm import check_masks, check_sizes, encode_masks, mask_iou, mask_pair_iou
+from ignite_det.rle import Rles
 
 
 def _dense(rles: list) -> np.ndarray:
@@ -133,7 +134,7 @@ def _runs(mask: np.ndarray) -> list[int]:
 
 def test_compressed_counts_are_decoded_as_pycocotools_encodes_them():
     """Every count form: short and long runs, negative differences (the fourth count on)."""
-    from ignite_det.iou.segm import _decode_counts
+    from ignite_det.rle import decode_counts as _decode_counts
 
     rng = np.random.default_rng(5)
     for masks in (_blobs(rng, 20, 31, 47), np.ones((1, 300, 400), bool), np.zeros((1, 1, 1), bool)):

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ignite_det.backends.cocoeval import CocoArrays, non_ignored_gt_counts
+from ignite_det.backends.base import CocoArrays, non_ignored_gt_counts
 from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, MatchRecords
 from ignite_det.backends.native.radix import descending_score_key, radix_order
 from ignite_det.params import EvalParams
-from ignite_det.store import Detections
+from ignite_det.table import Detections
 
 _EPS = np.spacing(1)
 
@@ -71,12 +71,13 @@ def accumulate_records(
     det_k: np.ndarray,
     category_ids: np.ndarray,
     params: EvalParams,
-    ranking: Ranking | None = None,
+    ranking: Ranking,
 ) -> CocoArrays:
     """pycocotools' ``precision``, ``recall`` and ``scores`` from the records of ``d``'s detections.
 
     ``d`` holds each image once (positions 0..I-1); ``records`` and ``det_k`` (each detection's
-    index in ``category_ids``, -1 if not evaluated) are in its detection row order.
+    index in ``category_ids``, -1 if not evaluated) are in its detection row order; ``ranking`` is
+    :meth:`Ranking.create` on them.
     """
     t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
     k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
@@ -85,8 +86,6 @@ def accumulate_records(
     scores = np.empty_like(precision)
     recall = np.empty((a_count, m_count, t_count, k_count))
     npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
-    if ranking is None:
-        ranking = Ranking.create(d, records.rank, det_k, params.max_detections[-1])
     rows = ranking.by_class
     rank = records.rank[rows]
     kept = [rank < max_det if m < m_count - 1 else None for m, max_det in enumerate(params.max_detections)]

@@ -20,6 +20,7 @@ The rules are pycocotools' (cocoeval.py:241-314), vectorised:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,8 @@ import numpy as np
 from ignite_det.backends.native.radix import descending_score_key, radix_order
 from ignite_det.iou.bbox import PairIou, box_pair_iou
 from ignite_det.params import EvalParams
-from ignite_det.store import Detections, DetectionStore
+from ignite_det.store import DetectionStore
+from ignite_det.table import Detections
 
 # Images matched at a time. Each call has a fixed cost (about 4 ms measured), so update() only stores
 # a batch, and images are matched once this many have arrived; the rest at compute().
@@ -38,7 +40,7 @@ TRUE_POSITIVE, FALSE_POSITIVE, NOT_COUNTED = 1, 0, -1
 
 @dataclass(frozen=True)
 class MatchRecords:
-    """Per detection, in the row order of the :class:`~ignite_det.store.Detections` matched.
+    """Per detection, in the row order of the :class:`~ignite_det.table.Detections` matched.
 
     ``rank``: int32 (N,) the detection's place in its (image, category) cell, best score first,
     ties in arrival order. ``outcome``: int8 (A, T, N) at each area range and IoU threshold,
@@ -66,6 +68,16 @@ class MatchRecords:
         """The records of some detections (a boolean mask or indices)."""
         return MatchRecords(self.rank[rows], self.outcome[:, :, rows])
 
+    def as_columns(self) -> dict[str, np.ndarray]:
+        """The records as per-detection arrays, detections along axis 0 (views, no copy), as the
+        gather carries them."""
+        return {"rank": self.rank, "outcome": self.outcome.transpose(2, 0, 1)}
+
+    @staticmethod
+    def from_columns(columns: Mapping[str, np.ndarray]) -> MatchRecords:
+        """The inverse of :meth:`as_columns` (no copy when the arrays are :meth:`as_columns`' own)."""
+        return MatchRecords(columns["rank"], np.ascontiguousarray(columns["outcome"].transpose(1, 2, 0)))
+
 
 class ChunkedMatcher:
     """Matches a :class:`~ignite_det.store.DetectionStore`'s images chunk by chunk, as they arrive.
@@ -90,8 +102,7 @@ class ChunkedMatcher:
     def update(self, store: DetectionStore) -> None:
         """Match whole chunks of the images that have arrived since the last call."""
         self._follow(store)
-        chunk = max(1, IMAGES_PER_CHUNK)
-        ready = (store.num_images - self._matched) // chunk * chunk
+        ready = (store.num_images - self._matched) // IMAGES_PER_CHUNK * IMAGES_PER_CHUNK
         if ready:
             self._match(store, self._matched + ready)
 
@@ -110,11 +121,18 @@ class ChunkedMatcher:
     def _match(self, store: DetectionStore, stop: int) -> None:
         """Match the images up to ``stop``, a chunk at a time (a large batch, or a loaded state, would
         otherwise make one large set of candidate pairs)."""
-        chunk = max(1, IMAGES_PER_CHUNK)
-        for start in range(self._matched, stop, chunk):
-            end = min(start + chunk, stop)
+        for start in range(self._matched, stop, IMAGES_PER_CHUNK):
+            end = min(start + IMAGES_PER_CHUNK, stop)
             self._parts.append(match_images(store.images(start, end), self.params, self.pair_iou))
             self._matched = end
+
+
+def match_in_chunks(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair_iou) -> MatchRecords:
+    """:func:`match_images` on all of ``d``, :data:`IMAGES_PER_CHUNK` images at a time (the candidate
+    pairs of one chunk stay small); records in ``d``'s detection rows."""
+    starts = range(0, d.num_images, IMAGES_PER_CHUNK)
+    parts = [match_images(d.image_range(s, s + IMAGES_PER_CHUNK), params, pair_iou) for s in starts]
+    return MatchRecords.concatenate(parts, params)
 
 
 def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair_iou) -> MatchRecords:
