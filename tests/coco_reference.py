@@ -44,13 +44,7 @@ def run_cocoeval(gt: dict, results: list[dict], **params) -> COCOeval:
         coco_gt.dataset = json.loads(json.dumps(gt))
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(json.loads(json.dumps(results))) if results else _empty_results(coco_gt)
-        coco_eval = COCOeval(coco_gt, coco_dt, "bbox")
-        for name, value in params.items():
-            setattr(coco_eval.params, name, value)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval
+        return _evaluated(COCOeval(coco_gt, coco_dt, "bbox"), params)
 
 
 def cocoeval_on_the_files(results_file: Path = RESULTS_FILE, iou_type: str = "bbox", **params) -> COCOeval:
@@ -58,12 +52,16 @@ def cocoeval_on_the_files(results_file: Path = RESULTS_FILE, iou_type: str = "bb
     summarize (its printout swallowed)."""
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(GT_FILE))
-        coco_eval = COCOeval(gt, gt.loadRes(str(results_file)), iou_type)
-        for name, value in params.items():
-            setattr(coco_eval.params, name, value)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
+        return _evaluated(COCOeval(gt, gt.loadRes(str(results_file)), iou_type), params)
+
+
+def _evaluated(coco_eval: COCOeval, params: dict) -> COCOeval:
+    """``coco_eval`` with ``params`` set, evaluated, accumulated and summarised (call it with stdout redirected)."""
+    for name, value in params.items():
+        setattr(coco_eval.params, name, value)
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
     return coco_eval
 
 

@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from pycocotools.cocoeval import COCOeval
 
-from tests.coco_reference import SEGM_RESULTS_FILE, cocoeval_on_the_files, load_real_samples
+from tests.coco_reference import GT_FILE, RESULTS_FILE, SEGM_RESULTS_FILE, cocoeval_on_the_files, load_real_samples
 from tests.harness import BACKENDS
 
 
@@ -47,3 +50,15 @@ def files_cocoeval() -> COCOeval:
 def segm_files_cocoeval() -> COCOeval:
     """pycocotools' segm COCOeval of the real mask results file, evaluated, accumulated and summarized (read only)."""
     return cocoeval_on_the_files(SEGM_RESULTS_FILE, "segm")
+
+
+@pytest.fixture(scope="module")
+def gt() -> dict[str, Any]:
+    """The cocoapi's 100 real images' instances file, as a dict (a fresh copy per test module)."""
+    return json.loads(GT_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def results() -> list[dict[str, Any]]:
+    """The cocoapi's published fake bbox results for them, as a list (a fresh copy per test module)."""
+    return json.loads(RESULTS_FILE.read_text())

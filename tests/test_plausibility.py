@@ -11,7 +11,6 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -19,17 +18,7 @@ import torch
 from ignite_det import STAT_NAMES, CocoMetric
 from ignite_det.cli.main import main
 from ignite_det.plausibility import ImplausibleInputWarning
-from tests.coco_reference import GT_FILE, RESULTS_FILE, load_real_samples, run_cocoeval, stats_dict
-
-
-@pytest.fixture(scope="module")
-def gt() -> dict[str, Any]:
-    return json.loads(GT_FILE.read_text())
-
-
-@pytest.fixture(scope="module")
-def results() -> list[dict[str, Any]]:
-    return json.loads(RESULTS_FILE.read_text())
+from tests.coco_reference import GT_FILE, load_real_samples, run_cocoeval, stats_dict
 
 
 def _cli(tmp_path: Path, gt: dict, results: list[dict], capsys) -> tuple[dict[str, float], list[str]]:

@@ -21,16 +21,6 @@ from tests.type_cases import random_keypoint_case, run_typed_cocoeval
 
 
 @pytest.fixture(scope="module")
-def gt() -> dict[str, Any]:
-    return json.loads(GT_FILE.read_text())
-
-
-@pytest.fixture(scope="module")
-def results() -> list[dict[str, Any]]:
-    return json.loads(RESULTS_FILE.read_text())
-
-
-@pytest.fixture(scope="module")
 def segm_results() -> list[dict[str, Any]]:
     return json.loads(SEGM_RESULTS_FILE.read_text())
 

@@ -38,16 +38,6 @@ def _evaluate(tmp_path: Path, *extra: str, gt: Path = GT_FILE, results: Path = R
     return code, json.loads(report.read_text()) if report.exists() else {}
 
 
-@pytest.fixture(scope="module")
-def gt() -> dict[str, Any]:
-    return json.loads(GT_FILE.read_text())
-
-
-@pytest.fixture(scope="module")
-def results() -> list[dict[str, Any]]:
-    return json.loads(RESULTS_FILE.read_text())
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Numbers and output
 # ---------------------------------------------------------------------------------------------------------
