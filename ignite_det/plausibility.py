@@ -133,8 +133,10 @@ def category_shift(det: Objects, gt: Objects) -> str | None:
     n = len(det.labels)
     if n == 0 or len(gt.labels) == 0:
         return None
-    pairs = set(zip(gt.image.tolist(), gt.labels.tolist()))
+    pairs = _pair_keys(gt.image, gt.labels)
     as_is, _ = _matching(det, 0, pairs)
+    if 2 * as_is >= n:  # no shift can then match more than twice as many (the common case: skip the passes)
+        return None
     for shift in (1, -1):
         shifted, categories = _matching(det, shift, pairs)
         if shifted > SHIFT_MAJORITY * n and shifted > 2 * as_is and categories >= SHIFT_CATEGORIES:
@@ -180,13 +182,26 @@ def results_warnings(name: str, det: Objects, gt: Objects, image_sizes: Sequence
 
 def _extent(boxes: np.ndarray) -> float:
     """The largest magnitude of any corner coordinate of xywh boxes."""
-    corners = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-    return float(np.abs(corners).max())
+    return float(max(np.abs(boxes[:, :2]).max(), np.abs(boxes[:, :2] + boxes[:, 2:]).max()))
 
 
-def _matching(det: Objects, shift: int, pairs: set[tuple[int, int]]) -> tuple[int, int]:
-    """How many detections, their category id shifted by ``shift``, name a category of their image,
-    and how many distinct categories they name."""
-    found = [(image, label + shift) for image, label in zip(det.image.tolist(), det.labels.tolist())]
-    matched = [category for image, category in found if (image, category) in pairs]
-    return len(matched), len(set(matched))
+def _pair_keys(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ground truth's (image, category) pairs as sorted unique int64 keys, and its sorted categories.
+
+    A key is ``image * K + k`` with ``k`` the label's index among the K categories (ids reach 2**53,
+    so no key of the ids themselves would fit in 64 bits)."""
+    categories = np.unique(labels)
+    keys = image.astype(np.int64) * len(categories) + np.searchsorted(categories, labels)
+    return np.unique(keys), categories
+
+
+def _matching(det: Objects, shift: int, pairs: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
+    """How many detections, their category id shifted by ``shift``, name a category of their image
+    (``pairs``: the ground truth's :func:`_pair_keys`), and how many distinct categories they name."""
+    keys, categories = pairs
+    shifted = det.labels.astype(np.int64) + shift
+    k = np.minimum(np.searchsorted(categories, shifted), len(categories) - 1)
+    key = det.image.astype(np.int64) * len(categories) + k
+    found = keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] == key
+    matched = found & (categories[k] == shifted)
+    return int(matched.sum()), len(np.unique(shifted[matched]))
