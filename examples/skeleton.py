@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import ignite
 import ignite.distributed as idist
@@ -22,6 +22,7 @@ from ignite.handlers import ModelCheckpoint, ProgressBar, global_step_from_engin
 from run_dirs import find_checkpoint
 from tqdm import tqdm
 
+import ignite_det
 from ignite_det import CocoMetric
 
 # Ignite's idist.auto_* helpers log their arguments at INFO (a dict of DataLoader kwargs per loader), and
@@ -49,7 +50,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, output_dir: str, project:
         f"it holds checkpoints/, {results} and, by default, W&B's files",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--backend", default="native", choices=["native", "pycocotools", "faster_coco_eval"])
+    parser.add_argument("--backend", default="native", choices=get_args(ignite_det.Backend))
     parser.add_argument("--eval-only", action="store_true", help="only evaluate --checkpoint on the validation set")
     parser.add_argument(
         "--checkpoint", default=None, help=f"with --eval-only: a .pt file, or a run folder such as {output_dir}/latest"

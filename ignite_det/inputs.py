@@ -53,8 +53,6 @@ from ignite_det.rle import Rles
 from ignite_det.rules import AREA, BOX_SIZE, CROWD, FINITE, ID_RANGE, MAX_ID, Rule
 from ignite_det.table import Detections
 
-BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
-
 # The key whose length says how many objects a sample holds, and what they are called, per IoU type.
 _OBJECTS = {"bbox": ("boxes", "boxes"), "segm": ("masks", "masks"), "keypoints": ("keypoints", "objects")}
 

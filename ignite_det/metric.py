@@ -19,10 +19,10 @@ from ignite_det.backends import backend_class
 from ignite_det.backends.base import Records
 from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections, gather_states
-from ignite_det.inputs import BOX_FORMATS, normalize_batch
+from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
-from ignite_det.params import Backend, BoxFormat, EvalParams, IouType
+from ignite_det.params import BOX_FORMATS, Backend, BoxFormat, EvalParams, IouType
 from ignite_det.plausibility import warn_implausible
 from ignite_det.repeats import warn_update_after_compute
 from ignite_det.result import CocoResult

@@ -23,6 +23,7 @@ ALL_AREAS = (0**2, 1e5**2)
 
 # The choices of CocoMetric's string arguments, once, for type checkers and for the checks that name them.
 BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
+BOX_FORMATS: tuple[BoxFormat, ...] = get_args(BoxFormat)
 """How boxes are written, in absolute pixels: corners, COCO's corner and size, or centre and size."""
 IouType = Literal["bbox", "segm", "keypoints"]
 """What is compared, as COCOeval's ``iouType``: boxes, masks or keypoints (OKS)."""

@@ -10,8 +10,7 @@ from ignite.engine import Engine
 
 from ignite_det import Backend, BoxFormat, CocoMetric, IouType
 from ignite_det.backends import BACKENDS
-from ignite_det.inputs import BOX_FORMATS
-from ignite_det.params import IOU_TYPES
+from ignite_det.params import BOX_FORMATS, IOU_TYPES
 from tests.coco_reference import random_case, run_cocoeval, stats_dict, to_coco
 
 

@@ -110,17 +110,6 @@ def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.r_[starts[1:], len(sorted_keys)]
 
 
-def box_iou(dets: np.ndarray, gts: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
-    """COCO's IoU of every xywh detection with every xywh ground truth, shape (D, G): pycocotools'
-    ``mask.iou``, where the IoU with a crowd region is the intersection over the detection's area."""
-    from pycocotools.mask import iou
-
-    if len(dets) == 0 or len(gts) == 0:
-        return np.zeros((len(dets), len(gts)))
-    dets, gts = (np.ascontiguousarray(b, dtype=np.float64) for b in (dets, gts))
-    return iou(dets, gts, [int(c) for c in gt_crowd])
-
-
 def accumulate(
     d: Detections, category_ids: Sequence[int], params: EvalParams, run: CocoEvalRun, cells: MatchCells
 ) -> CocoArrays:

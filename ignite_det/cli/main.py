@@ -36,6 +36,7 @@ from ignite.engine import Engine
 from ignite.handlers import ProgressBar
 from ignite.handlers.wandb_logger import WandBLogger
 
+from ignite_det.backends import BACKENDS
 from ignite_det.backends.cocoeval import gc_paused
 from ignite_det.cli.coco_json import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
 from ignite_det.metric import CocoMetric
@@ -99,7 +100,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("gt", type=Path, metavar="GT.json", help="COCO instances file (ground truth)")
     evaluate.add_argument("predictions", type=Path, metavar="PREDICTIONS.json", help="COCO results list")
     evaluate.add_argument("--iou-type", default="bbox", choices=IOU_TYPES, help="default: bbox")
-    evaluate.add_argument("--backend", default="native", choices=("native", "pycocotools", "faster_coco_eval"))
+    evaluate.add_argument("--backend", default="native", choices=BACKENDS)
     evaluate.add_argument("--max-dets", type=int, nargs="+", metavar="N", help="default: 1 10 100 (keypoints: 20)")
     evaluate.add_argument(
         "--keypoint-sigmas", type=float, nargs="+", metavar="S", help="one per keypoint; default: COCO's 17"
@@ -146,7 +147,7 @@ def _typed(values: Sequence[float]) -> str:
 class _ByImage:
     """Columns regrouped by image (stable, so each image keeps its boxes in file order), sliced per image.
 
-    A column of masks (:class:`~ignite_det.iou.segm.Rles`) becomes each image's list of COCO RLE dicts.
+    A column of masks (:class:`~ignite_det.rle.Rles`) becomes each image's list of COCO RLE dicts.
     """
 
     def __init__(self, columns: dict[str, np.ndarray | Rles], image_index: np.ndarray, num_images: int) -> None:
@@ -291,13 +292,13 @@ def _logging_to(logger: WandBLogger | None, args: argparse.Namespace) -> Iterato
             yield
         finally:
             _finish_wandb(logger)
-    except logger._wandb.Error as error:
+    except logger.Error as error:  # wandb.Error, through WandBLogger's forwarding to the wandb module
         raise _wandb_failure(error, _wandb_mode(args)) from None
 
 
 def _finish_wandb(logger: WandBLogger) -> None:
     """Finish the run, then say where it is (and how to upload it when offline)."""
-    run = logger._wandb.run
+    run = logger.run
     if run is None or run.disabled:
         logger.close()
         return

@@ -1,4 +1,4 @@
-"""COCO's box IoU on pairs of boxes: the one part of the native engine that knows what a box is.
+"""COCO's box IoU on (detection, ground truth) pairs, as pycocotools' ``bbIou`` computes it.
 
 The native engine asks only for the IoU of given (detection, ground truth) pairs, never for whole
 matrices; masks and keypoints can plug in a function of the same signature (:data:`PairIou`).

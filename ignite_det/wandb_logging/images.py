@@ -13,7 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger
 
-from ignite_det.inputs import BOX_FORMATS
+from ignite_det.params import BOX_FORMATS
 from ignite_det.table import Detections
 from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
 from ignite_det.wandb_logging.overlays import OperatingPoint, _layers, _make_sample, _Sample

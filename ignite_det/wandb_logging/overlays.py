@@ -35,7 +35,6 @@ from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from ignite_det.params import EvalParams
-from ignite_det.store import DetectionStore
 from ignite_det.table import Detections
 
 if TYPE_CHECKING:
@@ -97,14 +96,12 @@ def _make_sample(key: int, image: Any, pred: Mapping[str, Any], target: Mapping[
         if key_name not in pred or key_name not in target:
             continue
         num_keypoints = _num_keypoints(target["keypoints"]) if iou_type == "keypoints" else 0
-        store = DetectionStore(num_keypoints)
         try:
             with warnings.catch_warnings():  # the metric has said it already, of the same batch
                 warnings.simplefilter("ignore")
-                store.append(normalize_batch(([pred], [target]), box_format, iou_type, num_keypoints))
+                tables[iou_type] = normalize_batch(([pred], [target]), box_format, iou_type, num_keypoints)
         except ValueError:
             continue  # not the type the metric evaluates: the metric refuses its own type's errors first
-        tables[iou_type] = store.collect()
     return _Sample(image_id=key, image=_to_hwc_uint8(image), tables=tables)
 
 

@@ -292,7 +292,7 @@ def _pair_keys(det_i: np.ndarray, ious: np.ndarray, gt_ignored: np.ndarray) -> n
 @dataclass(frozen=True)
 class Matches:
     """Per detection, what it matched at one (IoU threshold, area range), in the rows of the
-    :class:`~ignite_det.store.Detections` matched: what a picture of the verdicts needs besides
+    :class:`~ignite_det.table.Detections` matched: what a picture of the verdicts needs besides
     :class:`MatchRecords`.
 
     ``gt_row``: int64 (N,) the ground-truth row it matched (a crowd region included), -1 for none;
