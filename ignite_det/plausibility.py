@@ -18,7 +18,9 @@ a swapped ``(y, y_pred)``   ``y_pred[i]`` has no ``scores`` where ``y[i]`` has t
 ==========================  =====================================================================
 
 No rule changes a number. :class:`~ignite_det.CocoMetric` warns once per evaluation, at ``compute()``,
-with :class:`ImplausibleInputWarning`; the command line prints the same sentences on stderr.
+with :class:`ImplausibleInputWarning`; the command line prints the same sentences on stderr. The swapped
+pair is the exception: ``update()`` refuses it anyway (``y_pred`` lacks ``scores``), and this rule only
+adds the likely cause to that error.
 """
 
 from __future__ import annotations
