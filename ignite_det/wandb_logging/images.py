@@ -236,7 +236,7 @@ class DetectionImagesHandler(_WandBHandler):
         for sample in samples:
             layers = _layers(sample, names, self.score_threshold, point)
             shapes = {"masks": layers["masks"]} if layers["masks"] is not None else {}
-            caption = f"image_id {sample.image_id}; {point.words()}"
+            caption = f"image_id {sample.image_id}; {layers['point'].words()}"
             images.append(wandb.Image(layers["image"], caption=caption, boxes=layers["boxes"], **shapes))
         return images
 

@@ -21,6 +21,7 @@ matched it: the objects the operating point's recall misses.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -123,6 +124,7 @@ class OperatingPoint:
     params: EvalParams
     iou_index: int
     score_threshold: float
+    category_ids: tuple[int, ...] | None = None  # the evaluated categories (None: every label counts)
 
     @staticmethod
     def of(result: CocoResult | None) -> OperatingPoint:
@@ -132,7 +134,8 @@ class OperatingPoint:
             return OperatingPoint(params, int(params.iou_index(0.5) or 0), -math.inf)
         params = result.params
         index = params.iou_index(result.f1_iou_threshold)
-        return OperatingPoint(params, int(index or 0), float(result.best_f1.counting_threshold))
+        threshold = float(result.best_f1.counting_threshold)
+        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids))
 
     @property
     def iou_threshold(self) -> float:
@@ -166,6 +169,8 @@ def verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
     names[outcome == TRUE_POSITIVE] = "TP"
     names[outcome == FALSE_POSITIVE] = "FP"
     names[records.rank >= params.max_detections[-1]] = "uncounted"
+    if point.category_ids is not None:  # COCOeval counts no detection of a category it does not evaluate
+        names[~np.isin(d.det_labels, np.asarray(point.category_ids, dtype=np.int64))] = "uncounted"
     found = np.zeros(len(d.gt_labels), dtype=bool)
     found[matches.gt_row[(outcome == TRUE_POSITIVE) & (d.det_scores >= point.score_threshold)]] = True
     kinds = np.where(found, GT_KINDS[0], GT_KINDS[3])
@@ -206,7 +211,8 @@ def _layers(
     sample: _Sample, class_names: Mapping[int, str], score_floor: float, point: OperatingPoint
 ) -> dict[str, Any]:
     """What ``wandb.Image`` takes for one sample: the picture (keypoints drawn on it), ``boxes=`` with
-    three layers and ``masks=`` (``None`` without masks), every class a (category, verdict) pair.
+    three layers and ``masks=`` (``None`` without masks), every class a (category, verdict) pair; and
+    under ``"point"`` the operating point the verdicts follow (box IoU where the sample lacks the type).
 
     ``predictions`` holds the detections at or above the operating point's threshold (the view the
     confusion matrix counts), ``below_threshold`` those from ``score_floor`` up to it; each box carries
@@ -214,7 +220,7 @@ def _layers(
     """
     kind, d = sample.table(point.params.iou_type)
     if kind != point.params.iou_type:  # the pictures lack the evaluation's type: verdicts by box IoU
-        point = OperatingPoint(EvalParams.create(), 0, point.score_threshold)
+        point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0)
     found = verdicts(d, point)
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):
@@ -241,6 +247,7 @@ def _layers(
         [v != "uncounted" for v in found.detections], dtype=bool
     )
     return {
+        "point": point,  # the one the verdicts follow, for the caption
         "image": _draw_keypoints(sample.image, d, found, shown),
         "boxes": {
             "predictions": {"box_data": predictions, "class_labels": pred_names},

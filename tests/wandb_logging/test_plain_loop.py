@@ -324,3 +324,24 @@ def test_a_disabled_run_logs_nothing_and_writes_no_folder(tmp_path: Path) -> Non
 def test_num_images_is_checked(num_images: Any) -> None:
     with pytest.raises(ValueError, match="num_images must be an int from 0 to 50"):
         WandBReport(num_images=num_images)
+
+
+def test_a_detection_of_a_category_nobody_evaluates_is_uncounted_as_in_evalimgs() -> None:
+    # COCOeval evaluates the ground truth's categories: a detection of any other category lies in no
+    # evalImgs cell, so the picture must not call it a false positive either.
+    import torch
+
+    from ignite_det.inputs import normalize_batch
+    from ignite_det.wandb_logging.overlays import OperatingPoint, verdicts
+    from tests.coco_reference import run_cocoeval, to_coco
+
+    box = [[0.0, 0.0, 10.0, 10.0]] * 2
+    pred = {"boxes": torch.tensor(box), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 7])}
+    target = {"boxes": torch.tensor(box[:1]), "labels": torch.tensor([1]), "image_id": 1}
+    metric = CocoMetric()
+    metric.update(([pred], [target]))
+    found = verdicts(normalize_batch(([pred], [target]), "xyxy"), OperatingPoint.of(metric.compute()))
+    coco_eval = run_cocoeval(*to_coco([pred], [target]))
+    evaluated = [e for e in coco_eval.evalImgs if e is not None and e["aRng"] == coco_eval.params.areaRng[0]]
+    assert [e["dtIds"] for e in evaluated] == [[1]]  # only the category-1 detection is in a cell
+    assert found.detections == ["TP", "uncounted"]
