@@ -23,6 +23,7 @@ from ignite_det.inputs import BOX_FORMATS, normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import Backend, BoxFormat, EvalParams, IouType
+from ignite_det.per_image import PER_IMAGE_COLUMNS, PerImage, per_image_table
 from ignite_det.plausibility import warn_implausible
 from ignite_det.repeats import warn_update_after_compute
 from ignite_det.result import CocoResult
@@ -220,7 +221,7 @@ class CocoMetric(Metric):
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
         arrays = self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
-        arrays = _broadcast(arrays, self._shapes(len(category_ids)))
+        arrays = _broadcast(arrays, self._shapes(len(category_ids), len(detections.image_ids)))
         self._computed = True
         return CocoResult(
             params=self.params,
@@ -237,6 +238,7 @@ class CocoMetric(Metric):
             confusion_matrix=arrays["confusion_matrix"].astype(np.int64),
             f1_iou_threshold=float(self.params.iou_thresholds[self._f1_index]),
             num_images=len(detections.image_ids),
+            per_image=PerImage.from_table(arrays["per_image"]),
         )
 
     def _evaluate(
@@ -259,10 +261,11 @@ class CocoMetric(Metric):
             "confusion_matrix": confusion_matrix(
                 detections, category_ids, threshold, iou, pair_iou=pair_iou(self.params)
             ),
+            "per_image": per_image_table(detections, evaluation.outcomes, evaluation.kept, det_k, self.params),
         }
         return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}
 
-    def _shapes(self, k: int) -> dict[str, tuple[int, ...]]:
+    def _shapes(self, k: int, images: int) -> dict[str, tuple[int, ...]]:
         t, r = len(self.params.iou_thresholds), len(self.params.rec_thresholds)
         a, m = len(self.params.area_ranges), len(self.params.max_detections)
         return {
@@ -273,6 +276,7 @@ class CocoMetric(Metric):
             "best_f1": (4,),
             "f1_curve": (CURVE_POINTS, 4),
             "confusion_matrix": (k + 1, k + 1),
+            "per_image": (images, len(PER_IMAGE_COLUMNS)),
         }
 
 
