@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import ignite.distributed as idist
@@ -25,6 +26,7 @@ from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1
 from ignite_det.params import Backend, BoxFormat, EvalParams, IouType
 from ignite_det.per_image import PER_IMAGE_COLUMNS, PerImage, per_image_table
 from ignite_det.plausibility import warn_implausible
+from ignite_det.predictions import write_results
 from ignite_det.repeats import warn_update_after_compute
 from ignite_det.result import CocoResult
 from ignite_det.store import DetectionStore
@@ -205,6 +207,30 @@ class CocoMetric(Metric):
         self._store = DetectionStore.from_states(mine, self.params.num_keypoints)
         self._resuming = True
         self._computed = False
+
+    def write_predictions(self, path: str | Path) -> int:
+        """Write every prediction accumulated so far as a COCO results file (see :mod:`ignite_det.predictions`),
+        ready for a test-dev submission or for any other evaluator; returns the number of detections.
+
+        Ground truth is not needed: a test-dev run gives targets with an ``image_id`` and no boxes.
+        Under distribution, call it on every process: the predictions are gathered (each ``image_id``
+        once, as ``compute()`` counts it), rank 0 writes the file, and every process returns once it is written.
+
+        Example:
+            >>> metric = CocoMetric()
+            >>> metric.update(([{"boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0]]), "scores": torch.tensor([0.9]),
+            ...     "labels": torch.tensor([1])}], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0),
+            ...     "image_id": 3}]))
+            >>> import tempfile; metric.write_predictions(Path(tempfile.mkdtemp()) / "results.json")
+            1
+        """
+        detections, _ = gather_detections(self._store.collect(), self._store.has_image_ids, {})
+        detections, _ = deduplicate(detections, {})
+        if idist.get_rank() == 0:
+            write_results(path, detections, self.params.iou_type)
+        if idist.backend() is not None:
+            idist.barrier()  # the file is complete before any process reads it
+        return len(detections.det_scores)
 
     def compute(self) -> CocoResult:
         self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
