@@ -18,6 +18,7 @@ Without ``image_id`` in the targets, image ids are the arrival numbers the metri
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ignite_det.table import Detections
+
+# Lines joined per write: one write per line was a quarter of the time on 500,000 detections.
+_LINES_PER_WRITE = 10_000
 
 
 def write_results(path: str | Path, d: Detections, iou_type: str) -> int:
@@ -42,11 +46,14 @@ def write_results(path: str | Path, d: Detections, iou_type: str) -> int:
         >>> json.loads(path.read_text())
         [{'image_id': 7, 'category_id': 3, 'bbox': [1.0, 2.0, 10.0, 20.0], 'score': 0.5}]
     """
+    lines = result_lines(d, iou_type)
     with open(path, "w", encoding="ascii") as file:
         file.write("[")
-        for i, line in enumerate(result_lines(d, iou_type)):
-            file.write(",\n" if i else "\n")
-            file.write(line)
+        chunk = list(itertools.islice(lines, _LINES_PER_WRITE))
+        while chunk:
+            file.write("\n" + ",\n".join(chunk))
+            chunk = list(itertools.islice(lines, _LINES_PER_WRITE))
+            file.write("," if chunk else "")
         file.write("\n]\n")
     return len(d.det_scores)
 

@@ -20,6 +20,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ignite_det import CocoMetric
+from ignite_det import predictions as predictions_module
 from tests.coco_reference import GT_FILE, RESULTS_FILE, random_case, run_cocoeval, stats_dict, to_coco
 from tests.harness import assert_same_arrays, spawn_gloo
 from tests.type_cases import keypoint_samples, random_keypoint_case, random_mask_case
@@ -51,7 +52,8 @@ def _coco(gt: dict) -> COCO:
     return coco
 
 
-def test_boxes_written_are_the_reference_results_and_evaluate_to_the_metric(tmp_path, backend):
+def test_boxes_written_are_the_reference_results_and_evaluate_to_the_metric(tmp_path, backend, monkeypatch):
+    monkeypatch.setattr(predictions_module, "_LINES_PER_WRITE", 7)  # the file is written in many pieces
     predictions, targets = random_case(2, box_format="cxcywh")
     samples = list(zip(predictions, targets))
     metric = _run(samples, box_format="cxcywh", backend=backend)
