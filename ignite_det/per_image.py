@@ -93,6 +93,20 @@ class PerImage:
         keys = (self.image_id, -(self.fp75 + self.fn75), -self.fn50, -(self.fp50 + self.fn50))
         return self.select(np.lexsort(keys))
 
+    def text(self, limit: int | None = None) -> str:
+        """A fixed-width table of the rows (the first ``limit`` of them), one line per image.
+
+        Example:
+            >>> print(PerImage.from_table(np.array([[7, 2, 3, 1, 2, 1, 0, 3, 2]])).text())
+              image_id  num_gt num_det    tp50    fp50    fn50    tp75    fp75    fn75
+                     7       2       3       1       2       1       0       3       2
+        """
+        widths = [10] + [7] * (len(PER_IMAGE_COLUMNS) - 1)
+        lines = [" ".join(f"{name:>{w}}" for name, w in zip(PER_IMAGE_COLUMNS, widths))]
+        for row in self.table()[:limit].tolist():
+            lines.append(" ".join(f"{value:>{w}}" for value, w in zip(row, widths)))
+        return "\n".join(lines)
+
 
 def per_image_table(
     d: Detections, outcomes: np.ndarray, kept: np.ndarray, det_k: np.ndarray, params: EvalParams
