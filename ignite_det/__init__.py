@@ -4,6 +4,7 @@ from ignite_det.iou.keypoints import COCO_KEYPOINT_SIGMAS, KEYPOINT_STAT_NAMES
 from ignite_det.metric import CocoMetric
 from ignite_det.operating_point import F1Point
 from ignite_det.params import Backend, BoxFormat, IouType
+from ignite_det.per_image import PerImage
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
 from ignite_det.wandb_logging.attach import attach_wandb_logging
 from ignite_det.wandb_logging.images import DetectionImagesHandler
@@ -25,6 +26,7 @@ __all__ = [
     "DetectionImagesHandler",
     "F1Point",
     "IouType",
+    "PerImage",
     "WandBReport",
     "__version__",
     "attach_wandb_logging",

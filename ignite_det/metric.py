@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import ignite.distributed as idist
@@ -23,7 +24,9 @@ from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 from ignite_det.params import BOX_FORMATS, Backend, BoxFormat, EvalParams, IouType
+from ignite_det.per_image import PER_IMAGE_COLUMNS, PerImage, per_image_table
 from ignite_det.plausibility import warn_implausible
+from ignite_det.predictions import write_results
 from ignite_det.repeats import warn_update_after_compute
 from ignite_det.result import CocoResult
 from ignite_det.store import DetectionStore
@@ -205,6 +208,30 @@ class CocoMetric(Metric):
         self._resuming = True
         self._computed = False
 
+    def write_predictions(self, path: str | Path) -> int:
+        """Write every prediction accumulated so far as a COCO results file (see :mod:`ignite_det.predictions`),
+        ready for a test-dev submission or for any other evaluator; returns the number of detections.
+
+        Ground truth is not needed: a test-dev run gives targets with an ``image_id`` and no boxes.
+        Under distribution, call it on every process: the predictions are gathered (each ``image_id``
+        once, as ``compute()`` counts it), rank 0 writes the file, and every process returns once it is written.
+
+        Example:
+            >>> metric = CocoMetric()
+            >>> metric.update(([{"boxes": torch.tensor([[0.0, 0.0, 5.0, 5.0]]), "scores": torch.tensor([0.9]),
+            ...     "labels": torch.tensor([1])}], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0),
+            ...     "image_id": 3}]))
+            >>> import tempfile; metric.write_predictions(Path(tempfile.mkdtemp()) / "results.json")
+            1
+        """
+        detections, _ = gather_detections(self._store.collect(), self._store.has_image_ids, {})
+        detections, _ = deduplicate(detections, {})
+        if idist.get_rank() == 0:
+            write_results(path, detections, self.params.iou_type)
+        if idist.backend() is not None:
+            idist.barrier()  # the file is complete before any process reads it
+        return len(detections.det_scores)
+
     def compute(self) -> CocoResult:
         self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
         records = self._evaluation_backend.records(self._store)
@@ -220,7 +247,7 @@ class CocoMetric(Metric):
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
         arrays = self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
-        arrays = _broadcast(arrays, self._shapes(len(category_ids)))
+        arrays = _broadcast(arrays, self._shapes(len(category_ids), len(detections.image_ids)))
         self._computed = True
         return CocoResult(
             params=self.params,
@@ -237,6 +264,7 @@ class CocoMetric(Metric):
             confusion_matrix=arrays["confusion_matrix"].astype(np.int64),
             f1_iou_threshold=float(self.params.iou_thresholds[self._f1_index]),
             num_images=len(detections.image_ids),
+            per_image=PerImage.from_table(arrays["per_image"]),
         )
 
     def _evaluate(
@@ -259,10 +287,11 @@ class CocoMetric(Metric):
             "confusion_matrix": confusion_matrix(
                 detections, category_ids, threshold, iou, pair_iou=pair_iou(self.params)
             ),
+            "per_image": per_image_table(detections, evaluation.outcomes, evaluation.kept, det_k, self.params),
         }
         return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}
 
-    def _shapes(self, k: int) -> dict[str, tuple[int, ...]]:
+    def _shapes(self, k: int, images: int) -> dict[str, tuple[int, ...]]:
         t, r = len(self.params.iou_thresholds), len(self.params.rec_thresholds)
         a, m = len(self.params.area_ranges), len(self.params.max_detections)
         return {
@@ -273,6 +302,7 @@ class CocoMetric(Metric):
             "best_f1": (4,),
             "f1_curve": (CURVE_POINTS, 4),
             "confusion_matrix": (k + 1, k + 1),
+            "per_image": (images, len(PER_IMAGE_COLUMNS)),
         }
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ignite_det.operating_point import F1Point
 from ignite_det.params import EvalParams
+from ignite_det.per_image import PerImage
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _AREA_SUFFIX = {"small": "s", "medium": "m", "large": "l"}
@@ -100,6 +101,7 @@ class CocoResult(Mapping[str, float]):
         confusion_matrix: np.ndarray,
         f1_iou_threshold: float,
         num_images: int,
+        per_image: PerImage | None = None,
     ) -> None:
         self.params = params
         self.category_ids = category_ids
@@ -111,6 +113,8 @@ class CocoResult(Mapping[str, float]):
         self.f1_iou_threshold = f1_iou_threshold
         self.confusion_matrix = _read_only(confusion_matrix)
         self.num_images = num_images
+        # One row per image, in image-id order (see ignite_det.per_image); worst_first() sorts them.
+        self.per_image = per_image if per_image is not None else PerImage.from_table(np.zeros((0, 9)))
         self._f1_curve = _read_only(f1_curve)
         self._stats = summarize(self.precision, self.recall, params)
         self.per_class = tuple(

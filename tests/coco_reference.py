@@ -265,3 +265,29 @@ def check_against_pycocotools(samples: list, backend: str, batch_size: int = 2, 
     assert dict(result) == stats_dict(coco_eval)
     assert_same_arrays(result, coco_eval)
     return result, coco_eval
+
+
+def per_image_from_evalimgs(coco_eval: COCOeval) -> list[dict[str, int]]:
+    """Per-image counts brute-forced from pycocotools' ``evalImgs`` (area "all", the largest maxDets, summed
+    over categories), one dict per image in image-id order; -1 for a threshold COCOeval did not evaluate."""
+    p = coco_eval.params
+    t_of = {iou: [t for t, x in enumerate(p.iouThrs) if abs(x - iou) < 1e-9] for iou in (0.5, 0.75)}
+    names = ("num_gt", "num_det", "tp50", "fp50", "fn50", "tp75", "fp75", "fn75")
+    rows = {i: dict.fromkeys(names, 0) for i in p.imgIds}
+    for e in coco_eval.evalImgs:
+        if e is None or e["aRng"] != p.areaRng[0]:
+            continue
+        row = rows[e["image_id"]]
+        row["num_gt"] += sum(1 for g in e["gtIgnore"] if not g)
+        row["num_det"] += len(e["dtIds"])
+        for iou, ts in t_of.items():
+            for t in ts:
+                suffix = str(int(iou * 100))
+                row["tp" + suffix] += sum(1 for m, ig in zip(e["dtMatches"][t], e["dtIgnore"][t]) if m and not ig)
+                row["fp" + suffix] += sum(1 for m, ig in zip(e["dtMatches"][t], e["dtIgnore"][t]) if not m and not ig)
+                row["fn" + suffix] += sum(1 for m, ig in zip(e["gtMatches"][t], e["gtIgnore"]) if not m and not ig)
+    for iou, ts in t_of.items():
+        if not ts:
+            for row in rows.values():
+                row.update({f"{kind}{int(iou * 100)}": -1 for kind in ("tp", "fp", "fn")})
+    return [{"image_id": int(i), **rows[i]} for i in sorted(rows)]

@@ -21,6 +21,7 @@ PUBLIC = [
     "CocoResult",
     "DetectionImagesHandler",
     "F1Point",
+    "PerImage",
     "WandBReport",
     "__version__",
     "attach_wandb_logging",

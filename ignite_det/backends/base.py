@@ -54,12 +54,16 @@ class Evaluation:
     ``outcome``: int8 (N,) per detection at the operating IoU threshold, area "all": 1 a true positive,
     0 a false positive, -1 not counted (ignored, beyond ``max_detections[-1]``, or of a category that
     is not evaluated). ``by_score``: detection rows by descending score (ties in any order), including
-    every counted one, for the operating point.
+    every counted one, for the operating point. ``outcomes``: int8 (T, N) the same at every IoU
+    threshold, for the per-image counts; ``kept``: bool (N,) ranked within ``max_detections[-1]`` in
+    its (image, category) cell.
     """
 
     arrays: CocoArrays
     outcome: np.ndarray
     by_score: np.ndarray
+    outcomes: np.ndarray
+    kept: np.ndarray
 
 
 class EvaluationBackend(Protocol):

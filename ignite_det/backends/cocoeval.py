@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ignite_det.backends.base import CocoArrays, Evaluation, Records, non_ignored_gt_counts
-from ignite_det.backends.native.matching import match_in_chunks
+from ignite_det.backends.native.matching import MatchRecords, match_in_chunks
 from ignite_det.iou.by_type import BoxIou, CellIou, cell_iou, pair_iou
 from ignite_det.params import EvalParams
 from ignite_det.store import DetectionStore
@@ -287,19 +287,17 @@ class _CocoEvalBackend:
         cat_ids = category_ids.tolist()
         cells = MatchCells.build(d, cat_ids, self.params.max_detections[-1], cell_iou(self.params, self._box_iou()))
         arrays = accumulate(d, cat_ids, self.params, self._run, cells)
-        return Evaluation(arrays, self._outcome(d, det_k), np.argsort(-d.det_scores, kind="stable"))
+        matched = self._area_all_records(d)
+        outcomes = np.where(det_k >= 0, matched.outcome[0], np.int8(-1))
+        kept = matched.rank < self.params.max_detections[-1]
+        by_score = np.argsort(-d.det_scores, kind="stable")
+        return Evaluation(arrays, outcomes[self.operating_iou], by_score, outcomes, kept)
 
-    def _outcome(self, d: Detections, det_k: np.ndarray) -> np.ndarray:
-        """Each detection at the operating IoU, area "all", by the native matcher."""
-        t = self.operating_iou
-        at_operating_iou = replace(
-            self.params,
-            iou_thresholds=self.params.iou_thresholds[t : t + 1],
-            area_ranges=self.params.area_ranges[:1],
-            area_names=self.params.area_names[:1],
-        )
-        records = match_in_chunks(d, at_operating_iou, pair_iou(self.params))
-        return np.where(det_k >= 0, records.outcome[0, 0], -1)
+    def _area_all_records(self, d: Detections) -> MatchRecords:
+        """Each detection at every IoU threshold, area "all", by the native matcher (COCOeval's
+        ``evalImgs`` hold the same, as Python objects per cell)."""
+        area_all = replace(self.params, area_ranges=self.params.area_ranges[:1], area_names=self.params.area_names[:1])
+        return match_in_chunks(d, area_all, pair_iou(self.params))
 
     @staticmethod
     def _box_iou() -> BoxIou:

@@ -3,7 +3,7 @@
 Usage::
 
     ignite-det evaluate GT.json PREDICTIONS.json [--iou-type segm] [--backend faster_coco_eval] [--per-class]
-        [--output report.json] [--wandb-project NAME [--wandb-mode online]] [--images-dir DIR]
+        [--per-image] [--output report.json] [--wandb-project NAME [--wandb-mode online]] [--images-dir DIR]
     python -m ignite_det evaluate ...
 
 ``GT.json`` is a COCO instances file, ``PREDICTIONS.json`` a COCO results list (``image_id``,
@@ -49,6 +49,7 @@ from ignite_det.wandb_logging.attach import attach_wandb_logging
 EXIT_USAGE = 2
 BATCH_SIZE = 256  # images per update(): few Python round trips, small enough for a progress bar to move
 NUM_SHOWN_IMAGES = 16
+NUM_WORST_IMAGES = 10  # printed with --per-image; the JSON report holds every image
 
 DESCRIPTION = """\
 COCO AP/AR of a results file (boxes, masks or keypoints), computed as pycocotools' COCOeval
@@ -110,6 +111,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="refuse results whose category_id is not in the ground truth"
     )
     evaluate.add_argument("--per-class", action="store_true", help="also print the per-class table")
+    evaluate.add_argument(
+        "--per-image",
+        action="store_true",
+        help=f"also print the {NUM_WORST_IMAGES} worst images, and put every image's counts in the --output report",
+    )
     evaluate.add_argument("--output", type=Path, metavar="REPORT.json", help="write the full report as JSON")
     evaluate.add_argument("--wandb-project", metavar="NAME", help="log the report to this W&B project")
     evaluate.add_argument(
@@ -352,9 +358,14 @@ def _warn(message: str) -> None:
 
 def _report(result: CocoResult, args: argparse.Namespace) -> None:
     print(str(result) if args.per_class else result.summary())
+    report = result.to_dict()
+    if args.per_image:
+        print("\nWorst images (most errors at IoU 0.5, fp50 + fn50; then fn50; then fp75 + fn75):")
+        print(result.per_image.worst_first().text(NUM_WORST_IMAGES))
+        report["per_image"] = result.per_image.rows()
     if args.output is not None:
         try:
-            args.output.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+            args.output.write_text(json.dumps(report, indent=2) + "\n")
         except OSError as error:
             raise InputError(f"{args.output}: cannot write the report ({error.strerror or error})") from None
         print(f"report written to {args.output}", file=sys.stderr)

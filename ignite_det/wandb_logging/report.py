@@ -16,6 +16,7 @@ import numpy as np
 from ignite.engine import Engine
 from ignite.handlers.wandb_logger import WandBLogger
 
+from ignite_det.per_image import PER_IMAGE_COLUMNS
 from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
 
 if TYPE_CHECKING:
@@ -198,6 +199,9 @@ class CocoReportHandler(_WandBHandler):
     - ``val/per_class``: a table, one row per class, columns :data:`PER_CLASS_COLUMNS` (COCO's -1,
       undefined, is an empty cell), every class whatever their number; ``num_det`` counts the
       detections at any score, ``num_det_at_threshold`` those at the operating point;
+    - ``val/per_image``: a table, one row per image, worst first (``CocoResult.per_image.worst_first()``),
+      columns :data:`~ignite_det.per_image.PER_IMAGE_COLUMNS`, at most :data:`MAX_TABLE_ROWS` (the worst),
+      to sort and filter in the W&B UI;
     - ``val/pr_curve_iou50``, ``val/pr_curve_iou75``: line plots of precision against recall, one line per
       class with ground truth and one for their ``mean`` (not logged without ground truth); with more
       than ``max_plot_classes`` classes, only the ``max_plot_classes`` of lowest AP at that IoU (AP50,
@@ -287,6 +291,8 @@ class CocoReportHandler(_WandBHandler):
         tag = self.tag
         data: dict[str, Any] = _scalars(result, tag, self.include_stats)
         data[f"{tag}/per_class"] = wandb.Table(columns=list(PER_CLASS_COLUMNS), data=_per_class_rows(result))
+        worst = result.per_image.worst_first().table()[:MAX_TABLE_ROWS]  # W&B's limit: the worst 200,000
+        data[f"{tag}/per_image"] = wandb.Table(columns=list(PER_IMAGE_COLUMNS), data=worst.tolist())
         for iou, suffix in ((0.5, "50"), (0.75, "75")):
             classes = _plotted_classes(result, f"AP{suffix}", self.max_plot_classes)
             xs, ys, keys = _pr_lines(result, iou, classes)

@@ -18,12 +18,14 @@ from pycocotools.coco import COCO
 
 from ignite_det import STAT_NAMES
 from ignite_det.cli.main import main
+from ignite_det.per_image import PER_IMAGE_COLUMNS
 from tests import wandb_records as wr
 from tests.coco_reference import (
     GT_FILE,
     PUBLISHED_BBOX,
     RESULTS_FILE,
     SEGM_RESULTS_FILE,
+    per_image_from_evalimgs,
     run_cocoeval,
     stats_dict,
 )
@@ -470,3 +472,24 @@ def test_wandb_refusal_offline_is_one_line(capsys) -> None:
     code = main(["evaluate", str(GT_FILE), str(RESULTS_FILE), "--wandb-project", "a/b"])
     line = assert_one_line_error(code, capsys, None, ["W&B failed in offline mode: Invalid project name 'a/b'"])
     assert "needs no account" not in line
+
+
+def test_per_image_prints_the_worst_and_reports_every_image(tmp_path: Path, capsys, files_cocoeval) -> None:
+    code, report = _evaluate(tmp_path, "--per-image")
+    assert code == 0
+    assert report["per_image"] == per_image_from_evalimgs(files_cocoeval)  # pycocotools' evalImgs, image by image
+    assert all(list(row) == list(PER_IMAGE_COLUMNS) for row in report["per_image"])
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("Worst images (most errors at IoU 0.5, fp50 + fn50; then fn50; then fp75 + fn75):")
+    header, *rows = out[start + 1 :]
+    assert header.split() == list(PER_IMAGE_COLUMNS) and len(rows) == 10
+    worst = max(
+        report["per_image"], key=lambda r: (r["fp50"] + r["fn50"], r["fn50"], r["fp75"] + r["fn75"], -r["image_id"])
+    )
+    assert [int(v) for v in rows[0].split()] == list(worst.values())
+
+
+def test_without_per_image_the_report_has_no_rows(tmp_path: Path, capsys) -> None:
+    code, report = _evaluate(tmp_path)
+    assert code == 0 and "per_image" not in report
+    assert "Worst images" not in capsys.readouterr().out

@@ -25,6 +25,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.wandb_logger import WandBLogger, global_step_from_engine
 
 from ignite_det import STAT_NAMES, CocoMetric, CocoReportHandler, DetectionImagesHandler, attach_wandb_logging
+from ignite_det.per_image import PER_IMAGE_COLUMNS
 from ignite_det.wandb_logging.overlays import OperatingPoint, _layers, _make_sample, _to_hwc_uint8, verdicts
 from ignite_det.wandb_logging.report import (
     PER_CLASS_COLUMNS,
@@ -746,3 +747,11 @@ def test_training_logged_every_iteration_and_validation_at_the_trainers_iteratio
         assert {name: row[f"val/{name}"] for name in STAT_NAMES} == dict(result)
         assert _caption_ids(row["val/detections"]) == SAMPLE[:2]
     assert all("val/AP" not in rows[step] for step in (1, 2, 4, 5))
+
+
+def test_per_image_table_holds_every_image_worst_first_each_epoch(convenience_run: Run) -> None:
+    for epoch, result in enumerate(convenience_run.setup.results, start=1):
+        columns, rows = wr.load_table(convenience_run.run_dir, convenience_run.rows[epoch]["val/per_image"])
+        assert columns == list(PER_IMAGE_COLUMNS)
+        assert [dict(zip(columns, row)) for row in rows] == result.per_image.worst_first().rows()
+        assert sorted(row[0] for row in rows) == result.per_image.image_id.tolist()

@@ -38,5 +38,6 @@ class NativeBackend:
         matched = MatchRecords.from_columns(records)
         ranking = Ranking.create(d, matched.rank, det_k, self.params.max_detections[-1])
         arrays = accumulate_records(d, matched, det_k, category_ids, self.params, ranking)
-        outcome = np.where(det_k >= 0, matched.outcome[0, self.operating_iou], -1)  # area "all"
-        return Evaluation(arrays, outcome, ranking.by_score)
+        outcomes = np.where(det_k >= 0, matched.outcome[0], np.int8(-1))  # area "all"
+        kept = matched.rank < self.params.max_detections[-1]
+        return Evaluation(arrays, outcomes[self.operating_iou], ranking.by_score, outcomes, kept)
