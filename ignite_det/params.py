@@ -27,6 +27,8 @@ BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
 IouType = Literal["bbox", "segm", "keypoints"]
 """What is compared, as COCOeval's ``iouType``: boxes, masks or keypoints (OKS)."""
 Backend = Literal["native", "pycocotools", "faster_coco_eval"]
+Protocol = Literal["coco", "lvis"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 """Which engine evaluates; all three give the same numbers to the last bit."""
 IOU_TYPES: tuple[IouType, ...] = get_args(IouType)
 
