@@ -82,6 +82,14 @@ class CocoMetric(Metric):
             for keypoints); the "all" range is always evaluated.
         keypoint_sigmas: with ``iou_type="keypoints"``, one OKS constant per keypoint; default COCO's
             17 person sigmas.
+        protocol: ``"coco"`` (default) or ``"lvis"``: lvis-api's federated evaluation (see
+            :mod:`ignite_det.lvis`), native backend only, boxes or masks. Targets then carry
+            ``neg_category_ids`` and ``not_exhaustive_category_ids`` (int tensors or lists), ``iscrowd=1`` is
+            refused, ``max_detections`` is one per-image cap across categories (default 300), and the result
+            holds lvis-api's 13 numbers (``AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300, ARs@300,
+            ARm@300, ARl@300``).
+        category_frequencies: with ``protocol="lvis"``, ``{category_id: "r" | "c" | "f"}`` naming every
+            evaluated category (required there).
         f1_iou_threshold: IoU threshold of the best-F1 operating point and the confusion matrix; it
             must be one of ``iou_thresholds``. Default: 0.5 when it is among ``iou_thresholds``, else the
             lowest of them.
@@ -93,8 +101,9 @@ class CocoMetric(Metric):
     Every argument after ``box_format`` is keyword-only.
 
     Raises:
-        ValueError: for an unknown ``box_format``, ``iou_type`` or ``backend``, thresholds out of range,
-            or ``keypoint_sigmas`` that are not positive numbers (or given for another ``iou_type``).
+        ValueError: for an unknown ``box_format``, ``iou_type``, ``backend`` or ``protocol``, thresholds out of
+            range, ``keypoint_sigmas`` that are not positive numbers (or given for another ``iou_type``), or
+            ``protocol="lvis"`` without ``category_frequencies`` or with a backend other than ``"native"``.
         ModuleNotFoundError: ``backend="faster_coco_eval"`` without faster-coco-eval installed.
         TypeError: for a keyword argument that Ignite's ``Metric`` does not take, or ``skip_unrolling``
             (a batch is a list of images, never unrolled).
