@@ -298,3 +298,12 @@ def test_zero_area_annotations_and_detections_are_not_loaded():
         samples.append((prediction, target))
     _assert_equal(_evaluate(samples, gt, "bbox", box_format="xywh"), reference)
     assert reference.stats["AP"] > 0.99  # neither the area-0 annotation nor the zero-width detection counted
+
+
+def test_the_wandb_scalars_carry_lvis_apis_numbers():
+    from ignite_det.wandb_logging.report import _scalars
+
+    case = lvis_case(4, "bbox", empty_group=None)
+    reference = run_lvis(case.gt, case.results, "bbox")
+    scalars = _scalars(_evaluate(case.samples, case.gt, "bbox", batch_size=4), "val")
+    assert {name: scalars[f"val/{name}"] for name in reference.stats} == reference.stats
