@@ -2,7 +2,8 @@
 
 Usage::
 
-    ignite-det evaluate GT.json PREDICTIONS.json [--iou-type segm] [--backend faster_coco_eval] [--per-class]
+    ignite-det evaluate GT.json PREDICTIONS.json [--iou-type segm] [--protocol lvis] [--backend faster_coco_eval]
+        [--per-class]
         [--output report.json] [--wandb-project NAME [--wandb-mode online]] [--images-dir DIR]
     python -m ignite_det evaluate ...
 
