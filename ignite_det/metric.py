@@ -22,8 +22,9 @@ from ignite_det.confusion import confusion_matrix
 from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
+from ignite_det.lvis import LVIS_MAX_DETECTIONS, LvisProtocol
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
-from ignite_det.params import BOX_FORMATS, Backend, BoxFormat, EvalParams, IouType
+from ignite_det.params import BOX_FORMATS, PROTOCOLS, Backend, BoxFormat, EvalParams, IouType, Protocol
 from ignite_det.per_image import PER_IMAGE_COLUMNS, PerImage, per_image_table
 from ignite_det.plausibility import warn_implausible
 from ignite_det.predictions import write_results
@@ -84,6 +85,14 @@ class CocoMetric(Metric):
             for keypoints); the "all" range is always evaluated.
         keypoint_sigmas: with ``iou_type="keypoints"``, one OKS constant per keypoint; default COCO's
             17 person sigmas.
+        protocol: ``"coco"`` (default) or ``"lvis"``: lvis-api's federated evaluation (see
+            :mod:`ignite_det.lvis`), native backend only, boxes or masks. Targets then carry
+            ``neg_category_ids`` and ``not_exhaustive_category_ids`` (int tensors or lists), ``iscrowd=1`` is
+            refused, ``max_detections`` is one per-image cap across categories (default 300), and the result
+            holds lvis-api's 13 numbers (``AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300, ARs@300,
+            ARm@300, ARl@300``).
+        category_frequencies: with ``protocol="lvis"``, ``{category_id: "r" | "c" | "f"}`` naming every
+            evaluated category (required there).
         f1_iou_threshold: IoU threshold of the best-F1 operating point and the confusion matrix; it
             must be one of ``iou_thresholds``. Default: 0.5 when it is among ``iou_thresholds``, else the
             lowest of them.
@@ -95,8 +104,9 @@ class CocoMetric(Metric):
     Every argument after ``box_format`` is keyword-only.
 
     Raises:
-        ValueError: for an unknown ``box_format``, ``iou_type`` or ``backend``, thresholds out of range,
-            or ``keypoint_sigmas`` that are not positive numbers (or given for another ``iou_type``).
+        ValueError: for an unknown ``box_format``, ``iou_type``, ``backend`` or ``protocol``, thresholds out of
+            range, ``keypoint_sigmas`` that are not positive numbers (or given for another ``iou_type``), or
+            ``protocol="lvis"`` without ``category_frequencies`` or with a backend other than ``"native"``.
         ModuleNotFoundError: ``backend="faster_coco_eval"`` without faster-coco-eval installed.
         TypeError: for a keyword argument that Ignite's ``Metric`` does not take, or ``skip_unrolling``
             (a batch is a list of images, never unrolled).
@@ -127,6 +137,8 @@ class CocoMetric(Metric):
         area_ranges: Mapping[str, tuple[float, float]] | None = None,
         f1_iou_threshold: float | None = None,
         keypoint_sigmas: Sequence[float] | None = None,
+        protocol: Protocol = "coco",
+        category_frequencies: Mapping[int, str] | None = None,
         output_transform: Callable[[Any], Any] = lambda x: x,
         device: str | torch.device = "cpu",
         **metric_kwargs: Any,
@@ -136,7 +148,13 @@ class CocoMetric(Metric):
         self._backend_class = backend_class(backend)
         self.box_format = box_format
         self.backend = backend
+        self.protocol = protocol
+        self._lvis = _lvis_protocol(protocol, category_frequencies, backend, iou_type, max_detections)
+        if self._lvis is not None:
+            max_detections = (self._lvis.max_detections,)
         self.class_names = _names(class_names)
+        if self._lvis is not None:  # exactly the named categories are evaluated (eval.py:52)
+            self.class_names = {k: self.class_names.get(k, str(k)) for k in self._lvis.frequencies}
         self.params = EvalParams.create(
             iou_thresholds, rec_thresholds, max_detections, area_ranges, iou_type, keypoint_sigmas
         )
@@ -168,6 +186,8 @@ class CocoMetric(Metric):
             self._computed = False  # once per computed evaluation
             warn_update_after_compute()
         batch = normalize_batch(output, self.box_format, self.params.iou_type, self.params.num_keypoints)
+        if self._lvis is not None:
+            batch = self._lvis.apply(batch, output[1], self.params.iou_type)
         self._store.append(batch)
         self._evaluation_backend.update(self._store)
 
@@ -265,6 +285,7 @@ class CocoMetric(Metric):
             f1_iou_threshold=float(self.params.iou_thresholds[self._f1_index]),
             num_images=len(detections.image_ids),
             per_image=PerImage.from_table(arrays["per_image"]),
+            lvis=self._lvis,
         )
 
     def _evaluate(
@@ -347,6 +368,35 @@ def _check_metric_kwargs(metric_kwargs: Mapping[str, Any]) -> None:
             f"CocoMetric got unexpected keyword argument(s) {unknown}; besides its own, it passes on to Ignite's "
             f"Metric only {sorted(accepted)}"
         )
+
+
+def _lvis_protocol(
+    protocol: str,
+    category_frequencies: Mapping[int, str] | None,
+    backend: str,
+    iou_type: str,
+    max_detections: Sequence[int] | None,
+) -> LvisProtocol | None:
+    """The LVIS rules for ``protocol="lvis"`` (None for COCO), the arguments checked."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "coco":
+        if category_frequencies is not None:
+            raise ValueError("category_frequencies is for protocol='lvis'")
+        return None
+    if backend != "native":  # COCOeval has no federated rules and caps per (image, category)
+        raise ValueError(f"protocol='lvis' runs on backend='native' only, got backend={backend!r}")
+    if iou_type == "keypoints":
+        raise ValueError("protocol='lvis' evaluates iou_type 'bbox' or 'segm', got 'keypoints'")
+    if max_detections is not None and len(set(max_detections)) != 1:
+        raise ValueError(
+            "under protocol='lvis' max_detections is one per-image cap across categories (default 300), "
+            f"got {list(max_detections)}"
+        )
+    cap = LVIS_MAX_DETECTIONS if max_detections is None else int(next(iter(max_detections)))
+    if cap < 1:
+        raise ValueError(f"max_detections must be a positive integer, got {cap}")
+    return LvisProtocol.create(category_frequencies, cap)
 
 
 def _names(class_names: Sequence[str] | Mapping[int, str] | None) -> dict[int, str]:

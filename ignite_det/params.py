@@ -28,6 +28,8 @@ BOX_FORMATS: tuple[BoxFormat, ...] = get_args(BoxFormat)
 IouType = Literal["bbox", "segm", "keypoints"]
 """What is compared, as COCOeval's ``iouType``: boxes, masks or keypoints (OKS)."""
 Backend = Literal["native", "pycocotools", "faster_coco_eval"]
+Protocol = Literal["coco", "lvis"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 """Which engine evaluates; all three give the same numbers to the last bit."""
 IOU_TYPES: tuple[IouType, ...] = get_args(IouType)
 

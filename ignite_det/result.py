@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ignite_det.lvis import LvisProtocol
 from ignite_det.operating_point import F1Point
 from ignite_det.params import EvalParams
 from ignite_det.per_image import PerImage
@@ -40,6 +41,7 @@ class ClassResult:
     num_gt: int
     num_det: int
     f1: F1Point
+    frequency: str | None = None  # LVIS's group, "r", "c" or "f" (protocol="lvis"); None under COCO
 
     @property
     def AR100(self) -> float:  # noqa: N802 (the name it replaces)
@@ -102,6 +104,7 @@ class CocoResult(Mapping[str, float]):
         f1_iou_threshold: float,
         num_images: int,
         per_image: PerImage | None = None,
+        lvis: LvisProtocol | None = None,
     ) -> None:
         self.params = params
         self.category_ids = category_ids
@@ -116,7 +119,11 @@ class CocoResult(Mapping[str, float]):
         # One row per image, in image-id order (see ignite_det.per_image); worst_first() sorts them.
         self.per_image = per_image if per_image is not None else PerImage.from_table(np.zeros((0, 9)))
         self._f1_curve = _read_only(f1_curve)
-        self._stats = summarize(self.precision, self.recall, params)
+        self.lvis = lvis
+        if lvis is None:
+            self._stats = summarize(self.precision, self.recall, params)
+        else:  # lvis-api's 13 numbers (ignite_det.lvis)
+            self._stats = lvis.summarize(self.precision, self.recall, category_ids, params)
         self.per_class = tuple(
             self._class_result(k, int(num_gt[k]), int(num_det[k]), class_f1[k]) for k in range(len(category_ids))
         )
@@ -187,6 +194,8 @@ class CocoResult(Mapping[str, float]):
 
     def summary(self) -> str:
         """The lines of pycocotools' ``summarize()`` (12, or 10 for keypoints), in its layout."""
+        if self.lvis is not None:  # lvis-api's summary, one number a line under its names
+            return "\n".join(f" {name:<8} = {value:0.3f}" for name, value in self._stats.items())
         return "\n".join(_summary_lines(self._stats, self.params))
 
     def class_table(self) -> str:
@@ -232,6 +241,7 @@ class CocoResult(Mapping[str, float]):
             num_gt=num_gt,
             num_det=num_det,
             f1=f1,
+            frequency=None if self.lvis is None else self.lvis.frequencies[self.category_ids[k]],
         )
 
     def _iou_index(self, iou: float) -> int:

@@ -13,6 +13,9 @@ true positive: pycocotools then gets ``1 / (1 + eps) = 0.9999999999999998``, and
 interpolation unless the second counted detection is a true positive too (precision exactly 1).
 :func:`_faster_coco_eval` samples each curve once more at recall ``1.5 / npig`` (where precision is
 1.0 exactly when the second counted detection is a true positive) and restores pycocotools' value.
+
+Neither runs ``protocol="lvis"``: :class:`~ignite_det.CocoMetric` refuses it with these backends, as
+COCOeval caps detections per (image, category) and has no federated rules.
 """
 
 from __future__ import annotations

@@ -48,6 +48,51 @@ class GroundTruth:
     warnings: tuple[str, ...] = ()
     masks: Rles | None = None  # (M,) with iou_type "segm": the segmentations as compressed RLEs
     keypoints: np.ndarray | None = None  # float64 (M, K, 3) with iou_type "keypoints"
+    lvis: LvisFields | None = None  # the LVIS fields, where the file has them
+
+
+@dataclass(frozen=True)
+class LvisFields:
+    """An LVIS file's own fields, per image (file order) and per category; None where an entry lacks one."""
+
+    neg_category_ids: list[list[int] | None]
+    not_exhaustive_category_ids: list[list[int] | None]
+    frequencies: dict[int, str | None]
+
+    @property
+    def complete(self) -> bool:
+        """Every image and category has its field: the file looks like LVIS."""
+        lists = (*self.neg_category_ids, *self.not_exhaustive_category_ids, *self.frequencies.values())
+        return all(v is not None for v in lists)
+
+    def missing(self) -> str | None:
+        """The first entry without its LVIS field, in words; None when there is none."""
+        for key in ("neg_category_ids", "not_exhaustive_category_ids"):
+            for index, value in enumerate(getattr(self, key)):
+                if value is None:
+                    return f"images[{index}] has no list '{key}'"
+        for category, frequency in self.frequencies.items():
+            if frequency not in ("r", "c", "f"):
+                return f"category {category} has no 'frequency' 'r', 'c' or 'f' (got {frequency!r})"
+        return None
+
+
+def _lvis_fields(images: list[Any], categories: list[Any], category_ids: np.ndarray) -> LvisFields | None:
+    """The LVIS fields of the file, None when no image and no category has any."""
+
+    def lists(key: str) -> list[list[int] | None]:
+        return [_int_list(image.get(key)) if isinstance(image, dict) else None for image in images]
+
+    frequencies = {int(c): entry.get("frequency") for c, entry in zip(category_ids.tolist(), categories)}
+    fields = LvisFields(lists("neg_category_ids"), lists("not_exhaustive_category_ids"), frequencies)
+    present = (*fields.neg_category_ids, *fields.not_exhaustive_category_ids, *frequencies.values())
+    return None if all(v is None for v in present) else fields
+
+
+def _int_list(value: Any) -> list[int] | None:
+    if isinstance(value, list) and all(type(v) is int for v in value):
+        return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -129,6 +174,7 @@ def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
         warnings=_zero_id_warning(annotations, iscrowd, path) + notes,
         masks=masks,
         keypoints=keypoints,
+        lvis=_lvis_fields(images, categories, category_ids),
     )
 
 

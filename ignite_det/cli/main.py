@@ -2,8 +2,9 @@
 
 Usage::
 
-    ignite-det evaluate GT.json PREDICTIONS.json [--iou-type segm] [--backend faster_coco_eval] [--per-class]
-        [--per-image] [--output report.json] [--wandb-project NAME [--wandb-mode online]] [--images-dir DIR]
+    ignite-det evaluate GT.json PREDICTIONS.json [--iou-type segm] [--protocol lvis] [--backend faster_coco_eval]
+        [--per-class] [--per-image] [--output report.json] [--wandb-project NAME [--wandb-mode online]]
+        [--images-dir DIR]
     python -m ignite_det evaluate ...
 
 ``GT.json`` is a COCO instances file, ``PREDICTIONS.json`` a COCO results list (``image_id``,
@@ -40,7 +41,7 @@ from ignite_det.backends import BACKENDS
 from ignite_det.backends.cocoeval import gc_paused
 from ignite_det.cli.coco_json import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
 from ignite_det.metric import CocoMetric
-from ignite_det.params import IOU_TYPES
+from ignite_det.params import IOU_TYPES, PROTOCOLS
 from ignite_det.plausibility import ImplausibleInputWarning
 from ignite_det.result import CocoResult
 from ignite_det.rle import Rles
@@ -102,6 +103,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("predictions", type=Path, metavar="PREDICTIONS.json", help="COCO results list")
     evaluate.add_argument("--iou-type", default="bbox", choices=IOU_TYPES, help="default: bbox")
     evaluate.add_argument("--backend", default="native", choices=BACKENDS)
+    evaluate.add_argument(
+        "--protocol", choices=PROTOCOLS, help="lvis: LVIS's federated evaluation, as lvis-api; default: coco"
+    )
     evaluate.add_argument("--max-dets", type=int, nargs="+", metavar="N", help="default: 1 10 100 (keypoints: 20)")
     evaluate.add_argument(
         "--keypoint-sigmas", type=float, nargs="+", metavar="S", help="one per keypoint; default: COCO's 17"
@@ -189,8 +193,8 @@ class _LazyImage:
             return np.asarray(image.convert("RGB"), dtype=dtype)
 
 
-def _batches(gt: GroundTruth, predictions: Predictions, images_dir: Path | None) -> list[_Batch]:
-    """The images in file order, ``BATCH_SIZE`` at a time."""
+def _batches(gt: GroundTruth, predictions: Predictions, images_dir: Path | None, lvis: bool = False) -> list[_Batch]:
+    """The images in file order, ``BATCH_SIZE`` at a time (with ``lvis``, the targets carry the LVIS lists)."""
     num_images = len(gt.image_ids)
     columns: dict[str, Any] = {"boxes": gt.boxes, "labels": gt.labels, "area": gt.area, "iscrowd": gt.iscrowd}
     columns.update(_shapes(gt.masks, gt.keypoints))
@@ -201,9 +205,17 @@ def _batches(gt: GroundTruth, predictions: Predictions, images_dir: Path | None)
     for start in range(0, num_images, BATCH_SIZE):
         chunk = range(start, min(start + BATCH_SIZE, num_images))
         images = None if images_dir is None else [_image_file(images_dir, gt.file_names[i]) for i in chunk]
-        y = [{**targets[i], "image_id": image_ids[i]} for i in chunk]
+        y = [{**targets[i], "image_id": image_ids[i], **(_lvis_lists(gt, i) if lvis else {})} for i in chunk]
         batches.append(_Batch(images, [outputs[i] for i in chunk], y))
     return batches
+
+
+def _lvis_lists(gt: GroundTruth, image: int) -> dict[str, Any]:
+    assert gt.lvis is not None
+    return {
+        "neg_category_ids": gt.lvis.neg_category_ids[image],
+        "not_exhaustive_category_ids": gt.lvis.not_exhaustive_category_ids[image],
+    }
 
 
 def _prediction_columns(predictions: Predictions) -> dict[str, Any]:
@@ -249,10 +261,24 @@ def _metric(args: argparse.Namespace, gt: GroundTruth) -> CocoMetric:
             max_detections=args.max_dets,
             iou_type=args.iou_type,
             keypoint_sigmas=args.keypoint_sigmas,
+            **_protocol_arguments(args, gt),
             output_transform=lambda output: (output.y_pred, output.y),
         )
     except (ModuleNotFoundError, ValueError) as error:  # faster-coco-eval missing, bad --keypoint-sigmas
         raise InputError(str(error)) from None
+
+
+def _protocol_arguments(args: argparse.Namespace, gt: GroundTruth) -> dict[str, Any]:
+    """``protocol`` and ``category_frequencies`` for the metric; with ``--protocol lvis`` the file must be LVIS."""
+    if args.protocol != "lvis":
+        return {}
+    missing = "it has no LVIS fields" if gt.lvis is None else gt.lvis.missing()
+    if missing is not None or gt.lvis is None:
+        raise InputError(
+            f"{args.gt}: --protocol lvis needs LVIS ground truth (images with 'neg_category_ids' and "
+            f"'not_exhaustive_category_ids', categories with 'frequency'), but {missing}"
+        )
+    return {"protocol": "lvis", "category_frequencies": gt.lvis.frequencies}
 
 
 def _wandb_logger(args: argparse.Namespace, evaluator: Engine, gt: GroundTruth, shown: int) -> WandBLogger:
@@ -324,11 +350,13 @@ def evaluate(args: argparse.Namespace) -> CocoResult:
     _check_keypoint_count(args, gt)
     for warning in (*gt.warnings, *predictions.warnings):
         _warn(warning)
+    if args.protocol is None and gt.lvis is not None and gt.lvis.complete:
+        _warn(f"{args.gt} looks like LVIS (neg_category_ids, frequency): evaluated as COCO; --protocol lvis for LVIS's")
     metric = _metric(args, gt)
     with_file = _count_image_files(gt, args.images_dir)
     if args.images_dir is not None and with_file == 0:
         _warn(f"no image of {args.gt} is in {args.images_dir}; none logged")
-    batches = _batches(gt, predictions, args.images_dir)
+    batches = _batches(gt, predictions, args.images_dir, lvis=args.protocol == "lvis")
     evaluator = Engine(lambda _engine, batch: batch)
     metric.attach(evaluator, "coco")
     if sys.stderr.isatty() and len(batches) > 1:
