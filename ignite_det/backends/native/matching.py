@@ -153,11 +153,7 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
         >>> records.outcome[0, 0].tolist()      # IoU 0.5, area "all": the second one finds no GT left
         [1, 0]
     """
-    det_cell, gt_cell = _cells(d)
-    order = _cell_order(det_cell, d.det_scores)
-    rank = np.empty(len(order), dtype=np.int32)
-    rank[order] = _rank_in_runs(det_cell[order])
-    counted = order[rank[order] < params.max_detections[-1]]  # in cell order, best first
+    det_cell, gt_cell, rank, counted = _ranked(d, params)
     t_count = len(params.iou_thresholds)
 
     gt_ignored = _gt_ignored(d, params)  # (A, G)
@@ -173,6 +169,16 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
     det_rows, t, a, gt = _greedy(det_i, gt_rows, ious, det_cell[counted], thresholds, gt_ignored, d.gt_crowd != 0)
     outcome[a, t, counted[det_rows]] = np.where(gt_ignored[a, gt], NOT_COUNTED, TRUE_POSITIVE)
     return MatchRecords(rank, outcome)
+
+
+def _ranked(d: Detections, params: EvalParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each detection's and ground truth's cell, each detection's rank in its cell (best score first,
+    ties in arrival order), and the detections within ``max_detections[-1]``, in cell order, best first."""
+    det_cell, gt_cell = _cells(d)
+    order = _cell_order(det_cell, d.det_scores)
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = _rank_in_runs(det_cell[order])
+    return det_cell, gt_cell, rank, order[rank[order] < params.max_detections[-1]]
 
 
 def _cells(d: Detections) -> tuple[np.ndarray, np.ndarray]:
@@ -321,11 +327,7 @@ def match_one_threshold(
         >>> matches.gt_row.tolist(), matches.iou.tolist()
         ([0, -1], [1.0, nan])
     """
-    det_cell, gt_cell = _cells(d)
-    order = _cell_order(det_cell, d.det_scores)
-    rank = np.empty(len(order), dtype=np.int32)
-    rank[order] = _rank_in_runs(det_cell[order])
-    counted = order[rank[order] < params.max_detections[-1]]
+    det_cell, gt_cell, rank, counted = _ranked(d, params)
     thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)[iou_index : iou_index + 1]
     gt_ignored = _gt_ignored(d, params)[area_index : area_index + 1]
     det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds[0]), pair_iou)
