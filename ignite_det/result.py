@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ignite_det.error_analysis import ErrorAnalysis
 from ignite_det.lvis import LvisProtocol
 from ignite_det.operating_point import F1Point
 from ignite_det.params import EvalParams
@@ -105,6 +106,7 @@ class CocoResult(Mapping[str, float]):
         num_images: int,
         per_image: PerImage | None = None,
         lvis: LvisProtocol | None = None,
+        errors: ErrorAnalysis | None = None,
     ) -> None:
         self.params = params
         self.category_ids = category_ids
@@ -120,6 +122,8 @@ class CocoResult(Mapping[str, float]):
         self.per_image = per_image if per_image is not None else PerImage.from_table(np.zeros((0, 9)))
         self._f1_curve = _read_only(f1_curve)
         self.lvis = lvis
+        # TIDE's error bins (ignite_det.error_analysis), when CocoMetric(error_analysis=...) asked for them.
+        self.errors = errors
         if lvis is None:
             self._stats = summarize(self.precision, self.recall, params)
         else:  # lvis-api's 13 numbers (ignite_det.lvis)
@@ -181,7 +185,7 @@ class CocoResult(Mapping[str, float]):
     # --- presentation ---
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready report: the numbers under their names, per-class rows, the operating point."""
-        return {
+        report = {
             **self._stats,
             "per_class": [{**_json_ready(asdict(row)), "f1": _f1_json(row.f1)} for row in self.per_class],
             "best_f1": _f1_json(self.best_f1),
@@ -191,6 +195,9 @@ class CocoResult(Mapping[str, float]):
             "max_detections": list(self.params.max_detections),
             "area_ranges": dict(zip(self.params.area_names, map(list, self.params.area_ranges))),
         }
+        if self.errors is not None:
+            report["errors"] = self.errors.to_dict()
+        return report
 
     def summary(self) -> str:
         """The lines of pycocotools' ``summarize()`` (12, or 10 for keypoints), in its layout."""
