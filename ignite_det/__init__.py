@@ -6,6 +6,7 @@ from ignite_det.operating_point import F1Point
 from ignite_det.params import Backend, BoxFormat, IouType
 from ignite_det.per_image import PerImage
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
+from ignite_det.wandb_logging.artifact import EvaluationArtifactHandler
 from ignite_det.wandb_logging.attach import attach_wandb_logging
 from ignite_det.wandb_logging.images import DetectionImagesHandler
 from ignite_det.wandb_logging.plain_loop import WandBReport
@@ -24,6 +25,7 @@ __all__ = [
     "CocoReportHandler",
     "CocoResult",
     "DetectionImagesHandler",
+    "EvaluationArtifactHandler",
     "F1Point",
     "IouType",
     "PerImage",

@@ -20,6 +20,7 @@ PUBLIC = [
     "CocoReportHandler",
     "CocoResult",
     "DetectionImagesHandler",
+    "EvaluationArtifactHandler",
     "F1Point",
     "PerImage",
     "WandBReport",

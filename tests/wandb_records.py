@@ -27,6 +27,8 @@ from typing import Any
 from wandb.proto import wandb_internal_pb2 as pb
 
 __all__ = [
+    "artifact_files",
+    "artifacts",
     "chart_table_key",
     "charts",
     "find_run_dir",
@@ -236,3 +238,20 @@ def mask_class_labels(run_dir: str | Path) -> dict[str, dict[int, str]]:
                     for key, entry in json.loads(item.value_json).get("mask/class_labels", {}).items():
                         out[key] = {int(code): name for code, name in entry["value"].items()}
     return out
+
+
+def artifacts(run_dir: str | Path, kind: str) -> list[Any]:
+    """The ``ArtifactRecord`` of each artifact version of type ``kind`` the run logged, in order (W&B also
+    logs every table as an artifact of type ``run_table``). Each has ``name``, ``type``, ``aliases``,
+    ``metadata`` (JSON text) and ``manifest.contents``."""
+    return [
+        record.artifact
+        for record in read_records(run_dir)
+        if record.WhichOneof("record_type") == "artifact" and record.artifact.type == kind
+    ]
+
+
+def artifact_files(artifact: Any) -> dict[str, Path]:
+    """An artifact version's files by name: an offline run keeps a staged copy of each (``local_path``,
+    under ``WANDB_DATA_DIR``) for ``wandb sync`` to upload."""
+    return {entry.path: Path(entry.local_path) for entry in artifact.manifest.contents}

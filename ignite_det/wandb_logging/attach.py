@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ignite.engine import Engine, Events, EventsList
 from ignite.handlers.base_logger import BaseHandler
@@ -35,11 +35,15 @@ from ignite.handlers.utils import global_step_from_engine
 from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.params import BoxFormat
+from ignite_det.wandb_logging.artifact import EvaluationArtifactHandler
 from ignite_det.wandb_logging.base import StepTransform, _EvaluationCounter
 from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, DetectionImagesHandler, _batch_images, _output_pair
 from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
 
-__all__ = ["CocoReportHandler", "DetectionImagesHandler", "attach_wandb_logging"]
+if TYPE_CHECKING:
+    from ignite_det.metric import CocoMetric
+
+__all__ = ["CocoReportHandler", "DetectionImagesHandler", "EvaluationArtifactHandler", "attach_wandb_logging"]
 
 
 def attach_wandb_logging(
@@ -57,6 +61,8 @@ def attach_wandb_logging(
     output_transform: Callable[[Any], tuple[Sequence[Any], Sequence[Any]]] = _output_pair,
     global_step_transform: StepTransform | None = None,
     max_plot_classes: int = DEFAULT_PLOT_CLASSES,
+    artifact_metric: CocoMetric | None = None,
+    best_metric: str = "AP",
 ) -> tuple[CocoReportHandler, DetectionImagesHandler | None]:
     """Log every evaluation of ``evaluator`` to W&B: the 12 COCO numbers, the report and sample images.
 
@@ -87,6 +93,12 @@ def attach_wandb_logging(
             ``f(engine, event_name) -> int``, called with the evaluator.
         max_plot_classes: the most classes the curves and the heatmap show, as in
             :class:`CocoReportHandler`. Default 10.
+        artifact_metric: the :class:`~ignite_det.CocoMetric` attached to ``evaluator``: with it, each
+            evaluation's predictions file and JSON report are logged as a version of the W&B artifact
+            ``<tag>-evaluation-<run id>``, with the alias ``best`` on the best evaluation
+            (:class:`~ignite_det.wandb_logging.artifact.EvaluationArtifactHandler`; about 100 bytes per
+            predicted box, so opt-in). Default ``None``: no artifact.
+        best_metric: the number that picks the ``best`` artifact (higher is better). Default ``"AP"``.
 
     Returns:
         The report handler and the images handler (``None`` when ``num_images`` is 0).
@@ -123,6 +135,11 @@ def attach_wandb_logging(
         metric_name, tag=tag, global_step_transform=step, include_stats=True, max_plot_classes=max_plot_classes
     )
     _attach(evaluator, logger, report, Events.COMPLETED)
+    if artifact_metric is not None:
+        artifact = EvaluationArtifactHandler(
+            artifact_metric, metric_name, tag=tag, best_metric=best_metric, global_step_transform=step
+        )
+        _attach(evaluator, logger, artifact, Events.COMPLETED)
     if images is not None:
         _attach(evaluator, logger, images, Events.ITERATION_COMPLETED | Events.COMPLETED)
     return report, images

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import ignite.distributed as idist
 
+from ignite_det.wandb_logging.artifact import EvaluationArtifactHandler
 from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, MAX_IMAGES, DetectionImagesHandler
 from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
 
 if TYPE_CHECKING:
+    from ignite_det.metric import CocoMetric
     from ignite_det.result import CocoResult
 
 __all__ = ["WandBReport"]
@@ -43,6 +45,11 @@ class WandBReport:
         box_format: ``"xyxy"``, ``"xywh"`` or ``"cxcywh"``, as given to the metric. Default ``"xyxy"``.
         class_names: category id to class name for the images. Default: the result's ``class_names``.
         max_plot_classes: as in :class:`~ignite_det.CocoReportHandler`. Default 10.
+        artifact_metric: the :class:`~ignite_det.CocoMetric` whose result :meth:`log` logs: with it, each
+            evaluation's predictions file and JSON report are a version of the W&B artifact
+            ``<tag>-evaluation-<run id>``, ``best`` on the best by ``best_metric`` (as in
+            :func:`~ignite_det.attach_wandb_logging`; opt-in for its size). Default ``None``.
+        best_metric: the number that picks the ``best`` artifact. Default ``"AP"``.
 
     Raises:
         ValueError: if ``num_images`` is not in [0, 50] or ``box_format`` is unknown.
@@ -70,6 +77,8 @@ class WandBReport:
         box_format: str = "xyxy",
         class_names: Mapping[int, str] | None = None,
         max_plot_classes: int = DEFAULT_PLOT_CLASSES,
+        artifact_metric: CocoMetric | None = None,
+        best_metric: str = "AP",
     ) -> None:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or not 0 <= num_images <= MAX_IMAGES:
             raise ValueError(f"num_images must be an int from 0 to {MAX_IMAGES}, got {num_images!r}")
@@ -84,6 +93,9 @@ class WandBReport:
                 class_names=class_names,
                 box_format=box_format,
             )
+        self.artifact = None
+        if artifact_metric is not None:
+            self.artifact = EvaluationArtifactHandler(artifact_metric, tag=tag, best_metric=best_metric)
         self._warned_step = False
 
     def add_images(
@@ -120,6 +132,8 @@ class WandBReport:
         active = run is not None and not getattr(run, "disabled", False)
         images = [] if self.images is None else self.images.images(wandb, result, active=active)
         if not active:
+            if self.artifact is not None and idist.backend() is not None:  # every process gathers the predictions
+                self.artifact.log(None, result, 0)
             return
         data = self.report.payload(wandb, result)
         if images:
@@ -127,6 +141,8 @@ class WandBReport:
         step = self._kept_step(int(run.step) if step is None else step, run)
         run.log(data, step=step)
         self.report._update_best(run, result, step)
+        if self.artifact is not None:
+            self.artifact.log(run, result, step)
 
     def _kept_step(self, step: int, run: Any) -> int:
         current = int(run.step)
