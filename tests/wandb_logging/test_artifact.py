@@ -149,9 +149,9 @@ def test_plain_loop_report_only_best_by_ap50(tmp_path: Path, monkeypatch: pytest
 
 
 def test_unknown_best_metric_is_named(tmp_path: Path) -> None:
-    handler = EvaluationArtifactHandler(CocoMetric(), best_metric="mAP")
+    handler = EvaluationArtifactHandler(CocoMetric(box_format="xywh"), best_metric="mAP")
     samples = load_real_samples()[:3]
-    metric = CocoMetric()
+    metric = CocoMetric(box_format="xywh")
     metric.update(([p for p, _ in samples], [t for _, t in samples]))
     with pytest.raises(ValueError, match="best_metric 'mAP' is not a number of the result"):
         handler._aliases(metric.compute(), 1)
