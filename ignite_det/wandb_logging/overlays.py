@@ -17,6 +17,12 @@ verdict        meaning
 
 A ground truth is ``missed`` when no detection scoring at least the operating point's threshold
 matched it: the objects the operating point's recall misses.
+
+With the metric's error analysis in the ``coco`` mode (``result.errors``), the captions follow its bins
+(every score, at its IoU): a false positive's names its bin (``0.42 FP loc``, ``0.42 FP cls: dog``,
+``FP both``, ``FP dupe``, ``FP bkg``), a ground truth of the ``Miss`` bin is captioned ``missed``, and one
+the operating point misses but the analysis does not (a detection below the threshold found it, or a
+``Loc``/``Cls`` false positive claims it) ``unmatched at threshold``. The box classes stay the verdicts'.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from ignite_det.params import EvalParams
 from ignite_det.table import Detections
+from ignite_det.wandb_logging.errors import SampleBins, detection_bins, fp_caption
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
@@ -125,6 +132,7 @@ class OperatingPoint:
     iou_index: int
     score_threshold: float
     category_ids: tuple[int, ...] | None = None  # the evaluated categories (None: every label counts)
+    errors: tuple[int, float] | None = None  # the error analysis's IoU index and background threshold (coco mode)
 
     @staticmethod
     def of(result: CocoResult | None) -> OperatingPoint:
@@ -135,7 +143,12 @@ class OperatingPoint:
         params = result.params
         index = params.iou_index(result.f1_iou_threshold)
         threshold = float(result.best_f1.counting_threshold)
-        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids))
+        errors = None
+        if result.errors is not None and result.errors.mode == "coco":  # tidecv's bins sit on another matching
+            errors_index = params.iou_index(result.errors.iou_threshold)
+            if errors_index is not None:
+                errors = (int(errors_index), float(result.errors.background_threshold))
+        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids), errors)
 
     @property
     def iou_threshold(self) -> float:
@@ -220,8 +233,9 @@ def _layers(
     """
     kind, d = sample.table(point.params.iou_type)
     if kind != point.params.iou_type:  # the pictures lack the evaluation's type: verdicts by box IoU
-        point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0)
+        point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0, errors=None)
     found = verdicts(d, point)
+    bins = detection_bins(d, point.params, *point.errors) if point.errors is not None else None
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):
         labels.setdefault(int(c), str(int(c)))
@@ -234,11 +248,14 @@ def _layers(
         if score < score_floor:
             continue
         code = _code(order[label], VERDICTS, found.detections[i], None)
-        box = _box(boxes[i], code, _caption(score, found.detections[i], found.iou[i]), score)
+        caption = _caption(score, found.detections[i], found.iou[i])
+        if bins is not None and bins.det_bin[i] >= 0:
+            caption = f"{score:.2f} {_bin_words(bins, i, d, labels)}"
+        box = _box(boxes[i], code, caption, score)
         (predictions if above[i] else below).append(box)
     gt_boxes = _xyxy(d.gt_boxes)
     ground_truth = [
-        _box(gt_boxes[j], _code(order[label], GT_KINDS, found.ground_truth[j], None), found.ground_truth[j].strip())
+        _box(gt_boxes[j], _code(order[label], GT_KINDS, found.ground_truth[j], None), _gt_words(found, bins, j))
         for j, label in enumerate(d.gt_labels.tolist())
     ]
     pred_names = _class_names(labels, order, VERDICTS, " ", None)
@@ -256,6 +273,23 @@ def _layers(
         },
         "masks": _mask_layers(sample.image, d, labels, order, found, shown) if kind == "segm" else None,
     }
+
+
+def _bin_words(bins: SampleBins, i: int, d: Detections, labels: Mapping[int, str]) -> str:
+    """A false positive's bin in words, with the class of the ground truth a ``Cls`` error sits on."""
+    row = int(bins.det_gt_row[i])
+    gt_name = labels[int(d.gt_labels[row])] if row >= 0 else None
+    return fp_caption(int(bins.det_bin[i]), gt_name)
+
+
+def _gt_words(found: Verdicts, bins: SampleBins | None, j: int) -> str:
+    """A ground truth's caption: its kind, or with the error analysis ``missed`` for the ``Miss`` bin only."""
+    kind = found.ground_truth[j]
+    if bins is None:
+        return kind.strip()
+    if bins.gt_missed[j]:
+        return "missed"
+    return "unmatched at threshold" if kind == GT_KINDS[3] else kind.strip()
 
 
 def _mask_layers(

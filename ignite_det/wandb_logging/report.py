@@ -18,6 +18,7 @@ from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det.per_image import PER_IMAGE_COLUMNS
 from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
+from ignite_det.wandb_logging.errors import error_payload
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
@@ -213,7 +214,11 @@ class CocoReportHandler(_WandBHandler):
       the ``background`` column missed objects. Its title gives the score threshold, or says why
       there is none (``no score threshold (no ground truth)``, ``(no detection)``). With more than
       ``max_plot_classes`` classes, the ``max_plot_classes`` of lowest AP and the others summed as
-      ``other classes``.
+      ``other classes``;
+    - with the metric's error analysis (``result.errors``), under ``val/errors/``: bar charts of the main and
+      special bins' dAP (``main``, ``special``), a per-class table of each bin's dAP and count
+      (``per_class``), and the scalars ``AP``, ``dAP/<bin>``, ``count/<bin>``
+      (:mod:`ignite_det.wandb_logging.errors`).
 
     The run summary keeps ``val/AP_best`` and ``val/AP_best_step``, the best AP so far and its step
     (not set while AP is undefined, -1).
@@ -311,6 +316,8 @@ class CocoReportHandler(_WandBHandler):
                 xname="confidence",
             )
         data[f"{tag}/confusion_matrix"] = self._confusion_plot(wandb, result)
+        if result.errors is not None:
+            data.update(error_payload(wandb, result.errors, tag))
         return data
 
     def _confusion_plot(self, wandb: Any, result: CocoResult) -> Any:
