@@ -54,6 +54,7 @@ def attach_wandb_logging(
     metric_name: str = "coco",
     tag: str = "val",
     num_images: int = 16,
+    num_worst_images: int = 16,
     score_threshold: float = DEFAULT_SCORE_FLOOR,
     box_format: BoxFormat = "xyxy",
     class_names: Mapping[int, str] | None = None,
@@ -84,6 +85,10 @@ def attach_wandb_logging(
         metric_name: name the metric was attached under. Default ``"coco"``.
         tag: key prefix. Default ``"val"``.
         num_images: images to show, 0 (none) to 50. Default 16.
+        num_worst_images: the worst images (``result.per_image.worst_first()``) whose pictures, with boxes and
+            verdicts, fill the ``image`` column of the per-image table, 0 to 50 (W&B shows at most 108
+            images per key). Each batch is matched once more to find them. Default 16; none when
+            ``num_images`` is 0.
         score_threshold: the lowest score of a logged prediction (the floor of W&B's score slider; the
             verdicts and the first box layer follow the metric's operating point). Default 0.05.
         box_format, class_names, batch_transform, output_transform: as in :class:`DetectionImagesHandler`.
@@ -130,18 +135,24 @@ def attach_wandb_logging(
             batch_transform=batch_transform,
             output_transform=output_transform,
             global_step_transform=step,
+            num_worst=num_worst_images,
         )
     report = CocoReportHandler(
-        metric_name, tag=tag, global_step_transform=step, include_stats=True, max_plot_classes=max_plot_classes
+        metric_name,
+        tag=tag,
+        global_step_transform=step,
+        include_stats=True,
+        max_plot_classes=max_plot_classes,
+        images=images,
     )
+    if images is not None:  # first: at COMPLETED it picks the worst images the report's per-image table shows
+        _attach(evaluator, logger, images, Events.ITERATION_COMPLETED | Events.COMPLETED)
     _attach(evaluator, logger, report, Events.COMPLETED)
     if artifact_metric is not None:
         artifact = EvaluationArtifactHandler(
             artifact_metric, metric_name, tag=tag, best_metric=best_metric, global_step_transform=step
         )
         _attach(evaluator, logger, artifact, Events.COMPLETED)
-    if images is not None:
-        _attach(evaluator, logger, images, Events.ITERATION_COMPLETED | Events.COMPLETED)
     return report, images
 
 

@@ -105,9 +105,7 @@ class SampleBins(NamedTuple):
     gt_missed: np.ndarray
 
 
-def detection_bins(
-    d: Detections, params: EvalParams, iou_index: int, background_threshold: float
-) -> SampleBins | None:
+def detection_bins(d: Detections, params: EvalParams, iou_index: int, background_threshold: float) -> SampleBins | None:
     """The bins of one image's objects on COCOeval's matching at ``params.iou_thresholds[iou_index]``
     (:func:`ignite_det.error_analysis.coco.error_bins`), or ``None`` where that function is not available."""
     try:

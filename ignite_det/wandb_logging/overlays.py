@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,8 @@ from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from ignite_det.params import EvalParams
-from ignite_det.table import Detections
+from ignite_det.per_image import per_image_table
+from ignite_det.table import Detections, category_index
 from ignite_det.wandb_logging.errors import SampleBins, detection_bins, fp_caption
 
 if TYPE_CHECKING:
@@ -190,6 +191,30 @@ def verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
     kinds = np.where(d.gt_ignored(), GT_KINDS[2], kinds)
     kinds = np.where(d.gt_crowd != 0, GT_KINDS[1], kinds)
     return Verdicts([str(v) for v in names], matches.iou, [str(k) for k in kinds])
+
+
+def error_counts(
+    y_pred: Sequence[Mapping[str, Any]], y: Sequence[Mapping[str, Any]], box_format: str, point: OperatingPoint
+) -> np.ndarray | None:
+    """The per-image rows (:data:`~ignite_det.per_image.PER_IMAGE_COLUMNS`) of a batch, in its order, as the
+    metric counts them with ``point``'s parameters and categories (every label where they are not known);
+    ``None`` if the batch does not read as the evaluation's type."""
+    params = point.params
+    num_keypoints = _num_keypoints(y[0]["keypoints"]) if params.iou_type == "keypoints" and y else 0
+    try:
+        with warnings.catch_warnings():  # the metric has said it already, of the same batch
+            warnings.simplefilter("ignore")
+            d = normalize_batch((list(y_pred), list(y)), box_format, params.iou_type, num_keypoints)
+    except ValueError:
+        return None
+    ids = point.category_ids
+    category_ids = np.unique(np.r_[d.gt_labels, d.det_labels]) if ids is None else np.asarray(ids, dtype=np.int64)
+    records = match_images(d, params, pair_iou(params))
+    kept = records.rank < params.max_detections[-1]
+    rows = per_image_table(d, records.outcome[0], kept, category_index(d.det_labels, category_ids), params)
+    in_order = np.empty_like(rows)
+    in_order[np.argsort(d.image_ids, kind="stable")] = rows  # per_image_table sorts by image id
+    return in_order.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class WandBReport:
     Args:
         tag: key prefix. Default ``"val"``.
         num_images: images to show, 0 (none) to 50. Default 16.
+        num_worst_images: the worst images whose pictures fill the per-image table's ``image`` column, 0 to
+            50, as in :func:`~ignite_det.attach_wandb_logging`. Default 16; none when ``num_images`` is 0.
         score_threshold: the lowest score of a logged prediction (the floor of W&B's score slider).
             Default 0.05.
         box_format: ``"xyxy"``, ``"xywh"`` or ``"cxcywh"``, as given to the metric. Default ``"xyxy"``.
@@ -73,6 +75,7 @@ class WandBReport:
         self,
         tag: str = "val",
         num_images: int = 16,
+        num_worst_images: int = 16,
         score_threshold: float = DEFAULT_SCORE_FLOOR,
         box_format: str = "xyxy",
         class_names: Mapping[int, str] | None = None,
@@ -83,7 +86,6 @@ class WandBReport:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or not 0 <= num_images <= MAX_IMAGES:
             raise ValueError(f"num_images must be an int from 0 to {MAX_IMAGES}, got {num_images!r}")
         self.tag = tag
-        self.report = CocoReportHandler(tag=tag, include_stats=True, max_plot_classes=max_plot_classes)
         self.images = None
         if num_images:
             self.images = DetectionImagesHandler(
@@ -92,7 +94,11 @@ class WandBReport:
                 score_threshold=score_threshold,
                 class_names=class_names,
                 box_format=box_format,
+                num_worst=num_worst_images,
             )
+        self.report = CocoReportHandler(
+            tag=tag, include_stats=True, max_plot_classes=max_plot_classes, images=self.images
+        )
         self.artifact = None
         if artifact_metric is not None:
             self.artifact = EvaluationArtifactHandler(artifact_metric, tag=tag, best_metric=best_metric)

@@ -53,7 +53,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wr.find_run_dir(tmp_path)
 
 
-@pytest.mark.parametrize(("which", "names", "values"), [("main", MAIN_ERRORS, MAIN), ("special", SPECIAL_ERRORS, SPECIAL)])
+@pytest.mark.parametrize(
+    ("which", "names", "values"), [("main", MAIN_ERRORS, MAIN), ("special", SPECIAL_ERRORS, SPECIAL)]
+)
 def test_bar_charts_hold_each_bins_dap_in_tides_order(run_dir: Path, which: str, names: tuple, values: dict) -> None:
     chart = wr.charts(run_dir)[f"val/errors/{which}"]
     assert chart["panel_config"]["panelDefId"] == "wandb/bar/v0"
