@@ -105,17 +105,25 @@ class SampleBins(NamedTuple):
     gt_missed: np.ndarray
 
 
-def detection_bins(d: Detections, params: EvalParams, iou_index: int, background_threshold: float) -> SampleBins | None:
+def detection_bins(
+    d: Detections,
+    params: EvalParams,
+    iou_index: int,
+    background_threshold: float,
+    category_ids: tuple[int, ...] | None = None,
+) -> SampleBins | None:
     """The bins of one image's objects on COCOeval's matching at ``params.iou_thresholds[iou_index]``
-    (:func:`ignite_det.error_analysis.coco.error_bins`), or ``None`` where that function is not available."""
+    (:func:`ignite_det.error_analysis.coco.error_bins`, with the evaluated ``category_ids``; default: every
+    label), or ``None`` where that function is not available."""
     try:
         from ignite_det.error_analysis.coco import error_bins  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
     from ignite_det.iou.by_type import pair_iou
 
-    det_bin, det_gt_row, gt_missed = error_bins(d, params, iou_index, background_threshold, pair_iou(params))
-    return SampleBins(np.asarray(det_bin), np.asarray(det_gt_row), np.asarray(gt_missed, dtype=bool))
+    ids = None if category_ids is None else np.asarray(category_ids, dtype=np.int64)
+    bins = error_bins(d, params, iou_index, background_threshold, pair_iou(params), category_ids=ids)
+    return SampleBins(np.asarray(bins.det_bin), np.asarray(bins.det_gt_row), np.asarray(bins.gt_missed, dtype=bool))
 
 
 def fp_caption(error: int, gt_name: str | None) -> str:

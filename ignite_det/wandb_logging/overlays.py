@@ -260,7 +260,9 @@ def _layers(
     if kind != point.params.iou_type:  # the pictures lack the evaluation's type: verdicts by box IoU
         point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0, errors=None)
     found = verdicts(d, point)
-    bins = detection_bins(d, point.params, *point.errors) if point.errors is not None else None
+    bins = None
+    if point.errors is not None:
+        bins = detection_bins(d, point.params, *point.errors, category_ids=point.category_ids)
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):
         labels.setdefault(int(c), str(int(c)))

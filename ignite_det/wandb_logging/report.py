@@ -176,10 +176,12 @@ def _confusion_rows(result: CocoResult, classes: list[int] | None = None) -> lis
 def _per_image_rows(result: CocoResult, pictures: Mapping[int, Any] | None) -> tuple[list[str], list[list[Any]]]:
     """The per-image table, worst first, at most :data:`MAX_TABLE_ROWS` rows (the worst); with ``pictures``
     (image id -> picture), an ``image`` column holding them, empty for the other images."""
-    worst = result.per_image.worst_first().table()[:MAX_TABLE_ROWS].tolist()  # W&B's limit: the worst 200,000
+    ordered = result.per_image.worst_first()
+    columns = list(getattr(ordered, "columns", PER_IMAGE_COLUMNS))  # with error analysis, the bins' counts too
+    worst = ordered.table()[:MAX_TABLE_ROWS].tolist()  # W&B's limit: the worst 200,000
     if pictures is None:
-        return list(PER_IMAGE_COLUMNS), worst
-    return [*PER_IMAGE_COLUMNS, "image"], [[*row, pictures.get(row[0])] for row in worst]
+        return columns, worst
+    return [*columns, "image"], [[*row, pictures.get(row[0])] for row in worst]
 
 
 def _threshold_words(result: CocoResult) -> str:
