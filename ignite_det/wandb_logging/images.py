@@ -108,10 +108,12 @@ class DetectionImagesHandler(_WandBHandler):
         key: the name under ``tag``. Default ``"detections"``.
         num_worst: also capture the pictures of the ``num_worst`` worst images (0 to 50), for the image column
             of the per-image table (``CocoReportHandler(images=handler)``): each batch's images are matched
-            as the metric matches them (its parameters, from its previous result; COCO's box defaults at the
-            first evaluation), and each process keeps the pictures of its worst ones by
+            as the metric matches them (its parameters and categories, from its previous result; at the first
+            evaluation COCO's box defaults and every label, so a detection of a category the metric does not
+            evaluate may count there), and each process keeps the pictures of its worst ones by
             :meth:`~ignite_det.PerImage.worst_first`'s order; at the end the images of the result's
-            ``num_worst`` first rows get a picture (with the sample's boxes and verdicts). Default 0: none.
+            ``num_worst`` first rows get a picture (with the sample's boxes and verdicts). Under distribution,
+            only for targets with an ``image_id``. Default 0: none.
 
     Raises:
         ValueError: if ``num_images`` is not in [1, 50] or ``box_format`` is unknown; when called, if a
@@ -208,6 +210,8 @@ class DetectionImagesHandler(_WandBHandler):
         y: Sequence[Mapping[str, Any]],
     ) -> None:
         """Keep the pictures of this process's ``num_worst`` worst images so far (worst_first's order)."""
+        if idist.get_world_size() > 1 and not all("image_id" in target for target in y):
+            return  # the metric numbers such images by arrival, which no process can tell from its position
         shown = [k for k, image in enumerate(images) if image is not None]
         point = self._point or OperatingPoint.of(None)
         counts = error_counts([y_pred[k] for k in shown], [y[k] for k in shown], self.box_format, point)
@@ -258,7 +262,8 @@ class DetectionImagesHandler(_WandBHandler):
         if not self.image_ids:  # the first evaluation: agree on the sample, then send only its images
             self.image_ids = sorted(set(_all_keys(list(local), self.num_images)))[: self.num_images]
         mine = [sample for key, sample in local.items() if key in self.image_ids]
-        everyone = _exchange(mine + worst, active=active)
+        everyone = _exchange(mine, active=active)
+        worst_everyone = _exchange(worst, active=active) if self.num_worst else None
         if result is not None and hasattr(result, "params"):
             self._point = OperatingPoint.of(result)  # the next evaluation's worst are matched by its parameters
         if everyone is None or not active:
@@ -267,8 +272,9 @@ class DetectionImagesHandler(_WandBHandler):
         for sample in everyone:
             by_key.setdefault(sample.image_id, sample)  # a padded repeat, on another process, shown once
         samples = [by_key[key] for key in self.image_ids if key in by_key]
+        worst_by_key = {sample.image_id: sample for sample in worst_everyone or []}
         worst_ids = [] if result is None or not self.num_worst else result.per_image.worst_first().image_id.tolist()
-        worst_samples = [by_key[key] for key in worst_ids[: self.num_worst] if key in by_key]
+        worst_samples = [worst_by_key[key] for key in worst_ids[: self.num_worst] if key in worst_by_key]
         names = {int(c): str(n) for c, n in self._names(result).items()}
         for sample in (*samples, *worst_samples):  # every label of the images: W&B keeps one set of classes per key
             for table in sample.tables.values():
