@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,16 @@ def _image(index: int) -> torch.Tensor:
 
 def _evaluator(logger: WandBLogger | None, case: str) -> Engine:
     evaluator = Engine(lambda engine, batch: (batch[1], batch[2]))
-    CocoMetric().attach(evaluator, "coco")
+    metric = CocoMetric()
+    metric.attach(evaluator, "coco")
     attach_wandb_logging(
-        logger, evaluator, tag=case, num_images=NUM_IMAGES, num_worst_images=NUM_WORST, score_threshold=0.0
+        logger,
+        evaluator,
+        tag=case,
+        num_images=NUM_IMAGES,
+        num_worst_images=NUM_WORST,
+        score_threshold=0.0,
+        artifact_metric=metric if case == "uneven" else None,  # the predictions are gathered from both
     )
     return evaluator
 
@@ -120,18 +128,26 @@ def _worst_pictures(run_root: Path, case: str) -> list[tuple[list[list[Any]], li
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]:
-    """Per case: (what the 2 gloo processes logged, what one process logged)."""
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every case logged by 2 gloo processes (``root / "two"``) and by one process (``root / "one"``)."""
     root = tmp_path_factory.mktemp("wandb_distributed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CUDA_VISIBLE_DEVICES", "")  # gloo workers stay off any GPU
+        mp.setenv("WANDB_DATA_DIR", str(root / "data"))  # the artifacts' staged copies
         spawn_gloo(_worker, str(root / "two"))
     one_process = {
         case: (dataset, with_ids, [[dataset]] * len(evaluations))
         for case, (dataset, with_ids, evaluations) in CASES.items()
     }
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_DATA_DIR", str(root / "data"))
         _log_cases(root / "one", one_process)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(root: Path) -> dict[str, tuple[Any, Any]]:
+    """Per case: (what the 2 gloo processes logged, what one process logged): sample images, worst pictures."""
     return {
         case: (
             (_logged_images(root / "two", case), _worst_pictures(root / "two", case)),
@@ -139,6 +155,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]
         )
         for case in CASES
     }
+
+
+@pytest.fixture(scope="module")
+def artifacts(root: Path) -> tuple[list[Any], list[Any]]:
+    """The evaluation artifacts of the 2-process run and of the one-process run (the ``uneven`` case)."""
+    return tuple(wr.artifacts(wr.find_run_dir(root / run), "evaluation") for run in ("two", "one"))  # type: ignore[return-value]
 
 
 def _expected_sample(dataset: list[int], with_ids: bool) -> list[int]:
@@ -175,6 +197,19 @@ def test_two_processes_picture_the_worst_images_one_process_pictures(runs: dict[
         assert len(pictures) == NUM_WORST
         assert [p["caption"].split(";")[0] for p in pictures] == [f"image_id {r[0]}" for r in rows[:NUM_WORST]]
         assert pictures == ref_pictures
+
+
+def test_two_processes_log_the_artifact_one_process_logs(artifacts: tuple[list[Any], list[Any]]) -> None:
+    two, one = artifacts
+    assert len(two) == len(one) == len(CASES["uneven"][2])
+    for got, reference in zip(two, one):
+        files, ref_files = wr.artifact_files(got), wr.artifact_files(reference)
+        assert set(files) == {"predictions.json", "report.json"}
+        predictions = json.loads(files["predictions.json"].read_text())
+        assert predictions == json.loads(ref_files["predictions.json"].read_text())
+        assert len(predictions) == sum(len(p["scores"]) for p in random_case(21)[0][:12])
+        assert json.loads(files["report.json"].read_text()) == json.loads(ref_files["report.json"].read_text())
+        assert set(got.aliases) - {"best"} == set(reference.aliases) - {"best"}
 
 
 def _nccl_worker(local_rank: int, out_dir: str) -> None:
