@@ -160,7 +160,8 @@ def runs(root: Path) -> dict[str, tuple[Any, Any]]:
 @pytest.fixture(scope="module")
 def artifacts(root: Path) -> tuple[list[Any], list[Any]]:
     """The evaluation artifacts of the 2-process run and of the one-process run (the ``uneven`` case)."""
-    return tuple(wr.artifacts(wr.find_run_dir(root / run), "evaluation") for run in ("two", "one"))  # type: ignore[return-value]
+    two, one = (wr.artifacts(wr.find_run_dir(root / run), "evaluation") for run in ("two", "one"))
+    return two, one
 
 
 def _expected_sample(dataset: list[int], with_ids: bool) -> list[int]:
