@@ -42,8 +42,15 @@ ERROR_CLASS_COLUMNS = (
 
 
 def _defined(value: float) -> float | None:
+    """An AP: COCO's -1 (undefined) and NaN as ``None``, an empty cell."""
     value = float(value)
     return None if value < 0 or not math.isfinite(value) else value
+
+
+def _finite(value: float) -> float | None:
+    """A dAP, which may be negative: NaN (a class without AP before or after the fix) as ``None``."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def error_bar_rows(values: Mapping[str, float], names: tuple[str, ...]) -> list[list[Any]]:
@@ -52,22 +59,23 @@ def error_bar_rows(values: Mapping[str, float], names: tuple[str, ...]) -> list[
 
 
 def error_class_rows(errors: ErrorAnalysis) -> list[list[Any]]:
-    """One row per class in :data:`ERROR_CLASS_COLUMNS` order; an undefined AP (-1, no ground truth) is ``None``."""
+    """One row per class in :data:`ERROR_CLASS_COLUMNS` order; an undefined AP (-1, no ground truth) or dAP (NaN)
+    is ``None``, an empty cell."""
     rows = []
     for c in errors.per_class:
-        dap = [float(c.main[name]) for name in MAIN_ERRORS] + [float(c.special[name]) for name in SPECIAL_ERRORS]
+        dap = [_finite(c.main[name]) for name in MAIN_ERRORS] + [_finite(c.special[name]) for name in SPECIAL_ERRORS]
         counts = [int(c.counts[name]) for name in MAIN_ERRORS]
         rows.append([int(c.category_id), str(c.name), _defined(c.ap), *dap, *counts])
     return rows
 
 
 def error_scalars(errors: ErrorAnalysis, tag: str) -> dict[str, float]:
-    """``tag/errors/AP``, ``tag/errors/dAP/<bin>`` (main and special) and ``tag/errors/count/<bin>`` (main)."""
+    """``tag/errors/AP``, ``tag/errors/dAP/<bin>`` (main and special; left out where NaN, so the chart shows a
+    gap) and ``tag/errors/count/<bin>`` (main)."""
     scalars = {f"{tag}/errors/AP": float(errors.ap)}
-    for name in MAIN_ERRORS:
-        scalars[f"{tag}/errors/dAP/{name}"] = float(errors.main[name])
-    for name in SPECIAL_ERRORS:
-        scalars[f"{tag}/errors/dAP/{name}"] = float(errors.special[name])
+    for name, value in (*errors.main.items(), *errors.special.items()):
+        if math.isfinite(value):
+            scalars[f"{tag}/errors/dAP/{name}"] = float(value)
     for name in MAIN_ERRORS:
         scalars[f"{tag}/errors/count/{name}"] = float(errors.counts[name])
     return scalars

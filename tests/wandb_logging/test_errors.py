@@ -40,7 +40,7 @@ ERRORS = ErrorAnalysis(
     main=MAIN,
     special=SPECIAL,
     counts=COUNTS,
-    per_class=(_class(1, "cat", 0.75, 0.5), _class(3, "dog", -1.0, 0.0)),
+    per_class=(_class(1, "cat", 0.75, 0.5), _class(3, "dog", -1.0, float("nan"))),
 )
 
 
@@ -76,8 +76,8 @@ def test_per_class_table_has_every_bin_per_class(run_dir: Path) -> None:
         record = dict(zip(columns, got))
         assert (record["category_id"], record["class"]) == (c.category_id, c.name)
         assert record["AP"] == (c.ap if c.ap >= 0 else None)
-        assert {name: record[f"dAP {name}"] for name in MAIN_ERRORS} == c.main
-        assert {name: record[f"dAP {name}"] for name in SPECIAL_ERRORS} == c.special
+        defined = {k: (v if v == v else None) for k, v in (*c.main.items(), *c.special.items())}  # NaN: empty
+        assert {name: record[f"dAP {name}"] for name in (*MAIN_ERRORS, *SPECIAL_ERRORS)} == defined
         assert {name: record[f"count {name}"] for name in MAIN_ERRORS} == c.counts
 
 
@@ -99,3 +99,13 @@ def test_false_positive_captions_name_the_bin() -> None:
         "FP dupe",
         "FP bkg",
     ]
+
+
+def test_an_undefined_dap_is_left_out_of_the_scalars() -> None:
+    from dataclasses import replace
+
+    from ignite_det.wandb_logging.errors import error_scalars
+
+    scalars = error_scalars(replace(ERRORS, main={**MAIN, "Loc": float("nan")}), "val")
+    assert "val/errors/dAP/Loc" not in scalars
+    assert scalars["val/errors/dAP/Cls"] == MAIN["Cls"] and scalars["val/errors/count/Loc"] == COUNTS["Loc"]
