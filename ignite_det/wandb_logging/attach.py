@@ -3,9 +3,12 @@
 * :class:`~ignite_det.wandb_logging.report.CocoReportHandler` logs the report of each evaluation: scalars, a
   per-class table, precision-recall and F1 curves, a confusion matrix, and the best AP in the summary.
 * :class:`~ignite_det.wandb_logging.images.DetectionImagesHandler` logs a fixed sample of validation images with
-  predicted and ground truth boxes, captured from the evaluator's own iterations.
+  predicted and ground truth boxes, captured from the evaluator's own iterations, and pictures the worst images
+  for the report's per-image table.
+* :class:`~ignite_det.wandb_logging.artifact.EvaluationArtifactHandler` (opt-in) logs each evaluation's predictions
+  file and JSON report as a version of a W&B artifact, ``best`` on the best one.
 
-Both follow Ignite's logger contract (``ignite/handlers/base_logger.py``): each is called as
+They follow Ignite's logger contract (``ignite/handlers/base_logger.py``): each is called as
 ``handler(engine, logger, event_name)``, takes its step from ``global_step_transform`` and makes at most
 one ``logger.log(..., step=...)`` call per event. W&B objects are built through the logger
 (``logger.Table``..., which ``WandBLogger`` forwards to the wandb module), so importing them does not
