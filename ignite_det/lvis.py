@@ -59,7 +59,8 @@ class LvisProtocol:
     """lvis-api's rules for :class:`~ignite_det.CocoMetric` (``protocol="lvis"``).
 
     ``frequencies``: each evaluated category's group, ``"r"``, ``"c"`` or ``"f"``; ``max_detections``:
-    the per-image cap across categories (L1).
+    the per-image cap across categories (L1); ``given_area``: keep each detection's own area instead of L9's
+    (for a caller that has set it as ``LVISResults`` does, as the command line does).
 
     Example:
         >>> protocol = LvisProtocol.create({1: "f", 2: "r"})
@@ -69,6 +70,9 @@ class LvisProtocol:
 
     frequencies: dict[int, str]
     max_detections: int = LVIS_MAX_DETECTIONS
+    # L9 off: each detection keeps the area it came with. The command line sets it, having set every result's
+    # area as LVISResults does (``results.py:42-62``: w * h of the bbox when results[0] has one, else the mask's).
+    given_area: bool = False
 
     @staticmethod
     def create(
@@ -100,7 +104,8 @@ class LvisProtocol:
         self._check_ground_truth(batch)
         batch = _keep(batch, "gt_", batch.gt_area > 0)  # L2
         batch = _keep(batch, "det_", _rank_in_image(batch) < self.max_detections)  # L1, before L2 and L3
-        batch = replace(batch, det_area=_det_area(batch, iou_type))  # L9
+        if not self.given_area:
+            batch = replace(batch, det_area=_det_area(batch, iou_type))  # L9
         batch = _keep(batch, "det_", batch.det_area > 0)  # L2
         verified, not_exhaustive = _federated(batch, lists)
         batch = _keep(batch, "det_", verified)  # L3
