@@ -7,6 +7,8 @@ LVIS's 1,203 classes every panel stays small (four curves, a confusion matrix of
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from ignite.engine import Engine
 from ignite.handlers.wandb_logger import WandBLogger
 
 from ignite_det import CocoMetric, attach_wandb_logging
+from ignite_det.wandb_logging.overlays import OperatingPoint, _make_sample, verdicts
 from ignite_det.wandb_logging.report import PER_CLASS_COLUMNS, _per_class_rows, per_class_columns
 from tests import wandb_records as wr
 from tests.lvis_reference import LvisCase, lvis_case, run_lvis
@@ -105,3 +108,49 @@ def test_coco_table_has_no_frequency_column() -> None:
     result = metric.compute()
     assert per_class_columns(result) == PER_CLASS_COLUMNS
     assert len(_per_class_rows(result)[0]) == len(PER_CLASS_COLUMNS)
+
+
+def _lvis_api_verdicts(case: LvisCase, iou_type: str) -> Counter:
+    """Per detection of the results, lvis-api's verdict at IoU 0.5 (area "all") from its ``eval_imgs``:
+    ``TP``/``FP``/``ignored``, and ``uncounted`` for those it never evaluates (beyond 300, unverified)."""
+    evaluator = run_lvis(case.gt, case.results, iou_type).evaluator
+    verdict: dict[int, str] = {}
+    for record in evaluator.eval_imgs:
+        if record is None or record["area_rng"] != evaluator.params.area_rng[0]:
+            continue
+        for k, dt_id in enumerate(record["dt_ids"]):
+            matched, ignored = record["dt_matches"][0, k] > 0, record["dt_ignore"][0, k] > 0
+            verdict[dt_id] = "ignored" if ignored else ("TP" if matched else "FP")
+    counted = Counter(_key(evaluator.lvis_dt.anns[i], verdict[i], iou_type) for i in verdict)
+    every = Counter(_key(r, "uncounted", iou_type) for r in case.results)
+    for (image, category, score, box, _), n in counted.items():
+        every[(image, category, score, box, "uncounted")] -= n
+    return +(every + counted)
+
+
+def _key(result: dict, verdict: str, iou_type: str) -> tuple:
+    """A detection by image, category, score and (for bbox) box; masks are told apart by the rest."""
+    box = tuple(round(float(v), 6) for v in result["bbox"]) if iou_type == "bbox" else None
+    return (result["image_id"], result["category_id"], round(float(result["score"]), 6), box, verdict)
+
+
+@pytest.mark.parametrize(("iou_type", "seed"), [("bbox", 0), ("bbox", 1), ("segm", 2)])
+def test_picture_verdicts_are_lvis_apis(iou_type: str, seed: int) -> None:
+    """Every detection's verdict on the pictures equals lvis-api's at IoU 0.5: unverified categories and those
+    beyond 300 are 'uncounted', unmatched detections of not-exhaustive categories 'ignored'."""
+    case = lvis_case(seed, iou_type)
+    metric = CocoMetric(protocol="lvis", category_frequencies=_frequencies(case), iou_type=iou_type)
+    predictions, targets = zip(*case.samples)
+    metric.update((list(predictions), list(targets)))
+    point = dataclasses.replace(OperatingPoint.of(metric.compute()), iou_index=0)
+    got: Counter = Counter()
+    for prediction, target in case.samples:
+        sample = _make_sample(target["image_id"], torch.zeros(3, 4, 4), prediction, target, "xyxy")
+        kind, d = sample.table(iou_type)
+        found = verdicts(d, point, sample.lvis_lists)
+        for label, score, box, verdict in zip(d.det_labels, d.det_scores, d.det_boxes, found.detections):
+            result = {"image_id": target["image_id"], "category_id": label, "score": score, "bbox": box}
+            got[_key(result, verdict, iou_type)] += 1
+    expected = _lvis_api_verdicts(case, iou_type)
+    assert got == expected
+    assert {key[-1] for key in expected} == {"TP", "FP", "ignored", "uncounted"}
