@@ -57,8 +57,13 @@ def per_class_columns(result: CocoResult) -> tuple[str, ...]:
     "f") after ``class`` under ``protocol="lvis"``, a plain column to sort and filter by in the W&B UI.
 
     Example:
+        >>> import torch
         >>> from ignite_det import CocoMetric
-        >>> per_class_columns(CocoMetric(protocol="lvis", category_frequencies={1: "r"}).compute())[:4]
+        >>> metric = CocoMetric(protocol="lvis", category_frequencies={1: "r"})
+        >>> metric.update(([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}],
+        ...     [{"boxes": torch.tensor([[0.0, 0, 5, 5]]), "labels": torch.tensor([1]), "image_id": 1,
+        ...       "neg_category_ids": [], "not_exhaustive_category_ids": []}]))
+        >>> per_class_columns(metric.compute())[:4]
         ('category_id', 'class', 'frequency', 'AP')
     """
     if result.lvis is None:
