@@ -12,8 +12,14 @@ verdict        meaning
 ``FP``         matched nothing COCOeval counts
 ``ignored``    matched a ground truth COCOeval ignores (a crowd region, a person without a
                labelled keypoint): counted neither way
-``uncounted``  ranked beyond ``max_detections[-1]`` in its (image, category): not evaluated
+``uncounted``  ranked beyond ``max_detections[-1]`` in its (image, category): not evaluated;
+               under ``protocol="lvis"`` also beyond its image's 300, or of a category neither
+               in the image's ground truth nor in its ``neg_category_ids`` (lvis-api drops it)
 =============  ==============================================================================
+
+Under ``protocol="lvis"`` the verdicts follow lvis-api's rules (:mod:`ignite_det.lvis`): an unmatched
+detection of a category in ``not_exhaustive_category_ids`` is ``ignored``, and a ground truth with an
+area not above 0 (not loaded) is ``ignored``.
 
 A ground truth is ``missed`` when no detection scoring at least the operating point's threshold
 matched it: the objects the operating point's recall misses.
@@ -35,6 +41,7 @@ from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, m
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+from ignite_det.lvis import LVIS_KEYS, LvisProtocol
 from ignite_det.params import EvalParams
 from ignite_det.table import Detections
 
@@ -80,6 +87,7 @@ class _Sample:
     image_id: int  # the target's image_id, or without one a key from the image's position
     image: np.ndarray  # uint8 (H, W, 3)
     tables: dict[str, Detections]  # iou_type -> the image's objects, normalised by the metric's contract
+    lvis_lists: dict[str, Any] | None = None  # the target's neg / not-exhaustive category ids, where it has them
 
     def table(self, iou_type: str) -> tuple[str, Detections]:
         """The objects of ``iou_type``, else of another type captured (boxes first)."""
@@ -103,7 +111,8 @@ def _make_sample(key: int, image: Any, pred: Mapping[str, Any], target: Mapping[
                 tables[iou_type] = normalize_batch(([pred], [target]), box_format, iou_type, num_keypoints)
         except ValueError:
             continue  # not the type the metric evaluates: the metric refuses its own type's errors first
-    return _Sample(image_id=key, image=_to_hwc_uint8(image), tables=tables)
+    lists = {k: target[k] for k in LVIS_KEYS} if all(k in target for k in LVIS_KEYS) else None
+    return _Sample(image_id=key, image=_to_hwc_uint8(image), tables=tables, lvis_lists=lists)
 
 
 def _num_keypoints(points: Any) -> int:
@@ -125,6 +134,7 @@ class OperatingPoint:
     iou_index: int
     score_threshold: float
     category_ids: tuple[int, ...] | None = None  # the evaluated categories (None: every label counts)
+    lvis: LvisProtocol | None = None  # protocol="lvis": lvis-api's rules decide what is evaluated
 
     @staticmethod
     def of(result: CocoResult | None) -> OperatingPoint:
@@ -135,7 +145,7 @@ class OperatingPoint:
         params = result.params
         index = params.iou_index(result.f1_iou_threshold)
         threshold = float(result.best_f1.counting_threshold)
-        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids))
+        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids), result.lvis)
 
     @property
     def iou_threshold(self) -> float:
@@ -158,8 +168,24 @@ class Verdicts:
     ground_truth: list[str]
 
 
-def verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
-    """COCOeval's verdicts on one image's objects at the operating point (area range "all")."""
+def verdicts(d: Detections, point: OperatingPoint, lvis_lists: Mapping[str, Any] | None = None) -> Verdicts:
+    """COCOeval's verdicts on one image's objects at the operating point (area range "all"); under
+    ``protocol="lvis"``, with the image's ``lvis_lists`` (``neg_category_ids``, ``not_exhaustive_category_ids``),
+    lvis-api's: the verdicts of the objects its rules keep, ``uncounted`` and ``ignored`` for the others."""
+    if point.lvis is None or lvis_lists is None:
+        return _coco_verdicts(d, point)
+    kept, det_rows, gt_rows = point.lvis.apply_rows(d, [lvis_lists], point.params.iou_type)
+    found = _coco_verdicts(kept, point)
+    detections = np.full(len(d.det_scores), "uncounted", dtype=object)
+    detections[det_rows] = found.detections
+    iou = np.full(len(d.det_scores), np.nan)
+    iou[det_rows] = found.iou
+    ground_truth = np.full(len(d.gt_labels), GT_KINDS[2], dtype=object)
+    ground_truth[gt_rows] = found.ground_truth
+    return Verdicts([str(v) for v in detections], iou, [str(k) for k in ground_truth])
+
+
+def _coco_verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
     params = point.params
     similarity = pair_iou(params)
     records = match_images(d, params, similarity)
@@ -221,7 +247,7 @@ def _layers(
     kind, d = sample.table(point.params.iou_type)
     if kind != point.params.iou_type:  # the pictures lack the evaluation's type: verdicts by box IoU
         point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0)
-    found = verdicts(d, point)
+    found = verdicts(d, point, sample.lvis_lists if kind == point.params.iou_type else None)
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):
         labels.setdefault(int(c), str(int(c)))
