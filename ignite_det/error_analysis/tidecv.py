@@ -347,24 +347,15 @@ def _claims(v: _Verdicts, gt_used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --- the AP runs (T9-T12) ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Points:
-    """The data points of one run: class index, score, group (0: pushed by an error, 1: an original true
-    positive, T11), visit index and whether each is a true positive."""
-
-    label: np.ndarray
-    score: np.ndarray
-    group: np.ndarray
-    visit: np.ndarray
-    correct: np.ndarray
-
-    @staticmethod
-    def join(parts: list[_Points]) -> _Points:
-        return _Points(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Points)))
-
-
 class _Runs:
-    """tidecv's original run and its fixed runs (``fix_errors``), each as per-class APs."""
+    """tidecv's original run and its fixed runs (``fix_errors``), each as per-class APs.
+
+    A run's data points are *items*: the kept detections (their own class and score) and, for the Cls fix, a
+    copy of each fixable Cls error relabelled to its ground truth's class. The items are sorted once by
+    (class, descending score, visit order); a run takes its items in that order and, where it has original
+    true positives, moves them after the errors' points of equal class and score (a stable sort on the tie
+    runs, nearly sorted already: T11).
+    """
 
     def __init__(
         self, d: Detections, v: _Verdicts, fixable: np.ndarray, gt_used: np.ndarray, missed: np.ndarray
@@ -372,72 +363,81 @@ class _Runs:
         regular = d.gt_crowd == 0
         self.labels = np.unique(np.r_[d.det_labels[v.rows], d.gt_labels[regular]])
         self.num_gt = self._per_class(d.gt_labels[regular])
-        self.v, self.fixable = v, fixable
-        self.det_label = np.searchsorted(self.labels, d.det_labels[v.rows])
-        self.gt_label = np.searchsorted(self.labels, d.gt_labels)  # the class a Cls fix relabels to
-        self.score = d.det_scores[v.rows]
         self.unused = self._per_class(d.gt_labels[regular & ~gt_used])
         self.missed = self._per_class(d.gt_labels[missed])
+        self.kept = len(v.rows)
+        self.status, self.error = v.status, v.error
+        self.fixable = fixable
+        relabelled = np.flatnonzero((v.error == CLS) & fixable)
+        self.relabelled = relabelled
+        self.label = np.r_[self._class(d.det_labels[v.rows]), self._class(d.gt_labels[v.target[relabelled]])]
+        score = d.det_scores[v.rows]
+        score = np.r_[score, score[relabelled]]
+        visit = np.r_[np.arange(self.kept), relabelled]
+        self.order = np.lexsort((visit, -score, self.label))
+        label, score = self.label[self.order], score[self.order]
+        tie = np.cumsum(np.r_[False, (label[1:] != label[:-1]) | (score[1:] != score[:-1])])
+        self.tie = np.empty(len(tie), dtype=np.int64)
+        self.tie[self.order] = tie
+
+    def counts(self, det_labels: np.ndarray, errors: np.ndarray, missed_labels: np.ndarray) -> np.ndarray:
+        """int64 (classes, 6): each class's count of each bin; a detection's bin counts in its own class, a
+        missed ground truth in its class."""
+        width = len(MAIN_ERRORS)
+        counts = np.bincount(self._class(det_labels) * width + errors, minlength=len(self.labels) * width)
+        counts = counts.reshape(len(self.labels), width)
+        counts[:, MISS] = self._per_class(missed_labels)
+        return counts
+
+    def _class(self, labels: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.labels, labels)
 
     def _per_class(self, labels: np.ndarray) -> np.ndarray:
-        return np.bincount(np.searchsorted(self.labels, labels), minlength=len(self.labels))
+        return np.bincount(self._class(labels), minlength=len(self.labels))
 
-    def _points(
-        self, which: np.ndarray, group: int, correct: bool, label: np.ndarray | None = None, score: float | None = None
-    ) -> _Points:
-        """The points of the kept detections ``which``, in visit order; ``label`` and ``score`` replace theirs."""
-        rows = np.flatnonzero(which)
-        return _Points(
-            self.det_label[rows] if label is None else label,
-            self.score[rows] if score is None else np.full(len(rows), score),
-            np.full(len(rows), group, dtype=np.int8),
-            rows,
-            np.full(len(rows), correct),
-        )
+    def _items(self, kept: np.ndarray, copies: np.ndarray | None = None) -> np.ndarray:
+        """bool over the items: the kept detections ``kept`` and the relabelled copies ``copies``."""
+        return np.r_[kept, np.zeros(len(self.relabelled), dtype=bool) if copies is None else copies]
 
     def original(self) -> tuple[np.ndarray, np.ndarray]:
-        """The run itself: its points in visit order (no groups)."""
-        status = self.v.status
-        counted = np.flatnonzero(status != IGNORED)
-        correct = status[counted] == TRUE_POSITIVE
-        points = _Points(
-            self.det_label[counted], self.score[counted], np.zeros(len(counted), np.int8), counted, correct
-        )
-        return class_aps(points, self.num_gt)
+        """The run itself: points in visit order, no groups."""
+        present = self._items(self.status != IGNORED)
+        order = self.order[present[self.order]]
+        return class_aps(self.label[order], self.status[order] == TRUE_POSITIVE, self.num_gt)
 
     def fixed(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``fix_errors`` for one main or special error: errors' points first, then the true positives."""
-        status, error = self.v.status, self.v.error
-        true_positives = self._points(status == TRUE_POSITIVE, 1, True)
-        false_positives = status == FALSE_POSITIVE
-        num_gt = self.num_gt
-        if name == "FalsePos":  # every false positive scores 0, every true positive 1 (errors/main_errors.py)
-            wrong = self._points(false_positives, 0, False, score=0.0)
-            right = self._points(status == TRUE_POSITIVE, 1, True, score=1.0)
-            return class_aps(_Points.join([wrong, right]), num_gt)
-        if name == "Miss":
-            num_gt = num_gt - self.missed
-        elif name == "FalseNeg":
-            num_gt = num_gt - self.unused
+        true_positive = self.status == TRUE_POSITIVE
+        false_positive = self.status == FALSE_POSITIVE
+        num_gt = {"Miss": self.num_gt - self.missed, "FalseNeg": self.num_gt - self.unused}.get(name, self.num_gt)
         code = MAIN_ERRORS.index(name) if name in MAIN_ERRORS else -1
-        parts = [self._points(false_positives & (error != code), 0, False)]
-        if code in (LOC, CLS):
-            fixed = (error == code) & self.fixable
-            label = self.gt_label[self.v.target[fixed]] if code == CLS else None
-            parts.append(self._points(fixed, 0, True, label))
-        return class_aps(_Points.join([*parts, true_positives]), num_gt)
+        kept = true_positive | (false_positive & (self.error != code))
+        correct = true_positive.copy()
+        copies = None
+        if code == LOC:
+            kept |= (self.error == LOC) & self.fixable
+            correct |= (self.error == LOC) & self.fixable
+        elif code == CLS:
+            copies = np.ones(len(self.relabelled), dtype=bool)
+        present = self._items(kept, copies)
+        order = self.order[present[self.order]]
+        later = self._items(true_positive)[order]  # the original true positives go after equal errors
+        if name == "FalsePos":  # every false positive scores 0, every true positive 1 (errors/main_errors.py)
+            order = order[np.argsort(self.label[order] * 2 + ~later, kind="stable")]
+        elif later.any():
+            order = order[np.argsort(self.tie[order] * 2 + later, kind="stable")]
+        is_correct = self._items(correct, copies)[order]
+        return class_aps(self.label[order], is_correct, num_gt)
 
 
-def class_aps(points: _Points, num_gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """tidecv's AP of each class (T9) as a fraction, and which classes its mean counts (T10).
+def class_aps(label: np.ndarray, correct: np.ndarray, num_gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """tidecv's AP of each class (T9) as a fraction, and which classes its mean counts (T10), from the data
+    points sorted by class, descending score and tidecv's tie order (T11).
 
-    Points are sorted by class, descending score, then group and visit order (T11). The precision envelope
-    and the recall search run over all classes at once on complex keys (class + 1j * value), which numpy
-    orders lexicographically: exact, no offsets added to the floats.
+    The precision envelope and the recall search run over all classes at once on complex keys
+    (class + 1j * value), which numpy orders lexicographically: exact, no offsets added to the floats.
     """
     num_classes = len(num_gt)
-    order = np.lexsort((points.visit, points.group, -points.score, points.label))
-    label, correct = points.label[order], points.correct[order]
     count = np.bincount(label, minlength=num_classes)
     start = np.cumsum(count) - count
     tp = np.cumsum(correct)
@@ -485,13 +485,9 @@ def _analysis(
     main = {name: max(gains[name], 0.0) for name in MAIN_ERRORS}  # T12
     special = {name: gains[name] for name in SPECIAL_ERRORS}
     binned = v.status != TRUE_POSITIVE
-    det_class = d.det_labels[v.rows[binned]]
-    det_error = v.error[binned]
-    counts = {name: int(np.sum(det_error == code)) for code, name in enumerate(MAIN_ERRORS) if code != MISS}
-    counts["Miss"] = int(missed.sum())
-    per_class = _per_class(
-        runs, base_aps, base_counted, fixed, det_class, det_error, d.gt_labels[missed], category_ids, class_names
-    )
+    class_counts = runs.counts(d.det_labels[v.rows[binned]], v.error[binned], d.gt_labels[missed])
+    counts = {name: int(n) for name, n in zip(MAIN_ERRORS, class_counts.sum(axis=0))}
+    per_class = _per_class(runs, base_aps, base_counted, fixed, class_counts, category_ids, class_names)
     return ErrorAnalysis(
         mode="tidecv",
         iou_threshold=float(t_f),
@@ -511,24 +507,21 @@ def _per_class(
     base_aps: np.ndarray,
     base_counted: np.ndarray,
     fixed: dict[str, tuple[np.ndarray, np.ndarray]],
-    det_class: np.ndarray,
-    det_error: np.ndarray,
-    missed_class: np.ndarray,
+    class_counts: np.ndarray,
     category_ids: np.ndarray,
     class_names: Mapping[int, str],
 ) -> tuple[ClassErrors, ...]:
+    """One row per category of ``category_ids``: tidecv's per-class AP of each run (``objs[k].get_ap()``)."""
     rows = []
     for category in np.asarray(category_ids, dtype=np.int64).tolist():
         k = int(np.searchsorted(runs.labels, category))
-        known = k < len(runs.labels) and runs.labels[k] == category and base_counted[k]
+        present = k < len(runs.labels) and runs.labels[k] == category
+        known = present and bool(base_counted[k])
         gains = {
             name: float(aps[k] - base_aps[k]) if known and counted[k] else float("nan")
             for name, (aps, counted) in fixed.items()
         }
-        counts = {
-            name: int(np.sum((det_class == category) & (det_error == code))) for code, name in enumerate(MAIN_ERRORS)
-        }
-        counts["Miss"] = int(np.sum(missed_class == category))
+        counts = class_counts[k] if present else np.zeros(len(MAIN_ERRORS), np.int64)
         rows.append(
             ClassErrors(
                 category_id=category,
@@ -536,7 +529,7 @@ def _per_class(
                 ap=float(base_aps[k]) if known else -1.0,
                 main={name: gains[name] for name in MAIN_ERRORS},
                 special={name: gains[name] for name in SPECIAL_ERRORS},
-                counts=counts,
+                counts={name: int(n) for name, n in zip(MAIN_ERRORS, counts)},
             )
         )
     return tuple(rows)
@@ -549,7 +542,7 @@ def _false_positive_rows(d: Detections, v: _Verdicts, binned: np.ndarray) -> Fal
     has_gt = target >= 0
     gt_index = np.where(has_gt, target - np.searchsorted(d.gt_position, position, side="left"), -1)
     image_id = d.image_ids[position]
-    order = np.lexsort((detection, image_id))
+    order = np.argsort(_image_rank(d)[position] * len(d.det_scores) + rows)  # by image id, then place
     columns = {
         "image_id": image_id,
         "detection": detection,
@@ -567,5 +560,12 @@ def _missed_rows(d: Detections, missed: np.ndarray) -> MissedObjects:
     position = d.gt_position[rows]
     gt_index = rows - np.searchsorted(d.gt_position, position, side="left")
     image_id = d.image_ids[position]
-    order = np.lexsort((gt_index, image_id))
+    order = np.argsort(_image_rank(d)[position] * len(d.gt_labels) + rows)
     return MissedObjects(image_id[order], gt_index[order], d.gt_labels[rows][order])
+
+
+def _image_rank(d: Detections) -> np.ndarray:
+    """int64 (I,): each position's place in image-id order."""
+    rank = np.empty(d.num_images, dtype=np.int64)
+    rank[np.argsort(d.image_ids, kind="stable")] = np.arange(d.num_images)
+    return rank
