@@ -6,11 +6,11 @@ itself, on the same deterministic workload (benchmarks/workload.py), in one proc
 - tidecv 1.0.1: its ``Data`` filled from the same boxes (as its COCO loaders fill it; not timed), then
   ``TIDE().evaluate(...)``, ``get_main_errors()`` and ``get_special_errors()`` (timed).
 
-Both numbers sets are compared (largest difference of AP and the eight dAP, as fractions, and the counts).
+Both sets of numbers are compared (largest difference of AP and the eight dAP, as fractions, and the counts).
 Medians over ``--repeats``.
 
-    python benchmarks/bench_tidecv.py                       # COCO-val-sized: 5,000 images, 500,000 detections
-    python benchmarks/bench_tidecv.py --workload small --repeats 3
+    PYTHONPATH=. python benchmarks/bench_tidecv.py          # COCO-val-sized: 5,000 images, 500,000 detections
+    PYTHONPATH=. python benchmarks/bench_tidecv.py --workload small --repeats 3
 """
 
 from __future__ import annotations
@@ -18,25 +18,22 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
-import sys
 
 import numpy as np
+from conversions import to_xywh
+from tidecv import TIDE
+from tidecv.data import Data
+from workload import SIZES, make_workload
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conversions import to_xywh  # noqa: E402
-from tidecv import TIDE  # noqa: E402
-from tidecv.data import Data  # noqa: E402
-from workload import SIZES, make_workload  # noqa: E402
-
-from ignite_det.error_analysis import MAIN_ERRORS, SPECIAL_ERRORS  # noqa: E402
-from ignite_det.error_analysis.tidecv import tidecv_errors  # noqa: E402
-from ignite_det.inputs import normalize_batch  # noqa: E402
-from ignite_det.params import EvalParams  # noqa: E402
-from ignite_det.store import DetectionStore  # noqa: E402
+from ignite_det.error_analysis import MAIN_ERRORS, SPECIAL_ERRORS
+from ignite_det.error_analysis.tidecv import tidecv_errors
+from ignite_det.inputs import normalize_batch
+from ignite_det.params import EvalParams
+from ignite_det.store import DetectionStore
+from ignite_det.table import Detections
 
 
-def record(predictions: list, targets: list):
+def record(predictions: list, targets: list) -> Detections:
     store = DetectionStore()
     for start in range(0, len(targets), 16):
         store.append(normalize_batch((predictions[start : start + 16], targets[start : start + 16]), "xyxy"))

@@ -147,7 +147,6 @@ def tidecv_errors(
     Example:
         >>> import torch
         >>> from ignite_det.inputs import normalize_batch
-        >>> box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
         >>> batch = ([{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 6.0]]),
         ...            "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([1, 1])}],
         ...          [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]]),
