@@ -127,3 +127,58 @@ def make_workload(name: str = "coco", seed: int = 0) -> Workload:
             }
         )
     return Workload(predictions, targets, num_classes)
+
+
+# LVIS v1's category counts per frequency group (rare, common, frequent), in id order r..., c..., f... shuffled
+LVIS_GROUPS = (("r", 337), ("c", 461), ("f", 405))
+
+
+@dataclass
+class LvisWorkload:
+    """An LVIS-style evaluation as tensors: targets with the federated lists, each category's frequency group."""
+
+    predictions: list[dict[str, torch.Tensor]]
+    targets: list[dict[str, torch.Tensor]]
+    frequencies: dict[int, str]
+
+
+def make_lvis_workload(num_images: int = 10_000, seed: int = 0, detections_per_image: int = 300) -> LvisWorkload:
+    """LVIS-sized (default: 10,000 images, ~12.3 ground truths per image over 1,203 classes, 300 detections per
+    image, 3 million): the ``lvis`` workload's boxes without crowd regions (LVIS has none), and per image about 8
+    ``neg_category_ids`` (absent categories; a third of the background detections are given one, so the
+    federated filter keeps them as false positives, the rest of unverified categories are dropped) and each
+    positive category ``not_exhaustive`` with probability 0.1. Same seed, same data.
+    """
+    _, _, num_classes, gt_per_image = SIZES["lvis"]
+    rng = np.random.default_rng(seed)
+    groups = np.concatenate([np.full(n, g) for g, n in LVIS_GROUPS])
+    frequencies = {k + 1: str(g) for k, g in enumerate(rng.permutation(groups))}
+    predictions, targets = [], []
+    for image_id in range(1, num_images + 1):
+        gt_boxes, gt_labels, _ = _ground_truth(rng, rng.poisson(gt_per_image), num_classes)
+        area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+        area = area * rng.uniform(0.6, 0.9, len(area))  # a polygon covers less than its box
+        boxes, scores, labels = _detections(rng, gt_boxes, gt_labels, detections_per_image, num_classes)
+        present = np.unique(gt_labels)
+        negatives = np.setdiff1d(rng.choice(num_classes, 8, replace=False) + 1, present)
+        if len(negatives):
+            verified = rng.random(len(labels)) < 0.33
+            labels = np.where(verified & (scores < 0.5), rng.choice(negatives, len(labels)), labels)
+        targets.append(
+            {
+                "boxes": torch.from_numpy(gt_boxes),
+                "labels": torch.from_numpy(gt_labels),
+                "area": torch.from_numpy(area),
+                "image_id": image_id,
+                "neg_category_ids": torch.from_numpy(np.sort(negatives)),
+                "not_exhaustive_category_ids": torch.from_numpy(present[rng.random(len(present)) < 0.1]),
+            }
+        )
+        predictions.append(
+            {
+                "boxes": torch.from_numpy(boxes).float(),
+                "scores": torch.from_numpy(scores).float(),
+                "labels": torch.from_numpy(labels),
+            }
+        )
+    return LvisWorkload(predictions, targets, frequencies)

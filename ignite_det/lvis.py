@@ -59,7 +59,8 @@ class LvisProtocol:
     """lvis-api's rules for :class:`~ignite_det.CocoMetric` (``protocol="lvis"``).
 
     ``frequencies``: each evaluated category's group, ``"r"``, ``"c"`` or ``"f"``; ``max_detections``:
-    the per-image cap across categories (L1).
+    the per-image cap across categories (L1); ``given_area``: keep each detection's own area instead of L9's
+    (for a caller that has set it as ``LVISResults`` does, as the command line does).
 
     Example:
         >>> protocol = LvisProtocol.create({1: "f", 2: "r"})
@@ -69,6 +70,9 @@ class LvisProtocol:
 
     frequencies: dict[int, str]
     max_detections: int = LVIS_MAX_DETECTIONS
+    # L9 off: each detection keeps the area it came with. The command line sets it, having set every result's
+    # area as LVISResults does (``results.py:42-62``: w * h of the bbox when results[0] has one, else the mask's).
+    given_area: bool = False
 
     @staticmethod
     def create(
@@ -96,15 +100,27 @@ class LvisProtocol:
             ValueError: for a target without the LVIS keys, with ``iscrowd=1``, or with a category that is
                 not in ``frequencies``.
         """
+        return self.apply_rows(batch, y, iou_type)[0]
+
+    def apply_rows(
+        self, batch: Detections, y: Sequence[Mapping[str, Any]], iou_type: str
+    ) -> tuple[Detections, np.ndarray, np.ndarray]:
+        """:meth:`apply`, with the rows of ``batch``'s detections and of its ground truth that the result keeps
+        (so that a picture can name what lvis-api leaves out of the evaluation)."""
         lists = [_label_lists(i, target) for i, target in enumerate(y)]
         self._check_ground_truth(batch)
+        det_rows, gt_rows = np.arange(len(batch.det_scores)), np.flatnonzero(batch.gt_area > 0)
         batch = _keep(batch, "gt_", batch.gt_area > 0)  # L2
-        batch = _keep(batch, "det_", _rank_in_image(batch) < self.max_detections)  # L1, before L2 and L3
-        batch = replace(batch, det_area=_det_area(batch, iou_type))  # L9
-        batch = _keep(batch, "det_", batch.det_area > 0)  # L2
+        keep = _rank_in_image(batch) < self.max_detections  # L1, before L2 and L3
+        batch, det_rows = _keep(batch, "det_", keep), det_rows[keep]
+        if not self.given_area:
+            batch = replace(batch, det_area=_det_area(batch, iou_type))  # L9
+        keep = batch.det_area > 0  # L2
+        batch, det_rows = _keep(batch, "det_", keep), det_rows[keep]
         verified, not_exhaustive = _federated(batch, lists)
-        batch = _keep(batch, "det_", verified)  # L3
-        return replace(batch, det_area=np.where(not_exhaustive[verified], NOT_EXHAUSTIVE_AREA, batch.det_area))
+        batch, det_rows = _keep(batch, "det_", verified), det_rows[verified]  # L3
+        batch = replace(batch, det_area=np.where(not_exhaustive[verified], NOT_EXHAUSTIVE_AREA, batch.det_area))
+        return batch, det_rows, gt_rows
 
     def _check_ground_truth(self, batch: Detections) -> None:
         if batch.gt_crowd.any():

@@ -178,7 +178,9 @@ def load_ground_truth(path: Path, iou_type: str = "bbox") -> GroundTruth:
     )
 
 
-def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type: str = "bbox") -> Predictions:
+def load_predictions(
+    path: Path, gt: GroundTruth, strict: bool = False, iou_type: str = "bbox", protocol: str = "coco"
+) -> Predictions:
     """Read and check a COCO results list against the ground truth.
 
     A result needs ``image_id``, ``category_id``, ``score`` and a ``bbox`` (xywh) or, without one, a
@@ -189,6 +191,9 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type
     the ground truth's); a result's area, which picks its area range, is then as ``loadRes`` sets it:
     ``w * h`` of a given ``bbox`` when ``results[0]`` has one, else the mask's area or the keypoints'
     extent. The warnings include :mod:`ignite_det.plausibility`'s (xyxy, normalised, shifted ids).
+    With ``protocol="lvis"`` results of unknown categories are kept (with the warning): ``LVISResults`` caps
+    each image at 300 results before anything else (``results.py:39-40``), so they take places there, and the
+    metric then leaves them out as ``LVISEval`` does (``eval.py:64-69``: only the ground truth's categories).
 
     Raises:
         InputError: naming the file, the entry and the problem.
@@ -224,6 +229,12 @@ def load_predictions(path: Path, gt: GroundTruth, strict: bool = False, iou_type
     message = _not_known(labels, known, "category ids", source, "the ground truth")
     if strict:
         raise source.error(message)
+    if protocol == "lvis":  # kept for LVISResults' cap of 300 per image, then not evaluated
+        warning = (
+            f"{path}: {message}; they are not evaluated but take places in the 300 per image, as in lvis-api "
+            "(--strict refuses them)"
+        )
+        return replace(predictions, warnings=(warning, *hints))
     warning = f"{path}: {message}; they are left out, as pycocotools leaves them out (--strict refuses them)"
     return predictions.select(known, (warning, *hints))
 

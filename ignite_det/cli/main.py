@@ -28,6 +28,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -289,7 +290,7 @@ def _count_image_files(gt: GroundTruth, images_dir: Path | None) -> int:
 
 def _metric(args: argparse.Namespace, gt: GroundTruth) -> CocoMetric:
     try:
-        return CocoMetric(
+        metric = CocoMetric(
             box_format="xywh",
             backend=args.backend,
             class_names=gt.class_names,
@@ -303,6 +304,9 @@ def _metric(args: argparse.Namespace, gt: GroundTruth) -> CocoMetric:
         )
     except (ModuleNotFoundError, ValueError) as error:  # faster-coco-eval missing, bad --keypoint-sigmas
         raise InputError(str(error)) from None
+    if metric._lvis is not None:  # the file reader set each result's area as LVISResults does: keep it (L9 off)
+        metric._lvis = replace(metric._lvis, given_area=True)
+    return metric
 
 
 def _protocol_arguments(args: argparse.Namespace, gt: GroundTruth) -> dict[str, Any]:
@@ -394,7 +398,9 @@ def _finish_wandb(logger: WandBLogger) -> None:
 def evaluate(args: argparse.Namespace) -> CocoResult:
     """Load, validate, run the evaluator; returns the :class:`~ignite_det.CocoResult`."""
     gt = load_ground_truth(args.gt, args.iou_type)
-    predictions = load_predictions(args.predictions, gt, strict=args.strict, iou_type=args.iou_type)
+    predictions = load_predictions(
+        args.predictions, gt, strict=args.strict, iou_type=args.iou_type, protocol=args.protocol or "coco"
+    )
     _check_keypoint_count(args, gt)
     for warning in (*gt.warnings, *predictions.warnings):
         _warn(warning)

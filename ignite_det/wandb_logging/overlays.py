@@ -12,8 +12,14 @@ verdict        meaning
 ``FP``         matched nothing COCOeval counts
 ``ignored``    matched a ground truth COCOeval ignores (a crowd region, a person without a
                labelled keypoint): counted neither way
-``uncounted``  ranked beyond ``max_detections[-1]`` in its (image, category): not evaluated
+``uncounted``  ranked beyond ``max_detections[-1]`` in its (image, category): not evaluated;
+               under ``protocol="lvis"`` also beyond its image's 300, or of a category neither
+               in the image's ground truth nor in its ``neg_category_ids`` (lvis-api drops it)
 =============  ==============================================================================
+
+Under ``protocol="lvis"`` the verdicts follow lvis-api's rules (:mod:`ignite_det.lvis`): an unmatched
+detection of a category in ``not_exhaustive_category_ids`` is ``ignored``, and a ground truth with an
+area not above 0 (not loaded) is ``ignored``.
 
 A ground truth is ``missed`` when no detection scoring at least the operating point's threshold
 matched it: the objects the operating point's recall misses.
@@ -41,6 +47,7 @@ from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, m
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+from ignite_det.lvis import LVIS_KEYS, LvisProtocol
 from ignite_det.params import EvalParams
 from ignite_det.per_image import per_image_table
 from ignite_det.table import Detections, category_index
@@ -88,6 +95,7 @@ class _Sample:
     image_id: int  # the target's image_id, or without one a key from the image's position
     image: np.ndarray  # uint8 (H, W, 3)
     tables: dict[str, Detections]  # iou_type -> the image's objects, normalised by the metric's contract
+    lvis_lists: dict[str, Any] | None = None  # the target's neg / not-exhaustive category ids, where it has them
 
     def table(self, iou_type: str) -> tuple[str, Detections]:
         """The objects of ``iou_type``, else of another type captured (boxes first)."""
@@ -111,7 +119,8 @@ def _make_sample(key: int, image: Any, pred: Mapping[str, Any], target: Mapping[
                 tables[iou_type] = normalize_batch(([pred], [target]), box_format, iou_type, num_keypoints)
         except ValueError:
             continue  # not the type the metric evaluates: the metric refuses its own type's errors first
-    return _Sample(image_id=key, image=_to_hwc_uint8(image), tables=tables)
+    lists = {k: target[k] for k in LVIS_KEYS} if all(k in target for k in LVIS_KEYS) else None
+    return _Sample(image_id=key, image=_to_hwc_uint8(image), tables=tables, lvis_lists=lists)
 
 
 def _num_keypoints(points: Any) -> int:
@@ -133,6 +142,7 @@ class OperatingPoint:
     iou_index: int
     score_threshold: float
     category_ids: tuple[int, ...] | None = None  # the evaluated categories (None: every label counts)
+    lvis: LvisProtocol | None = None  # protocol="lvis": lvis-api's rules decide what is evaluated
     errors: tuple[int, float] | None = None  # the error analysis's IoU index and background threshold (coco mode)
 
     @staticmethod
@@ -149,7 +159,7 @@ class OperatingPoint:
             errors_index = params.iou_index(result.errors.iou_threshold)
             if errors_index is not None:
                 errors = (int(errors_index), float(result.errors.background_threshold))
-        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids), errors)
+        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids), result.lvis, errors)
 
     @property
     def iou_threshold(self) -> float:
@@ -172,8 +182,24 @@ class Verdicts:
     ground_truth: list[str]
 
 
-def verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
-    """COCOeval's verdicts on one image's objects at the operating point (area range "all")."""
+def verdicts(d: Detections, point: OperatingPoint, lvis_lists: Mapping[str, Any] | None = None) -> Verdicts:
+    """COCOeval's verdicts on one image's objects at the operating point (area range "all"); under
+    ``protocol="lvis"``, with the image's ``lvis_lists`` (``neg_category_ids``, ``not_exhaustive_category_ids``),
+    lvis-api's: the verdicts of the objects its rules keep, ``uncounted`` and ``ignored`` for the others."""
+    if point.lvis is None or lvis_lists is None:
+        return _coco_verdicts(d, point)
+    kept, det_rows, gt_rows = point.lvis.apply_rows(d, [lvis_lists], point.params.iou_type)
+    found = _coco_verdicts(kept, point)
+    detections = np.full(len(d.det_scores), "uncounted", dtype=object)
+    detections[det_rows] = found.detections
+    iou = np.full(len(d.det_scores), np.nan)
+    iou[det_rows] = found.iou
+    ground_truth = np.full(len(d.gt_labels), GT_KINDS[2], dtype=object)
+    ground_truth[gt_rows] = found.ground_truth
+    return Verdicts([str(v) for v in detections], iou, [str(k) for k in ground_truth])
+
+
+def _coco_verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
     params = point.params
     similarity = pair_iou(params)
     records = match_images(d, params, similarity)
@@ -197,14 +223,16 @@ def error_counts(
     y_pred: Sequence[Mapping[str, Any]], y: Sequence[Mapping[str, Any]], box_format: str, point: OperatingPoint
 ) -> np.ndarray | None:
     """The per-image rows (:data:`~ignite_det.per_image.PER_IMAGE_COLUMNS`) of a batch, in its order, as the
-    metric counts them with ``point``'s parameters and categories (every label where they are not known);
-    ``None`` if the batch does not read as the evaluation's type."""
+    metric counts them with ``point``'s parameters, categories (every label where they are not known) and
+    protocol; ``None`` if the batch does not read as the evaluation's type."""
     params = point.params
     num_keypoints = _num_keypoints(y[0]["keypoints"]) if params.iou_type == "keypoints" and y else 0
     try:
         with warnings.catch_warnings():  # the metric has said it already, of the same batch
             warnings.simplefilter("ignore")
             d = normalize_batch((list(y_pred), list(y)), box_format, params.iou_type, num_keypoints)
+            if point.lvis is not None:  # lvis-api's rules, as the metric applies them to each batch
+                d = point.lvis.apply(d, y, params.iou_type)
     except ValueError:
         return None
     ids = point.category_ids
@@ -259,9 +287,9 @@ def _layers(
     kind, d = sample.table(point.params.iou_type)
     if kind != point.params.iou_type:  # the pictures lack the evaluation's type: verdicts by box IoU
         point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0, errors=None)
-    found = verdicts(d, point)
+    found = verdicts(d, point, sample.lvis_lists if kind == point.params.iou_type else None)
     bins = None
-    if point.errors is not None:
+    if point.errors is not None and point.lvis is None:  # the bins are COCOeval's, not lvis-api's rules
         bins = detection_bins(d, point.params, *point.errors, category_ids=point.category_ids)
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):

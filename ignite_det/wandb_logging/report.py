@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ignite_det.result import CocoResult
     from ignite_det.wandb_logging.images import DetectionImagesHandler
 
-__all__ = ["DEFAULT_PLOT_CLASSES", "PER_CLASS_COLUMNS", "CocoReportHandler"]
+__all__ = ["DEFAULT_PLOT_CLASSES", "PER_CLASS_COLUMNS", "CocoReportHandler", "per_class_columns"]
 
 BACKGROUND = "background"
 OTHER_CLASSES = "other classes"
@@ -48,6 +48,30 @@ PER_CLASS_COLUMNS = (
     "recall",
     "F1",
 )
+
+# Under protocol="lvis": the frequency group's column (after "class") and the names of the groups' PR curves
+FREQUENCY_COLUMN = "frequency"
+GROUP_CURVES = (("r", "rare"), ("c", "common"), ("f", "frequent"))
+
+
+def per_class_columns(result: CocoResult) -> tuple[str, ...]:
+    """The per-class table's columns: :data:`PER_CLASS_COLUMNS`, with LVIS's ``frequency`` group ("r", "c",
+    "f") after ``class`` under ``protocol="lvis"``, a plain column to sort and filter by in the W&B UI.
+
+    Example:
+        >>> import torch
+        >>> from ignite_det import CocoMetric
+        >>> metric = CocoMetric(protocol="lvis", category_frequencies={1: "r"})
+        >>> metric.update(([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}],
+        ...     [{"boxes": torch.tensor([[0.0, 0, 5, 5]]), "labels": torch.tensor([1]), "image_id": 1,
+        ...       "neg_category_ids": [], "not_exhaustive_category_ids": []}]))
+        >>> per_class_columns(metric.compute())[:4]
+        ('category_id', 'class', 'frequency', 'AP')
+    """
+    if result.lvis is None:
+        return PER_CLASS_COLUMNS
+    return (*PER_CLASS_COLUMNS[:2], FREQUENCY_COLUMN, *PER_CLASS_COLUMNS[2:])
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Result -> plain Python data (no W&B objects; tested without a run)
@@ -81,7 +105,7 @@ def _scalars(result: CocoResult, tag: str, include_stats: bool = True) -> dict[s
 
 
 def _per_class_rows(result: CocoResult) -> list[list[Any]]:
-    """One row per class in :data:`PER_CLASS_COLUMNS` order; undefined values are ``None``.
+    """One row per class in :func:`per_class_columns` order; undefined values are ``None``.
 
     ``num_det`` counts every detection of the class, at any score; ``num_det_at_threshold`` those the
     confusion matrix counts at the operating point (its column, background row included).
@@ -92,7 +116,8 @@ def _per_class_rows(result: CocoResult) -> list[list[Any]]:
         stats = [_defined(getattr(c, name)) for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR_max")]
         f1 = [_defined(c.f1.threshold), _defined(c.f1.precision), _defined(c.f1.recall), _defined(c.f1.f1)]
         counts = [int(c.num_gt), int(c.num_det), int(at_threshold[k])]
-        rows.append([int(c.category_id), str(c.name), *stats, *counts, *f1])
+        group = [] if result.lvis is None else [c.frequency]
+        rows.append([int(c.category_id), str(c.name), *group, *stats, *counts, *f1])
     return rows
 
 
@@ -134,6 +159,34 @@ def _pr_lines(
             ys.append(y)
             keys.append(key)
     return xs, ys, keys
+
+
+def _group_pr_lines(result: CocoResult, iou_threshold: float) -> tuple[list[list[float]], list[list[float]], list[str]]:
+    """Under LVIS, one precision-recall curve per frequency group, the mean over its classes that have ground
+    truth (as ``pr_curve(category_id=None)`` averages all of them), and the ``mean`` over all classes: four
+    readable lines where 1,203 per-class curves would not be. A group without ground truth has no curve.
+    """
+    assert result.lvis is not None
+    t = result.params.iou_index(iou_threshold)
+    if t is None:  # custom IoU thresholds without this one
+        return [], [], []
+    curves = result.precision[t, :, :, 0, -1]  # (R, K), area "all", the one max_detections
+    groups = np.array([result.lvis.frequencies[int(c)] for c in result.category_ids])
+    xs, ys, keys = [], [], []
+    for key, members in [*((name, groups == g) for g, name in GROUP_CURVES), ("mean", np.ones(len(groups), bool))]:
+        x, y = _line(result.params.rec_thresholds, _mean_defined(curves[:, members]))
+        if x:
+            xs.append(x)
+            ys.append(y)
+            keys.append(key)
+    return xs, ys, keys
+
+
+def _mean_defined(curves: np.ndarray) -> np.ndarray:
+    """Each row's mean over its entries above -1; -1 where none is (COCO's undefined)."""
+    valid = curves > -1
+    counts = valid.sum(axis=1)
+    return np.where(counts > 0, np.where(valid, curves, 0).sum(axis=1) / np.maximum(counts, 1), -1.0)
 
 
 def _f1_lines(result: CocoResult) -> tuple[list[list[float]], list[list[float]], list[str]]:
@@ -211,7 +264,8 @@ class CocoReportHandler(_WandBHandler):
       a chart (left out while undefined: no ground truth);
     - ``val/per_class``: a table, one row per class, columns :data:`PER_CLASS_COLUMNS` (COCO's -1,
       undefined, is an empty cell), every class whatever their number; ``num_det`` counts the
-      detections at any score, ``num_det_at_threshold`` those at the operating point;
+      detections at any score, ``num_det_at_threshold`` those at the operating point; under
+      ``protocol="lvis"`` a ``frequency`` column ("r", "c", "f") follows ``class`` (:func:`per_class_columns`);
     - ``val/per_image``: a table, one row per image, worst first (``CocoResult.per_image.worst_first()``),
       columns :data:`~ignite_det.per_image.PER_IMAGE_COLUMNS`, at most :data:`MAX_TABLE_ROWS` (the worst),
       to sort and filter in the W&B UI; with ``images`` (a :class:`~ignite_det.DetectionImagesHandler`
@@ -220,7 +274,9 @@ class CocoReportHandler(_WandBHandler):
     - ``val/pr_curve_iou50``, ``val/pr_curve_iou75``: line plots of precision against recall, one line per
       class with ground truth and one for their ``mean`` (not logged without ground truth); with more
       than ``max_plot_classes`` classes, only the ``max_plot_classes`` of lowest AP at that IoU (AP50,
-      AP75) and the mean over all, as the title says;
+      AP75) and the mean over all, as the title says; under ``protocol="lvis"``, whatever the number of
+      classes, four lines: the mean curve of each frequency group (``rare``, ``common``, ``frequent``) and
+      the ``mean`` over all classes;
     - ``val/f1_curve``: a line plot of F1, precision and recall against the confidence threshold (not
       logged without ground truth);
     - ``val/confusion_matrix``: a heatmap at the operating point; rows (``Actual``) are ground truth
@@ -314,16 +370,21 @@ class CocoReportHandler(_WandBHandler):
         table's ``image`` column; default: the images handler's worst images, if it has any."""
         tag = self.tag
         data: dict[str, Any] = _scalars(result, tag, self.include_stats)
-        data[f"{tag}/per_class"] = wandb.Table(columns=list(PER_CLASS_COLUMNS), data=_per_class_rows(result))
+        data[f"{tag}/per_class"] = wandb.Table(columns=list(per_class_columns(result)), data=_per_class_rows(result))
         if pictures is None and self.images is not None and self.images.num_worst:
             pictures = self.images.worst
         columns, rows = _per_image_rows(result, pictures)
         data[f"{tag}/per_image"] = wandb.Table(columns=columns, data=rows)
         for iou, suffix in ((0.5, "50"), (0.75, "75")):
-            classes = _plotted_classes(result, f"AP{suffix}", self.max_plot_classes)
-            xs, ys, keys = _pr_lines(result, iou, classes)
+            if result.lvis is not None:  # LVIS: a mean curve per frequency group, whatever the number of classes
+                xs, ys, keys = _group_pr_lines(result, iou)
+                which = ", mean per frequency group (each class in the per_class table)"
+            else:
+                classes = _plotted_classes(result, f"AP{suffix}", self.max_plot_classes)
+                xs, ys, keys = _pr_lines(result, iou, classes)
+                which = self._which(result, classes, f"AP{suffix}")
             if keys:
-                title = f"{tag} precision-recall @ IoU {iou}" + self._which(result, classes, f"AP{suffix}")
+                title = f"{tag} precision-recall @ IoU {iou}" + which
                 data[f"{tag}/pr_curve_iou{suffix}"] = wandb.plot.line_series(
                     xs=xs, ys=ys, keys=keys, title=title, xname="recall"
                 )
