@@ -415,14 +415,15 @@ def false_positive_rows(d: Detections, bins: ErrorBins) -> FalsePositives:
     rows = rows[np.lexsort((rows, d.image_ids[d.det_position[rows]]))]
     gt = bins.det_gt_row[rows]
     has_gt = gt >= 0
+    gt = gt[has_gt]
     return FalsePositives(
         image_id=d.image_ids[d.det_position[rows]].astype(np.int64),
         detection=_index_in_image(d.det_position, rows),
         category_id=d.det_labels[rows].astype(np.int64),
         score=d.det_scores[rows].astype(np.float64),
         error=bins.det_bin[rows].astype(np.int64),
-        gt_index=np.where(has_gt, _index_in_image(d.gt_position, np.maximum(gt, 0)), -1),
-        gt_category_id=np.where(has_gt, d.gt_labels[np.maximum(gt, 0)], -1).astype(np.int64),
+        gt_index=_where(has_gt, _index_in_image(d.gt_position, gt)),
+        gt_category_id=_where(has_gt, d.gt_labels[gt]),
     )
 
 
@@ -435,6 +436,13 @@ def missed_rows(d: Detections, bins: ErrorBins) -> MissedObjects:
         gt_index=_index_in_image(d.gt_position, rows),
         category_id=d.gt_labels[rows].astype(np.int64),
     )
+
+
+def _where(has: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """int64 (len(has),): ``values`` in order where ``has``, -1 elsewhere."""
+    out = np.full(len(has), -1, np.int64)
+    out[has] = values
+    return out
 
 
 def _index_in_image(position: np.ndarray, rows: np.ndarray) -> np.ndarray:
