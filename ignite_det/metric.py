@@ -428,7 +428,7 @@ def _error_mode(
     """The error analysis asked for (None: off), the arguments checked."""
     if error_analysis is False:
         return None
-    mode = "coco" if error_analysis is True else error_analysis
+    mode: ErrorMode = "coco" if error_analysis is True else error_analysis  # type: ignore[assignment]
     if mode not in ERROR_MODES:
         raise ValueError(f"error_analysis must be True, False or one of {ERROR_MODES}, got {error_analysis!r}")
     if params.iou_type == "keypoints":
@@ -448,7 +448,7 @@ def _error_mode(
             f"background_threshold must be in (0, {t_f:g}) (0 < t_b < the error analysis' IoU f1_iou_threshold), "
             f"got {background_threshold}"
         )
-    return cast(ErrorMode, mode)
+    return mode
 
 
 def _check_metric_kwargs(metric_kwargs: Mapping[str, Any]) -> None:

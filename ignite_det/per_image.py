@@ -28,7 +28,7 @@ by them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,17 +73,18 @@ class PerImage:
         table = np.asarray(table).astype(np.int64).reshape(-1, len(PER_IMAGE_COLUMNS))
         if bins is not None:
             bins = np.asarray(bins).astype(np.int64).reshape(len(table), len(MAIN_ERRORS))
-        return PerImage(*(table[:, i].copy() for i in range(len(PER_IMAGE_COLUMNS))), bins=bins)
+        return PerImage(**{name: table[:, i].copy() for i, name in enumerate(PER_IMAGE_COLUMNS)}, bins=bins)
 
     def with_errors(self, errors: ErrorAnalysis) -> PerImage:
         """The same rows with the count of each bin of ``errors`` (its per-detection rows) per image."""
-        bins = np.zeros((len(self.image_id), len(MAIN_ERRORS)), np.int64)
+        images, width = len(self.image_id), len(MAIN_ERRORS)
         fp, missed = errors.false_positives, errors.missed
-        np.add.at(bins, (np.searchsorted(self.image_id, fp.image_id), fp.error), 1)
-        bins[:, MAIN_ERRORS.index("Miss")] = np.bincount(
-            np.searchsorted(self.image_id, missed.image_id), minlength=len(self.image_id)
-        )
-        return PerImage(*(getattr(self, name) for name in PER_IMAGE_COLUMNS), bins=bins)
+        cells = np.r_[
+            np.searchsorted(self.image_id, fp.image_id) * width + fp.error,
+            np.searchsorted(self.image_id, missed.image_id) * width + MAIN_ERRORS.index("Miss"),
+        ]
+        bins = np.bincount(cells.astype(np.int64), minlength=images * width).reshape(images, width)
+        return PerImage(**{name: getattr(self, name) for name in PER_IMAGE_COLUMNS}, bins=bins)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -107,7 +108,8 @@ class PerImage:
 
     def select(self, order: np.ndarray) -> PerImage:
         """The rows at ``order`` (indices or a boolean mask), in that order."""
-        return PerImage(*(None if v is None else v[order] for v in (getattr(self, f.name) for f in fields(self))))
+        bins = None if self.bins is None else self.bins[order]
+        return PerImage(**{name: getattr(self, name)[order] for name in PER_IMAGE_COLUMNS}, bins=bins)
 
     def worst_first(self) -> PerImage:
         """The rows sorted worst first: most errors (``fp50 + fn50``) first, then most misses

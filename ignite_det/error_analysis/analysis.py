@@ -39,7 +39,9 @@ CLS, LOC, BOTH, DUPE, BKG, MISS = range(len(MAIN_ERRORS))
 
 @dataclass(frozen=True)
 class ClassErrors:
-    """One category's share: its AP at ``t_f`` (-1.0 where undefined), each bin's dAP and how many errors fell in it."""
+    """One category's share: its AP at ``t_f`` (-1.0 where undefined: no ground truth), each bin's dAP for this
+    category (NaN where it has no AP before or after the fix) and how many errors fell in it (a false positive
+    counts under its own, predicted category; a missed ground truth under its category)."""
 
     category_id: int
     name: str
@@ -136,7 +138,8 @@ class ErrorAnalysis:
     missed: MissedObjects = field(default_factory=MissedObjects.empty)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report's ``errors``: ``AP``, ``main``, ``special`` (fractions), ``counts`` and ``per_class``."""
+        """The JSON report's ``errors``: ``AP``, ``main``, ``special`` (fractions), ``counts`` and ``per_class``
+        (a category's undefined dAP, NaN in :class:`ClassErrors`, is ``None``: strict JSON has no NaN)."""
         return {
             "mode": self.mode,
             "iou_threshold": self.iou_threshold,
@@ -150,8 +153,8 @@ class ErrorAnalysis:
                     "category_id": c.category_id,
                     "name": c.name,
                     "AP": c.ap,
-                    "main": dict(c.main),
-                    "special": dict(c.special),
+                    "main": _json_numbers(c.main),
+                    "special": _json_numbers(c.special),
                     "counts": dict(c.counts),
                 }
                 for c in self.per_class
@@ -170,3 +173,8 @@ class ErrorAnalysis:
 
     def __str__(self) -> str:
         return self.text()
+
+
+def _json_numbers(values: dict[str, float]) -> dict[str, float | None]:
+    """NaN as None, for strict JSON."""
+    return {name: None if value != value else value for name, value in values.items()}

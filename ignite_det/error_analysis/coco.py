@@ -62,6 +62,9 @@ from ignite_det.params import EvalParams
 from ignite_det.table import Detections, category_index
 
 BOTH = MAIN_ERRORS.index("Both")
+# (false positive, ground truth) pairs measured at a time: each pair-sized temporary stays in cache (a few MB);
+# one pass over millions of pairs is memory-bound and measured 3x slower.
+PAIRS_PER_CHUNK = 1 << 17
 NOT_AN_ERROR = -1  # ``det_bin`` of a detection that is no false positive
 
 
@@ -197,18 +200,55 @@ def _bin(
     t_b: float,
     pair_iou: PairIou,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(bin, attributed ground-truth row) of each false positive ``fp``, tested in tidecv's order."""
+    """(bin, attributed ground-truth row) of each false positive ``fp``, tested in tidecv's order, a chunk of
+    about :data:`PAIRS_PER_CHUNK` pairs at a time."""
     gt = np.flatnonzero(truth)  # by position, then in each image's target order
     first = np.searchsorted(d.gt_position[gt], d.det_position[fp], side="left")
     count = np.searchsorted(d.gt_position[gt], d.det_position[fp], side="right") - first
-    pair_fp = np.repeat(np.arange(len(fp)), count)  # pairs by false positive, then ground truth in order
-    pair_gt = gt[np.repeat(first, count) + np.arange(len(pair_fp)) - np.repeat(np.cumsum(count) - count, count)]
-    iou = pair_iou(d, fp[pair_fp], pair_gt) if len(pair_fp) else np.zeros(0)
-    same = d.gt_labels[pair_gt] == d.det_labels[fp[pair_fp]]
-    best_same, row_same = _best(iou, same, pair_fp, pair_gt, len(fp))
-    best_other, row_other = _best(iou, ~same, pair_fp, pair_gt, len(fp))
-    best_used, row_used = _best(iou, same & gt_matched[pair_gt], pair_fp, pair_gt, len(fp))
-    best_any, _ = _best(iou, np.ones(len(iou), bool), pair_fp, pair_gt, len(fp))
+    bins, rows = np.empty(len(fp), np.int8), np.empty(len(fp), np.int64)
+    bounds = _chunks(count)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        part = slice(lo, hi)
+        bins[part], rows[part] = _bin_chunk(d, fp[part], gt, first[part], count[part], gt_matched, t_f, t_b, pair_iou)
+    return bins, rows
+
+
+def _chunks(count: np.ndarray) -> list[int]:
+    """Bounds of consecutive false positives with about :data:`PAIRS_PER_CHUNK` pairs each (one at least)."""
+    total = np.cumsum(count)
+    bounds, start = [0], 0
+    while start < len(count):
+        before = total[start - 1] if start else 0
+        stop = int(np.searchsorted(total, before + PAIRS_PER_CHUNK, side="right"))
+        start = max(stop, start + 1)
+        bounds.append(min(start, len(count)))
+    return bounds
+
+
+def _bin_chunk(
+    d: Detections,
+    fp: np.ndarray,
+    gt: np.ndarray,
+    first: np.ndarray,
+    count: np.ndarray,
+    gt_matched: np.ndarray,
+    t_f: float,
+    t_b: float,
+    pair_iou: PairIou,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_bin` of some false positives: ``gt`` the counted ground-truth rows, ``fp[i]``'s pairs those from
+    ``first[i]``, ``count[i]`` of them."""
+    pairs = _Pairs.create(count)
+    pair_gt = gt[np.repeat(first - pairs.starts, count) + np.arange(len(pairs.owner))]
+    if pair_iou is box_pair_iou:  # the same float64 operations, a detection's values computed once
+        iou = _repeated_box_iou(d, fp, count, pair_gt)
+    else:
+        iou = pair_iou(d, fp[pairs.owner], pair_gt) if len(pair_gt) else np.zeros(0)
+    same = d.gt_labels[pair_gt] == np.repeat(d.det_labels[fp], count)
+    best_same, row_same = pairs.best(iou, same, pair_gt)
+    best_other, row_other = pairs.best(iou, ~same, pair_gt)
+    best_used, row_used = pairs.best(iou, same & gt_matched[pair_gt], pair_gt)
+    best_any, _ = pairs.best(iou, None, None)
     # np.select takes the first condition that holds: tidecv's order (quantify.py:228-265).
     conditions = [
         count == 0,
@@ -222,18 +262,62 @@ def _bin(
     return bins, np.where(count == 0, -1, rows).astype(np.int64)
 
 
-def _best(
-    iou: np.ndarray, pool: np.ndarray, pair_fp: np.ndarray, pair_gt: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per false positive, the highest IoU among its pairs in ``pool`` (0 when none) and its ground-truth row,
-    the first in target order among equal IoUs (C4; -1 when none)."""
-    best = np.zeros(n)
-    np.maximum.at(best, pair_fp[pool], iou[pool])  # IoU >= 0: an empty pool stays 0, as tidecv's masked argmax
-    hits = np.flatnonzero(pool & (iou == best[pair_fp]))  # in pair order: by fp, then target order
-    owner, first = np.unique(pair_fp[hits], return_index=True)
-    row = np.full(n, -1, np.int64)
-    row[owner] = pair_gt[hits[first]]
-    return best, row
+@dataclass(frozen=True)
+class _Pairs:
+    """(false positive, ground truth) pairs listed false positive by false positive (``count`` each), each one's
+    ground truths in target order."""
+
+    count: np.ndarray  # (F,)
+    starts: np.ndarray  # (F,) where each one's pairs start
+    owner: np.ndarray  # (P,) the false positive of each pair
+
+    @staticmethod
+    def create(count: np.ndarray) -> _Pairs:
+        starts = np.cumsum(count) - count
+        return _Pairs(count, starts, np.repeat(np.arange(len(count)), count))
+
+    def best(
+        self, iou: np.ndarray, pool: np.ndarray | None, pair_gt: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per false positive, the highest IoU among its pairs in ``pool`` (all when None; 0 when none, as
+        tidecv's masked argmax) and its ground-truth row, the first in target order among equals (C4; -1: none,
+        or ``pair_gt`` None: not asked)."""
+        best, row = np.zeros(len(self.count)), np.full(len(self.count), -1, np.int64)
+        some = self.count > 0
+        if not some.any():
+            return best, row
+        masked = iou if pool is None else np.where(pool, iou, -1.0)
+        best[some] = np.maximum(np.maximum.reduceat(masked, self.starts[some]), 0.0)
+        if pair_gt is None:
+            return best, row
+        hits = np.flatnonzero(masked == np.repeat(best, self.count))  # in pair order
+        owner = self.owner[hits]
+        first = np.ones(len(owner), bool)
+        first[1:] = owner[1:] != owner[:-1]
+        row[owner[first]] = pair_gt[hits[first]]
+        return best, row
+
+
+def _repeated_box_iou(d: Detections, fp: np.ndarray, count: np.ndarray, pair_gt: np.ndarray) -> np.ndarray:
+    """:func:`~ignite_det.iou.bbox.box_pair_iou` of each false positive ``fp[i]`` with its ``count[i]`` ground
+    truths ``pair_gt`` (none a crowd region), to the last bit: the same float64 operations in the same order
+    (pycocotools' ``bbIou``), with each box's corners and area computed once and repeated, not gathered per pair."""
+    det, gt = d.det_boxes[fp], d.gt_boxes
+    x1, y1, w, h = (np.ascontiguousarray(det[:, i]) for i in range(4))
+
+    def repeat(values: np.ndarray) -> np.ndarray:
+        return np.repeat(values, count)
+
+    iw = np.minimum(repeat(w + x1), (gt[:, 2] + gt[:, 0])[pair_gt])
+    iw -= np.maximum(repeat(x1), gt[pair_gt, 0])
+    ih = np.minimum(repeat(h + y1), (gt[:, 3] + gt[:, 1])[pair_gt])
+    ih -= np.maximum(repeat(y1), gt[pair_gt, 1])
+    apart = (iw <= 0) | (ih <= 0)
+    inter = iw * ih
+    union = repeat(w * h) + (gt[:, 2] * gt[:, 3])[pair_gt]
+    union -= inter
+    union[apart], inter[apart] = 1.0, 0.0
+    return inter / union
 
 
 # --- the fixes and their AP -----------------------------------------------------------------------------
