@@ -282,9 +282,12 @@ class CocoMetric(Metric):
             category_index(detections.gt_labels, category_ids)[~detections.gt_ignored()], minlength=len(category_ids)
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
-        arrays = self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
+        arrays, errors = (
+            self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else (None, None)
+        )
         arrays = _broadcast(arrays, self._shapes(category_ids, detections))
-        errors = self._errors(arrays)
+        if idist.backend() is not None:  # every rank rebuilds the analysis from the broadcast arrays
+            errors = self._errors(arrays)
         per_image = PerImage.from_table(arrays["per_image"])
         self._computed = True
         return CocoResult(
@@ -314,7 +317,8 @@ class CocoMetric(Metric):
         category_ids: np.ndarray,
         det_k: np.ndarray,
         num_gt: np.ndarray,
-    ) -> dict[str, np.ndarray]:
+    ) -> tuple[dict[str, np.ndarray], ErrorAnalysis | None]:
+        """Rank 0's arrays (the error analysis packed among them under distribution) and its error analysis."""
         iou = float(self.params.iou_thresholds[self._f1_index])
         evaluation = self._evaluation_backend.evaluate(detections, records, category_ids, det_k)
         coco, outcome, by_score = evaluation.arrays, evaluation.outcome, evaluation.by_score
@@ -329,10 +333,12 @@ class CocoMetric(Metric):
             ),
             "per_image": per_image_table(detections, evaluation.outcomes, evaluation.kept, det_k, self.params),
         }
+        errors = None
         if self.error_analysis is not None:
             errors = self._analyse(detections, evaluation.outcomes[self._f1_index], category_ids, det_k)
-            arrays.update(pack_errors(errors, *self._error_sizes(category_ids, detections)))
-        return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}
+            if idist.backend() is not None:
+                arrays.update(pack_errors(errors, *self._error_sizes(category_ids, detections)))
+        return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}, errors
 
     def _analyse(
         self, detections: Detections, outcome: np.ndarray, category_ids: np.ndarray, det_k: np.ndarray
@@ -360,7 +366,8 @@ class CocoMetric(Metric):
         return errors
 
     def _errors(self, arrays: dict[str, np.ndarray]) -> ErrorAnalysis | None:
-        """The analysis every rank returns, rebuilt from the (broadcast) arrays."""
+        """The analysis every rank returns under distribution, rebuilt from the broadcast arrays (rank 0's too,
+        so that every rank holds the same object)."""
         if self.error_analysis is None:
             return None
         iou = float(self.params.iou_thresholds[self._f1_index])

@@ -495,8 +495,7 @@ def _counts(bins: ErrorBins, det_k: np.ndarray, gt_k: np.ndarray, k_count: int) 
 
 def false_positive_rows(d: Detections, bins: ErrorBins) -> FalsePositives:
     """:class:`FalsePositives`: one row per binned false positive, by image id, then its index in the image."""
-    rows = np.flatnonzero(bins.det_bin >= 0)
-    rows = rows[np.lexsort((rows, d.image_ids[d.det_position[rows]]))]
+    rows = _by_image_id(d, d.det_position, np.flatnonzero(bins.det_bin >= 0))
     gt = bins.det_gt_row[rows]
     has_gt = gt >= 0
     gt = gt[has_gt]
@@ -513,13 +512,19 @@ def false_positive_rows(d: Detections, bins: ErrorBins) -> FalsePositives:
 
 def missed_rows(d: Detections, bins: ErrorBins) -> MissedObjects:
     """:class:`MissedObjects`: one row per missed ground truth, by image id, then its index in the image."""
-    rows = np.flatnonzero(bins.gt_missed)
-    rows = rows[np.lexsort((rows, d.image_ids[d.gt_position[rows]]))]
+    rows = _by_image_id(d, d.gt_position, np.flatnonzero(bins.gt_missed))
     return MissedObjects(
         image_id=d.image_ids[d.gt_position[rows]].astype(np.int64),
         gt_index=_index_in_image(d.gt_position, rows),
         category_id=d.gt_labels[rows].astype(np.int64),
     )
+
+
+def _by_image_id(d: Detections, position: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` (ascending) ordered by their image's id, then row (no sort when images arrived in id order)."""
+    if np.all(d.image_ids[1:] > d.image_ids[:-1]):
+        return rows
+    return rows[np.argsort(d.image_ids[position[rows]], kind="stable")]
 
 
 def _where(has: np.ndarray, values: np.ndarray) -> np.ndarray:

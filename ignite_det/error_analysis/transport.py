@@ -36,8 +36,8 @@ def error_shapes(num_det: int, num_gt: int, num_classes: int) -> dict[str, tuple
     return {
         "errors_summary": (_SUMMARY,),
         "errors_class": (num_classes, _CLASS),
-        "errors_fp": (num_det, _FP),
-        "errors_missed": (num_gt, _MISSED),
+        "errors_fp": (_FP, num_det),  # a column per row: each field is written contiguously
+        "errors_missed": (_MISSED, num_gt),
     }
 
 
@@ -53,9 +53,9 @@ def pack_errors(errors: ErrorAnalysis, num_det: int, num_gt: int, num_classes: i
     for row, c in enumerate(errors.per_class):
         arrays["errors_class"][row] = [c.category_id, c.ap, *_values(c.main, c.special, c.counts)]
     for column, f in enumerate(fields(FalsePositives)):
-        arrays["errors_fp"][: len(fp), column] = getattr(fp, f.name)
+        arrays["errors_fp"][column, : len(fp)] = getattr(fp, f.name)
     for column, f in enumerate(fields(MissedObjects)):
-        arrays["errors_missed"][: len(missed), column] = getattr(missed, f.name)
+        arrays["errors_missed"][column, : len(missed)] = getattr(missed, f.name)
     return arrays
 
 
@@ -69,8 +69,8 @@ def unpack_errors(
     """The inverse of :func:`pack_errors`; class names come from ``class_names`` (the id where none)."""
     summary = arrays["errors_summary"]
     num_classes, num_fp, num_missed = (int(v) for v in summary[-3:])
-    fp = arrays["errors_fp"][:num_fp]
-    missed = arrays["errors_missed"][:num_missed]
+    fp = arrays["errors_fp"][:, :num_fp]
+    missed = arrays["errors_missed"][:, :num_missed]
     return ErrorAnalysis(
         mode=mode,
         iou_threshold=iou_threshold,
@@ -84,7 +84,7 @@ def unpack_errors(
                 for i, f in enumerate(fields(FalsePositives))
             )
         ),
-        missed=MissedObjects(*(missed[:, i].astype(np.int64) for i in range(_MISSED))),
+        missed=MissedObjects(*(missed[i].astype(np.int64) for i in range(_MISSED))),
     )
 
 
