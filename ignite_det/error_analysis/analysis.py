@@ -120,10 +120,25 @@ class ErrorAnalysis:
     ``missed``: every error, one row each.
 
     Example:
-        >>> errors = result.errors                       # doctest: +SKIP
-        >>> max(errors.main, key=errors.main.get)        # doctest: +SKIP
-        'Cls'
-        >>> print(errors)                                # doctest: +SKIP
+        A detection of class 2 on a ground truth of class 1 (``Cls``) and a stray one of class 1 (``Bkg``): the AP
+        is 0, and relabelling the first would make it 1. (Class 2 is evaluated because it is named: the classes
+        are COCOeval's, those of the ground truth and of ``class_names``.)
+
+        >>> import torch
+        >>> from ignite_det import CocoMetric
+        >>> metric = CocoMetric(class_names={1: "cat", 2: "dog"}, error_analysis=True)
+        >>> metric.update(([{"boxes": torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]),
+        ...     "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([2, 1])}],
+        ...     [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}]))
+        >>> errors = metric.compute().errors
+        >>> errors.ap, errors.main["Bkg"], errors.special["FalsePos"]
+        (0.0, 0.0, 0.0)
+        >>> errors.main["Cls"]  # precision 1 / (1 + np.spacing(1)), as pycocotools computes it
+        0.9999999999999999
+        >>> errors.counts
+        {'Cls': 1, 'Loc': 0, 'Both': 0, 'Dupe': 0, 'Bkg': 1, 'Miss': 0}
+        >>> [(row["detection"], row["error"], row["gt_category_id"]) for row in errors.false_positives.rows()]
+        [(0, 'Cls', 1), (1, 'Bkg', -1)]
     """
 
     mode: ErrorMode

@@ -170,14 +170,12 @@ def _gt_matched(
     with none has none: only the images with a cell in between are matched again (one threshold, one area).
     """
     k_count = max(len(category_ids), 1)
-    gt_k = category_index(d.gt_labels, category_ids)
     tp = outcome == TRUE_POSITIVE
-    tp_cells = np.bincount(d.det_position[tp] * k_count + det_k[tp], minlength=d.num_images * k_count)
-    gt_cells = d.gt_position * k_count + np.maximum(gt_k, 0)
-    n_gt = np.bincount(gt_cells[truth], minlength=d.num_images * k_count)
-    found = tp_cells[gt_cells]
-    matched = truth & (found == n_gt[gt_cells])
-    partial = truth & (found > 0) & (found < n_gt[gt_cells])
+    cells = d.gt_position * k_count + np.maximum(category_index(d.gt_labels, category_ids), 0)
+    found = _occurrences(np.sort(d.det_position[tp] * k_count + det_k[tp]), cells)  # true positives per cell
+    n_gt = _occurrences(np.sort(cells[truth]), cells)
+    matched = truth & (found == n_gt)
+    partial = truth & (found > 0) & (found < n_gt)
     if partial.any():
         images = np.zeros(d.num_images, bool)
         images[d.gt_position[partial]] = True
@@ -189,6 +187,11 @@ def _gt_matched(
         matched[gt_rows] = False
         matched[gt_rows[taken]] = True
     return matched
+
+
+def _occurrences(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """How many times each of ``keys`` occurs in ``sorted_keys``."""
+    return np.searchsorted(sorted_keys, keys, side="right") - np.searchsorted(sorted_keys, keys, side="left")
 
 
 def _bin(

@@ -79,10 +79,7 @@ def unpack_errors(
         **_dicts(summary[1:-3]),
         per_class=tuple(_class(row, class_names) for row in arrays["errors_class"][:num_classes]),
         false_positives=FalsePositives(
-            *(
-                fp[:, i].astype(np.float64 if f.name == "score" else np.int64)
-                for i, f in enumerate(fields(FalsePositives))
-            )
+            *(fp[i].astype(np.float64 if f.name == "score" else np.int64) for i, f in enumerate(fields(FalsePositives)))
         ),
         missed=MissedObjects(*(missed[i].astype(np.int64) for i in range(_MISSED))),
     )

@@ -69,3 +69,20 @@ def test_tiny_chunks_give_the_same_analysis(size, monkeypatch):
     assert chunked.to_dict() == whole.to_dict()
     assert chunked.false_positives.rows() == whole.false_positives.rows()
     assert whole.ap == coco_errors(gt, results).ap
+
+
+def test_the_transport_round_trip_keeps_everything():
+    """What the other ranks rebuild from the broadcast arrays is the analysis rank 0 computed (padded sizes)."""
+    from ignite_det.error_analysis.transport import pack_errors, unpack_errors
+
+    gt, results = tide_case(3)
+    samples, _ = coco_samples(gt, results)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    errors = evaluate_with_engine(samples, 4, box_format="xywh", class_names=names, error_analysis=True)["coco"].errors
+    arrays = pack_errors(errors, len(results) + 3, 200, 9)
+    back = unpack_errors(arrays, "coco", errors.iou_threshold, errors.background_threshold, names)
+    assert back.to_dict() == errors.to_dict() and back.per_class == errors.per_class
+    assert back.false_positives.rows() == errors.false_positives.rows() and len(back.false_positives) > 100
+    assert back.missed.rows() == errors.missed.rows() and len(back.missed) > 0
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_errors(errors, 10, 200, 9)

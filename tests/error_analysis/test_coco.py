@@ -171,7 +171,14 @@ TENTH = [10, 10, 4, 40]  # IoU exactly 0.1 with G1 (160 / 1600)
 def _gt(annotations: list[tuple], num_images: int = 1) -> dict:
     """annotations: (image_id, category_id, xywh[, iscrowd])."""
     anns = [
-        {"id": k + 1, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": crowd[0] if crowd else 0}
+        {
+            "id": k + 1,
+            "image_id": i,
+            "category_id": c,
+            "bbox": b,
+            "area": b[2] * b[3],
+            "iscrowd": crowd[0] if crowd else 0,
+        }
         for k, (i, c, b, *crowd) in enumerate(annotations)
     ]
     images = [{"id": i + 1, "width": 300, "height": 300} for i in range(num_images)]
