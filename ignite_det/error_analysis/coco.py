@@ -540,10 +540,3 @@ def _where(has: np.ndarray, values: np.ndarray) -> np.ndarray:
 def _index_in_image(position: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Each row's index among its image's rows (``position`` is sorted: rows come image by image)."""
     return (rows - np.searchsorted(position, position[rows], side="left")).astype(np.int64)
-
-
-def per_image_bin_counts(d: Detections, bins: ErrorBins) -> np.ndarray:
-    """(I, 6) int64: per image position, how many errors of each of :data:`MAIN_ERRORS` it holds."""
-    columns = [np.bincount(d.det_position[bins.det_bin == code], minlength=d.num_images) for code in range(5)]
-    columns.append(np.bincount(d.gt_position[bins.gt_missed], minlength=d.num_images))
-    return np.stack(columns, axis=1).reshape(d.num_images, len(MAIN_ERRORS)).astype(np.int64)
