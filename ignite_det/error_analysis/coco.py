@@ -247,18 +247,22 @@ def _bin_chunk(
         iou = _repeated_box_iou(d, fp, count, pair_gt)
     else:
         iou = pair_iou(d, fp[pairs.owner], pair_gt) if len(pair_gt) else np.zeros(0)
-    same = d.gt_labels[pair_gt] == np.repeat(d.det_labels[fp], count)
-    best_same, row_same = pairs.best(iou, same, pair_gt)
-    best_other, row_other = pairs.best(iou, ~same, pair_gt)
-    best_used, row_used = pairs.best(iou, same & gt_matched[pair_gt], pair_gt)
-    best_any, _ = pairs.best(iou, None, None)
+    # Only pairs with IoU >= t_b can make a false positive Loc, Cls or Dupe (each needs a best IoU >= t_b; the
+    # best among equals is kept with all its ties), and Bkg needs no pair above t_b: the rest are dropped.
+    near = np.flatnonzero(iou >= t_b)
+    owner, iou, pair_gt = pairs.owner[near], iou[near], pair_gt[near]
+    same = d.gt_labels[pair_gt] == d.det_labels[fp[owner]]
+    best_same, row_same = _best(owner, iou, same, pair_gt, len(fp))
+    best_other, row_other = _best(owner, iou, ~same, pair_gt, len(fp))
+    best_used, row_used = _best(owner, iou, same & gt_matched[pair_gt], pair_gt, len(fp))
+    above_background = np.bincount(owner[iou > t_b], minlength=len(fp)) > 0
     # np.select takes the first condition that holds: tidecv's order (quantify.py:228-265).
     conditions = [
         count == 0,
         (best_same >= t_b) & (best_same <= t_f),
         best_other >= t_f,
         best_used >= t_f,
-        best_any <= t_b,
+        ~above_background,
     ]
     bins = np.select(conditions, [BKG, LOC, CLS, DUPE, BKG], BOTH).astype(np.int8)
     rows = np.select(conditions[1:4], [row_same, row_other, row_used], -1)
@@ -270,35 +274,33 @@ class _Pairs:
     """(false positive, ground truth) pairs listed false positive by false positive (``count`` each), each one's
     ground truths in target order."""
 
-    count: np.ndarray  # (F,)
     starts: np.ndarray  # (F,) where each one's pairs start
     owner: np.ndarray  # (P,) the false positive of each pair
 
     @staticmethod
     def create(count: np.ndarray) -> _Pairs:
-        starts = np.cumsum(count) - count
-        return _Pairs(count, starts, np.repeat(np.arange(len(count)), count))
+        return _Pairs(np.cumsum(count) - count, np.repeat(np.arange(len(count)), count))
 
-    def best(
-        self, iou: np.ndarray, pool: np.ndarray | None, pair_gt: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per false positive, the highest IoU among its pairs in ``pool`` (all when None; 0 when none, as
-        tidecv's masked argmax) and its ground-truth row, the first in target order among equals (C4; -1: none,
-        or ``pair_gt`` None: not asked)."""
-        best, row = np.zeros(len(self.count)), np.full(len(self.count), -1, np.int64)
-        some = self.count > 0
-        if not some.any():
-            return best, row
-        masked = iou if pool is None else np.where(pool, iou, -1.0)
-        best[some] = np.maximum(np.maximum.reduceat(masked, self.starts[some]), 0.0)
-        if pair_gt is None:
-            return best, row
-        hits = np.flatnonzero(masked == np.repeat(best, self.count))  # in pair order
-        owner = self.owner[hits]
-        first = np.ones(len(owner), bool)
-        first[1:] = owner[1:] != owner[:-1]
-        row[owner[first]] = pair_gt[hits[first]]
+
+def _best(
+    owner: np.ndarray, iou: np.ndarray, pool: np.ndarray, pair_gt: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per false positive (``owner``: sorted, pairs in target order within each), the highest IoU among its pairs
+    in ``pool`` (0 when none, as tidecv's masked argmax) and its ground-truth row, the first in target order among
+    equal IoUs (C4; -1 when none)."""
+    best, row = np.zeros(n), np.full(n, -1, np.int64)
+    chosen = np.flatnonzero(pool)
+    if len(chosen) == 0:
         return best, row
+    owner, iou = owner[chosen], iou[chosen]
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    top = np.maximum.reduceat(iou, starts)
+    best[owner[starts]] = top
+    hits = np.flatnonzero(iou == np.repeat(top, np.diff(np.r_[starts, len(owner)])))  # in pair order
+    first = np.ones(len(hits), bool)
+    first[1:] = owner[hits[1:]] != owner[hits[:-1]]
+    row[owner[hits[first]]] = pair_gt[chosen[hits[first]]]
+    return best, row
 
 
 def _repeated_box_iou(d: Detections, fp: np.ndarray, count: np.ndarray, pair_gt: np.ndarray) -> np.ndarray:
