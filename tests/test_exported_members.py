@@ -20,6 +20,7 @@ PUBLIC = [
     "CocoReportHandler",
     "CocoResult",
     "DetectionImagesHandler",
+    "ErrorAnalysis",
     "F1Point",
     "PerImage",
     "WandBReport",
