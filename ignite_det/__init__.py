@@ -1,5 +1,6 @@
 """ignite-det: exact COCO detection metrics for PyTorch-Ignite, logged to Weights & Biases."""
 
+from ignite_det.error_analysis import ErrorAnalysis
 from ignite_det.iou.keypoints import COCO_KEYPOINT_SIGMAS, KEYPOINT_STAT_NAMES
 from ignite_det.metric import CocoMetric
 from ignite_det.operating_point import F1Point
@@ -25,6 +26,7 @@ __all__ = [
     "CocoReportHandler",
     "CocoResult",
     "DetectionImagesHandler",
+    "ErrorAnalysis",
     "EvaluationArtifactHandler",
     "F1Point",
     "IouType",

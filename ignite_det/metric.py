@@ -6,7 +6,7 @@ import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import ignite.distributed as idist
 import numpy as np
@@ -19,6 +19,9 @@ from ignite.metrics.metric import reinit__is_reduced
 from ignite_det.backends import backend_class
 from ignite_det.backends.base import Records
 from ignite_det.confusion import confusion_matrix
+from ignite_det.error_analysis.analysis import ERROR_MODES, ErrorAnalysis, ErrorMode
+from ignite_det.error_analysis.coco import coco_error_analysis
+from ignite_det.error_analysis.transport import error_shapes, pack_errors, unpack_errors
 from ignite_det.gather import deduplicate, gather_detections, gather_states
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
@@ -93,9 +96,16 @@ class CocoMetric(Metric):
             ARm@300, ARl@300``).
         category_frequencies: with ``protocol="lvis"``, ``{category_id: "r" | "c" | "f"}`` naming every
             evaluated category (required there).
-        f1_iou_threshold: IoU threshold of the best-F1 operating point and the confusion matrix; it
-            must be one of ``iou_thresholds``. Default: 0.5 when it is among ``iou_thresholds``, else the
-            lowest of them.
+        f1_iou_threshold: IoU threshold of the best-F1 operating point, the confusion matrix and the error
+            analysis; it must be one of ``iou_thresholds``. Default: 0.5 when it is among ``iou_thresholds``,
+            else the lowest of them.
+        error_analysis: ``False`` (default), ``True`` or ``"coco"``: TIDE's error bins on COCOeval's own
+            matching at ``f1_iou_threshold`` (``result.errors``, an :class:`~ignite_det.ErrorAnalysis` whose
+            ``ap`` is the AP at that IoU to the last bit, and six bin columns in ``result.per_image``);
+            ``"tidecv"``: the ``tidecv`` package's own numbers. Boxes and masks, ``protocol="coco"`` only.
+            See :mod:`ignite_det.error_analysis` and the README's "Why is my AP low".
+        background_threshold: TIDE's background IoU ``t_b`` (default 0.1): a false positive whose best IoU with
+            every ground truth is at most this is background; it must be in ``(0, f1_iou_threshold)``.
         output_transform: turns the engine's ``state.output`` into ``(y_pred, y)``.
         device: where collectives run under distribution; inputs may be on any device.
         metric_kwargs: passed on to Ignite's ``Metric``, for example ``metrics_result_mode="named"``
@@ -104,8 +114,10 @@ class CocoMetric(Metric):
     Every argument after ``box_format`` is keyword-only.
 
     Raises:
-        ValueError: for an unknown ``box_format``, ``iou_type``, ``backend`` or ``protocol``, thresholds out of
-            range, ``keypoint_sigmas`` that are not positive numbers (or given for another ``iou_type``), or
+        ValueError: for an unknown ``box_format``, ``iou_type``, ``backend``, ``protocol`` or ``error_analysis``,
+            ``error_analysis`` with keypoints or ``protocol="lvis"``, ``background_threshold`` outside
+            ``(0, f1_iou_threshold)``, thresholds out of range, ``keypoint_sigmas`` that are not positive numbers
+            (or given for another ``iou_type``), or
             ``protocol="lvis"`` without ``category_frequencies`` or with a backend other than ``"native"``.
         ModuleNotFoundError: ``backend="faster_coco_eval"`` without faster-coco-eval installed.
         TypeError: for a keyword argument that Ignite's ``Metric`` does not take, or ``skip_unrolling``
@@ -139,6 +151,8 @@ class CocoMetric(Metric):
         keypoint_sigmas: Sequence[float] | None = None,
         protocol: Protocol = "coco",
         category_frequencies: Mapping[int, str] | None = None,
+        error_analysis: bool | Literal["coco", "tidecv"] = False,
+        background_threshold: float = 0.1,
         output_transform: Callable[[Any], Any] = lambda x: x,
         device: str | torch.device = "cpu",
         **metric_kwargs: Any,
@@ -159,6 +173,8 @@ class CocoMetric(Metric):
             iou_thresholds, rec_thresholds, max_detections, area_ranges, iou_type, keypoint_sigmas
         )
         self._f1_index = _f1_index(self.params, f1_iou_threshold)
+        self.error_analysis = _error_mode(error_analysis, background_threshold, self.params, self._f1_index, protocol)
+        self.background_threshold = float(background_threshold)
         _check_metric_kwargs(metric_kwargs)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True, **metric_kwargs)
 
@@ -266,8 +282,13 @@ class CocoMetric(Metric):
             category_index(detections.gt_labels, category_ids)[~detections.gt_ignored()], minlength=len(category_ids)
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
-        arrays = self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else None
-        arrays = _broadcast(arrays, self._shapes(len(category_ids), len(detections.image_ids)))
+        arrays, errors = (
+            self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else (None, None)
+        )
+        arrays = _broadcast(arrays, self._shapes(category_ids, detections))
+        if idist.backend() is not None:  # every rank rebuilds the analysis from the broadcast arrays
+            errors = self._errors(arrays)
+        per_image = PerImage.from_table(arrays["per_image"])
         self._computed = True
         return CocoResult(
             params=self.params,
@@ -284,8 +305,9 @@ class CocoMetric(Metric):
             confusion_matrix=arrays["confusion_matrix"].astype(np.int64),
             f1_iou_threshold=float(self.params.iou_thresholds[self._f1_index]),
             num_images=len(detections.image_ids),
-            per_image=PerImage.from_table(arrays["per_image"]),
+            per_image=per_image if errors is None else per_image.with_errors(errors),
             lvis=self._lvis,
+            errors=errors,
         )
 
     def _evaluate(
@@ -295,7 +317,8 @@ class CocoMetric(Metric):
         category_ids: np.ndarray,
         det_k: np.ndarray,
         num_gt: np.ndarray,
-    ) -> dict[str, np.ndarray]:
+    ) -> tuple[dict[str, np.ndarray], ErrorAnalysis | None]:
+        """Rank 0's arrays (the error analysis packed among them under distribution) and its error analysis."""
         iou = float(self.params.iou_thresholds[self._f1_index])
         evaluation = self._evaluation_backend.evaluate(detections, records, category_ids, det_k)
         coco, outcome, by_score = evaluation.arrays, evaluation.outcome, evaluation.by_score
@@ -310,11 +333,58 @@ class CocoMetric(Metric):
             ),
             "per_image": per_image_table(detections, evaluation.outcomes, evaluation.kept, det_k, self.params),
         }
-        return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}
+        errors = None
+        if self.error_analysis is not None:
+            errors = self._analyse(detections, evaluation.outcomes[self._f1_index], category_ids, det_k)
+            if idist.backend() is not None:
+                arrays.update(pack_errors(errors, *self._error_sizes(category_ids, detections)))
+        return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}, errors
 
-    def _shapes(self, k: int, images: int) -> dict[str, tuple[int, ...]]:
+    def _analyse(
+        self, detections: Detections, outcome: np.ndarray, category_ids: np.ndarray, det_k: np.ndarray
+    ) -> ErrorAnalysis:
+        """The error analysis on rank 0, from the evaluation's verdicts at the operating IoU ("coco") or by
+        tidecv's rules ("tidecv")."""
+        iou = float(self.params.iou_thresholds[self._f1_index])
+        if self.error_analysis == "tidecv":  # its own matching and AP (ignite_det.error_analysis.tidecv)
+            from ignite_det.error_analysis.tidecv import tidecv_errors
+
+            return tidecv_errors(
+                detections, category_ids, self.class_names, self.params, iou, self.background_threshold
+            )
+        errors, _ = coco_error_analysis(
+            detections,
+            outcome,
+            det_k,
+            category_ids,
+            self.class_names,
+            self.params,
+            self._f1_index,
+            self.background_threshold,
+            pair_iou(self.params),
+        )
+        return errors
+
+    def _errors(self, arrays: dict[str, np.ndarray]) -> ErrorAnalysis | None:
+        """The analysis every rank returns under distribution, rebuilt from the broadcast arrays (rank 0's too,
+        so that every rank holds the same object)."""
+        if self.error_analysis is None:
+            return None
+        iou = float(self.params.iou_thresholds[self._f1_index])
+        return unpack_errors(arrays, self.error_analysis, iou, self.background_threshold, self.class_names)
+
+    @staticmethod
+    def _error_sizes(category_ids: np.ndarray, detections: Detections) -> tuple[int, int, int]:
+        """Upper bounds every rank knows: detections, ground truths, and the categories an analysis can name
+        (the evaluated ones and the detections' labels: tidecv counts classes with predictions only)."""
+        classes = len(np.union1d(category_ids, detections.det_labels))
+        return len(detections.det_scores), len(detections.gt_labels), classes
+
+    def _shapes(self, category_ids: np.ndarray, detections: Detections) -> dict[str, tuple[int, ...]]:
         t, r = len(self.params.iou_thresholds), len(self.params.rec_thresholds)
         a, m = len(self.params.area_ranges), len(self.params.max_detections)
+        k, images = len(category_ids), len(detections.image_ids)
+        errors = {} if self.error_analysis is None else error_shapes(*self._error_sizes(category_ids, detections))
         return {
             "precision": (t, r, k, a, m),
             "recall": (t, k, a, m),
@@ -324,6 +394,7 @@ class CocoMetric(Metric):
             "f1_curve": (CURVE_POINTS, 4),
             "confusion_matrix": (k + 1, k + 1),
             "per_image": (images, len(PER_IMAGE_COLUMNS)),
+            **errors,
         }
 
 
@@ -356,6 +427,35 @@ def _f1_index(params: EvalParams, f1_iou_threshold: float | None) -> int:
             f"f1_iou_threshold={f1_iou_threshold} must be one of iou_thresholds {params.typed_iou_thresholds()}"
         )
     return index
+
+
+def _error_mode(
+    error_analysis: bool | str, background_threshold: float, params: EvalParams, f1_index: int, protocol: str
+) -> ErrorMode | None:
+    """The error analysis asked for (None: off), the arguments checked."""
+    if error_analysis is False:
+        return None
+    mode: ErrorMode = "coco" if error_analysis is True else error_analysis  # type: ignore[assignment]
+    if mode not in ERROR_MODES:
+        raise ValueError(f"error_analysis must be True, False or one of {ERROR_MODES}, got {error_analysis!r}")
+    if params.iou_type == "keypoints":
+        raise ValueError(
+            "error_analysis is for iou_type 'bbox' or 'segm': TIDE defines its error bins by box or mask IoU "
+            "(localisation between t_b and t_f, background below t_b) and defines none for keypoints (OKS)"
+        )
+    if protocol != "coco":
+        raise ValueError(
+            "error_analysis runs under protocol='coco' only: under LVIS's federated rules a detection of a class "
+            "not verified on its image is not a false positive, and TIDE's bins (wrong class, background) are "
+            "undefined there"
+        )
+    t_f = float(params.iou_thresholds[f1_index])
+    if not 0 < float(background_threshold) < t_f:
+        raise ValueError(
+            f"background_threshold must be in (0, {t_f:g}) (0 < t_b < the error analysis' IoU f1_iou_threshold), "
+            f"got {background_threshold}"
+        )
+    return mode
 
 
 def _check_metric_kwargs(metric_kwargs: Mapping[str, Any]) -> None:

@@ -11,6 +11,9 @@ One row per image, in image-id order, counted from the same per-detection outcom
 ``fp50``      detections neither matched nor ignored at IoU 0.5
 ``fn50``      non-ignored ground truths left unmatched at IoU 0.5: ``num_gt - tp50``
 ``tp75`` ...  the same at IoU 0.75
+``Cls`` ...   with ``CocoMetric(error_analysis=...)``: how many errors of each of TIDE's bins the image
+              holds (``Cls, Loc, Both, Dupe, Bkg`` false positives and ``Miss`` ground truths, see
+              :mod:`ignite_det.error_analysis`); without it these six columns are absent
 ============  ===================================================================================
 
 When 0.5 (or 0.75) is not among the ``iou_thresholds``, its three columns are -1 (undefined, as
@@ -25,10 +28,11 @@ by them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from ignite_det.error_analysis.analysis import MAIN_ERRORS, ErrorAnalysis
 from ignite_det.params import EvalParams
 from ignite_det.table import Detections
 
@@ -39,6 +43,9 @@ PER_IMAGE_COLUMNS = ("image_id", "num_gt", "num_det", "tp50", "fp50", "fn50", "t
 @dataclass(frozen=True)
 class PerImage:
     """The per-image rows as int64 columns (I,), images in ascending ``image_id``; see the module docstring.
+
+    ``bins``: with error analysis, int64 (I, 6) the count of each of :data:`MAIN_ERRORS` per image (the
+    columns after the nine), else None.
 
     Example:
         >>> rows = PerImage.from_table(np.array([[7, 2, 3, 1, 2, 1, 0, 3, 2], [9, 1, 1, 1, 0, 0, 1, 0, 0]]))
@@ -57,16 +64,37 @@ class PerImage:
     tp75: np.ndarray
     fp75: np.ndarray
     fn75: np.ndarray
+    bins: np.ndarray | None = None
 
     @staticmethod
-    def from_table(table: np.ndarray) -> PerImage:
-        """From an (I, 9) array with the :data:`PER_IMAGE_COLUMNS` in order (as it is broadcast)."""
+    def from_table(table: np.ndarray, bins: np.ndarray | None = None) -> PerImage:
+        """From an (I, 9) array with the :data:`PER_IMAGE_COLUMNS` in order (as it is broadcast), and the
+        (I, 6) bin counts if any."""
         table = np.asarray(table).astype(np.int64).reshape(-1, len(PER_IMAGE_COLUMNS))
-        return PerImage(*(table[:, i].copy() for i in range(len(PER_IMAGE_COLUMNS))))
+        if bins is not None:
+            bins = np.asarray(bins).astype(np.int64).reshape(len(table), len(MAIN_ERRORS))
+        return PerImage(**{name: table[:, i].copy() for i, name in enumerate(PER_IMAGE_COLUMNS)}, bins=bins)
+
+    def with_errors(self, errors: ErrorAnalysis) -> PerImage:
+        """The same rows with the count of each bin of ``errors`` (its per-detection rows) per image."""
+        images, width = len(self.image_id), len(MAIN_ERRORS)
+        fp, missed = errors.false_positives, errors.missed
+        cells = np.r_[
+            np.searchsorted(self.image_id, fp.image_id) * width + fp.error,
+            np.searchsorted(self.image_id, missed.image_id) * width + MAIN_ERRORS.index("Miss"),
+        ]
+        bins = np.bincount(cells.astype(np.int64), minlength=images * width).reshape(images, width)
+        return PerImage(**{name: getattr(self, name) for name in PER_IMAGE_COLUMNS}, bins=bins)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The keys of a row: :data:`PER_IMAGE_COLUMNS`, then :data:`MAIN_ERRORS` with error analysis."""
+        return PER_IMAGE_COLUMNS if self.bins is None else PER_IMAGE_COLUMNS + MAIN_ERRORS
 
     def table(self) -> np.ndarray:
-        """The (I, 9) int64 array of the columns, in :data:`PER_IMAGE_COLUMNS` order."""
-        return np.stack([getattr(self, f.name) for f in fields(self)], axis=1).reshape(-1, len(PER_IMAGE_COLUMNS))
+        """The (I, 9) int64 array of the columns, in :data:`PER_IMAGE_COLUMNS` order ((I, 15) with the bins)."""
+        table = np.stack([getattr(self, name) for name in PER_IMAGE_COLUMNS], axis=1).reshape(-1, 9)
+        return table if self.bins is None else np.concatenate([table, self.bins], axis=1)
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -75,12 +103,13 @@ class PerImage:
         return iter(self.rows())
 
     def rows(self) -> list[dict[str, int]]:
-        """One plain dict per image, keys :data:`PER_IMAGE_COLUMNS` (JSON-ready)."""
-        return [dict(zip(PER_IMAGE_COLUMNS, row)) for row in self.table().tolist()]
+        """One plain dict per image, keys :attr:`columns` (JSON-ready)."""
+        return [dict(zip(self.columns, row)) for row in self.table().tolist()]
 
     def select(self, order: np.ndarray) -> PerImage:
         """The rows at ``order`` (indices or a boolean mask), in that order."""
-        return PerImage(*(getattr(self, f.name)[order] for f in fields(self)))
+        bins = None if self.bins is None else self.bins[order]
+        return PerImage(**{name: getattr(self, name)[order] for name in PER_IMAGE_COLUMNS}, bins=bins)
 
     def worst_first(self) -> PerImage:
         """The rows sorted worst first: most errors (``fp50 + fn50``) first, then most misses
@@ -101,8 +130,8 @@ class PerImage:
               image_id  num_gt num_det    tp50    fp50    fn50    tp75    fp75    fn75
                      7       2       3       1       2       1       0       3       2
         """
-        widths = [10] + [7] * (len(PER_IMAGE_COLUMNS) - 1)
-        lines = [" ".join(f"{name:>{w}}" for name, w in zip(PER_IMAGE_COLUMNS, widths))]
+        widths = [10] + [7] * (len(self.columns) - 1)
+        lines = [" ".join(f"{name:>{w}}" for name, w in zip(self.columns, widths))]
         for row in self.table()[:limit].tolist():
             lines.append(" ".join(f"{value:>{w}}" for value, w in zip(row, widths)))
         return "\n".join(lines)

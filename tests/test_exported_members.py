@@ -20,6 +20,7 @@ PUBLIC = [
     "CocoReportHandler",
     "CocoResult",
     "DetectionImagesHandler",
+    "ErrorAnalysis",
     "EvaluationArtifactHandler",
     "F1Point",
     "PerImage",

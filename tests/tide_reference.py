@@ -399,3 +399,46 @@ def _with_mask(entry: dict, image: dict, iou_type: str) -> dict:
     if "score" in entry:
         del entry["bbox"]  # segm results: the mask only, as a Mask R-CNN export without boxes
     return entry
+
+
+# --- the same cases as the metric's input -------------------------------------------------------------
+
+
+def coco_samples(gt: dict, results: list[dict], iou_type: str = "bbox") -> tuple[list[tuple[dict, dict]], dict]:
+    """(prediction, target) pairs of every image of ``gt`` (boxes in xywh, masks as RLE dicts), and the ids
+    ``loadRes`` and the file give them: ``ids[image_id] = (detection ids, ground-truth ids)`` in each image's
+    order (detections in ``results`` order, ground truth by annotation id), for comparing per-detection rows."""
+    import torch
+
+    anns: dict[int, list[dict]] = {image["id"]: [] for image in gt["images"]}
+    dets: dict[int, list[tuple[int, dict]]] = {image["id"]: [] for image in gt["images"]}
+    for ann in sorted(gt["annotations"], key=lambda a: a["id"]):
+        anns[ann["image_id"]].append(ann)
+    for det_id, det in enumerate(results, start=1):  # loadRes numbers results from 1, in order
+        dets[det["image_id"]].append((det_id, det))
+    samples, ids = [], {}
+    for image_id in anns:
+        gts, preds = anns[image_id], [det for _, det in dets[image_id]]
+        target: dict = {
+            "labels": torch.tensor([a["category_id"] for a in gts], dtype=torch.int64),
+            "iscrowd": torch.tensor([a.get("iscrowd", 0) for a in gts], dtype=torch.int64),
+            "area": torch.tensor([a["area"] for a in gts], dtype=torch.float64),
+            "image_id": image_id,
+        }
+        prediction: dict = {
+            "scores": torch.tensor([r["score"] for r in preds], dtype=torch.float64),
+            "labels": torch.tensor([r["category_id"] for r in preds], dtype=torch.int64),
+        }
+        if iou_type == "segm":
+            target["masks"] = [_rle(a["segmentation"]) for a in gts]
+            prediction["masks"] = [_rle(r["segmentation"]) for r in preds]
+        else:
+            target["boxes"] = torch.tensor([a["bbox"] for a in gts], dtype=torch.float64).reshape(-1, 4)
+            prediction["boxes"] = torch.tensor([r["bbox"] for r in preds], dtype=torch.float64).reshape(-1, 4)
+        samples.append((prediction, target))
+        ids[image_id] = ([det_id for det_id, _ in dets[image_id]], [a["id"] for a in gts])
+    return samples, ids
+
+
+def _rle(segmentation: dict) -> dict:
+    return {"size": list(segmentation["size"]), "counts": segmentation["counts"]}

@@ -39,7 +39,9 @@ CLS, LOC, BOTH, DUPE, BKG, MISS = range(len(MAIN_ERRORS))
 
 @dataclass(frozen=True)
 class ClassErrors:
-    """One category's share: its AP at ``t_f`` (-1.0 where undefined), each bin's dAP and how many errors fell in it."""
+    """One category's share: its AP at ``t_f`` (-1.0 where undefined: no ground truth), each bin's dAP for this
+    category (NaN where it has no AP before or after the fix) and how many errors fell in it (a false positive
+    counts under its own, predicted category; a missed ground truth under its category)."""
 
     category_id: int
     name: str
@@ -118,10 +120,25 @@ class ErrorAnalysis:
     ``missed``: every error, one row each.
 
     Example:
-        >>> errors = result.errors                       # doctest: +SKIP
-        >>> max(errors.main, key=errors.main.get)        # doctest: +SKIP
-        'Cls'
-        >>> print(errors)                                # doctest: +SKIP
+        A detection of class 2 on a ground truth of class 1 (``Cls``) and a stray one of class 1 (``Bkg``): the AP
+        is 0, and relabelling the first would make it 1. (Class 2 is evaluated because it is named: the classes
+        are COCOeval's, those of the ground truth and of ``class_names``.)
+
+        >>> import torch
+        >>> from ignite_det import CocoMetric
+        >>> metric = CocoMetric(class_names={1: "cat", 2: "dog"}, error_analysis=True)
+        >>> metric.update(([{"boxes": torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]),
+        ...     "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([2, 1])}],
+        ...     [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1])}]))
+        >>> errors = metric.compute().errors
+        >>> errors.ap, errors.main["Bkg"], errors.special["FalsePos"]
+        (0.0, 0.0, 0.0)
+        >>> errors.main["Cls"]  # precision 1 / (1 + np.spacing(1)), as pycocotools computes it
+        0.9999999999999999
+        >>> errors.counts
+        {'Cls': 1, 'Loc': 0, 'Both': 0, 'Dupe': 0, 'Bkg': 1, 'Miss': 0}
+        >>> [(row["detection"], row["error"], row["gt_category_id"]) for row in errors.false_positives.rows()]
+        [(0, 'Cls', 1), (1, 'Bkg', -1)]
     """
 
     mode: ErrorMode
@@ -136,7 +153,8 @@ class ErrorAnalysis:
     missed: MissedObjects = field(default_factory=MissedObjects.empty)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report's ``errors``: ``AP``, ``main``, ``special`` (fractions), ``counts`` and ``per_class``."""
+        """The JSON report's ``errors``: ``AP``, ``main``, ``special`` (fractions), ``counts`` and ``per_class``
+        (a category's undefined dAP, NaN in :class:`ClassErrors`, is ``None``: strict JSON has no NaN)."""
         return {
             "mode": self.mode,
             "iou_threshold": self.iou_threshold,
@@ -150,8 +168,8 @@ class ErrorAnalysis:
                     "category_id": c.category_id,
                     "name": c.name,
                     "AP": c.ap,
-                    "main": dict(c.main),
-                    "special": dict(c.special),
+                    "main": _json_numbers(c.main),
+                    "special": _json_numbers(c.special),
                     "counts": dict(c.counts),
                 }
                 for c in self.per_class
@@ -170,3 +188,8 @@ class ErrorAnalysis:
 
     def __str__(self) -> str:
         return self.text()
+
+
+def _json_numbers(values: dict[str, float]) -> dict[str, float | None]:
+    """NaN as None, for strict JSON."""
+    return {name: None if value != value else value for name, value in values.items()}

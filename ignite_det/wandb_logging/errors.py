@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ignite_det.error_analysis.analysis import MAIN_ERRORS, SPECIAL_ERRORS, ErrorAnalysis
+from ignite_det.error_analysis.coco import ErrorBins, error_bins
+from ignite_det.iou.by_type import pair_iou
 
 if TYPE_CHECKING:
     from ignite_det.params import EvalParams
     from ignite_det.table import Detections
 
-__all__ = ["ERROR_CLASS_COLUMNS", "SampleBins", "detection_bins", "error_payload", "fp_caption"]
+__all__ = ["ERROR_CLASS_COLUMNS", "detection_bins", "error_payload", "fp_caption"]
 
 ERROR_CLASS_COLUMNS = (
     "category_id",
@@ -104,34 +106,18 @@ def error_payload(wandb: Any, errors: ErrorAnalysis, tag: str) -> dict[str, Any]
 # ---------------------------------------------------------------------------------------------------------
 
 
-class SampleBins(NamedTuple):
-    """One image's bins: per detection its bin (an index into ``MAIN_ERRORS``, -1 for none) and the ground
-    truth row it is attributed to (-1 for none); per ground truth whether it is in the ``Miss`` bin."""
-
-    det_bin: np.ndarray
-    det_gt_row: np.ndarray
-    gt_missed: np.ndarray
-
-
 def detection_bins(
     d: Detections,
     params: EvalParams,
     iou_index: int,
     background_threshold: float,
     category_ids: tuple[int, ...] | None = None,
-) -> SampleBins | None:
+) -> ErrorBins:
     """The bins of one image's objects on COCOeval's matching at ``params.iou_thresholds[iou_index]``
     (:func:`ignite_det.error_analysis.coco.error_bins`, with the evaluated ``category_ids``; default: every
-    label), or ``None`` where that function is not available."""
-    try:
-        from ignite_det.error_analysis.coco import error_bins  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    from ignite_det.iou.by_type import pair_iou
-
+    label)."""
     ids = None if category_ids is None else np.asarray(category_ids, dtype=np.int64)
-    bins = error_bins(d, params, iou_index, background_threshold, pair_iou(params), category_ids=ids)
-    return SampleBins(np.asarray(bins.det_bin), np.asarray(bins.det_gt_row), np.asarray(bins.gt_missed, dtype=bool))
+    return error_bins(d, params, iou_index, background_threshold, pair_iou(params), category_ids=ids)
 
 
 def fp_caption(error: int, gt_name: str | None) -> str:

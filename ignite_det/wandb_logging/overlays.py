@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, match_images, match_one_threshold
+from ignite_det.error_analysis.coco import ErrorBins
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
@@ -51,7 +52,7 @@ from ignite_det.lvis import LVIS_KEYS, LvisProtocol
 from ignite_det.params import EvalParams
 from ignite_det.per_image import per_image_table
 from ignite_det.table import Detections, category_index
-from ignite_det.wandb_logging.errors import SampleBins, detection_bins, fp_caption
+from ignite_det.wandb_logging.errors import detection_bins, fp_caption
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
@@ -330,14 +331,14 @@ def _layers(
     }
 
 
-def _bin_words(bins: SampleBins, i: int, d: Detections, labels: Mapping[int, str]) -> str:
+def _bin_words(bins: ErrorBins, i: int, d: Detections, labels: Mapping[int, str]) -> str:
     """A false positive's bin in words, with the class of the ground truth a ``Cls`` error sits on."""
     row = int(bins.det_gt_row[i])
     gt_name = labels[int(d.gt_labels[row])] if row >= 0 else None
     return fp_caption(int(bins.det_bin[i]), gt_name)
 
 
-def _gt_words(found: Verdicts, bins: SampleBins | None, j: int) -> str:
+def _gt_words(found: Verdicts, bins: ErrorBins | None, j: int) -> str:
     """A ground truth's caption: its kind, or with the error analysis ``missed`` for the ``Miss`` bin only."""
     kind = found.ground_truth[j]
     if bins is None:

@@ -16,7 +16,6 @@ import numpy as np
 from ignite.engine import Engine
 from ignite.handlers.wandb_logger import WandBLogger
 
-from ignite_det.per_image import PER_IMAGE_COLUMNS
 from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
 from ignite_det.wandb_logging.errors import error_payload
 
@@ -230,7 +229,7 @@ def _per_image_rows(result: CocoResult, pictures: Mapping[int, Any] | None) -> t
     """The per-image table, worst first, at most :data:`MAX_TABLE_ROWS` rows (the worst); with ``pictures``
     (image id -> picture), an ``image`` column holding them, empty for the other images."""
     ordered = result.per_image.worst_first()
-    columns = list(getattr(ordered, "columns", PER_IMAGE_COLUMNS))  # with error analysis, the bins' counts too
+    columns = list(ordered.columns)  # with error analysis, the bins' counts too
     worst = ordered.table()[:MAX_TABLE_ROWS].tolist()  # W&B's limit: the worst 200,000
     if pictures is None:
         return columns, worst
