@@ -290,7 +290,7 @@ def _layers(
         point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0, errors=None)
     found = verdicts(d, point, sample.lvis_lists if kind == point.params.iou_type else None)
     bins = None
-    if point.errors is not None and point.lvis is None:  # the bins are COCOeval's, not lvis-api's rules
+    if point.errors is not None:  # coco mode (protocol="lvis" refuses error analysis)
         bins = detection_bins(d, point.params, *point.errors, category_ids=point.category_ids)
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):
