@@ -56,7 +56,12 @@ def _finite(value: float) -> float | None:
 
 
 def error_bar_rows(values: Mapping[str, float], names: tuple[str, ...]) -> list[list[Any]]:
-    """``[bin, dAP]`` rows of a bar chart, in TIDE's order."""
+    """``[bin, dAP]`` rows of a bar chart, in TIDE's order.
+
+    Example:
+        >>> error_bar_rows({"FalseNeg": 0.25, "FalsePos": 0.5}, SPECIAL_ERRORS)
+        [['FalsePos', 0.5], ['FalseNeg', 0.25]]
+    """
     return [[name, float(values[name])] for name in names]
 
 
@@ -122,7 +127,13 @@ def detection_bins(
 
 def fp_caption(error: int, gt_name: str | None) -> str:
     """A false positive's words by bin: ``FP loc``, ``FP cls: dog`` (the class of the ground truth it sits
-    on), ``FP both``, ``FP dupe``, ``FP bkg``."""
+    on), ``FP both``, ``FP dupe``, ``FP bkg``.
+
+    Example:
+        >>> from ignite_det.error_analysis.analysis import CLS, DUPE
+        >>> fp_caption(CLS, "dog"), fp_caption(DUPE, None)
+        ('FP cls: dog', 'FP dupe')
+    """
     name = MAIN_ERRORS[error].lower()
     if name == "cls" and gt_name is not None:
         return f"FP cls: {gt_name}"
