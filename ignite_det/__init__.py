@@ -7,6 +7,7 @@ from ignite_det.operating_point import F1Point
 from ignite_det.params import Backend, BoxFormat, IouType
 from ignite_det.per_image import PerImage
 from ignite_det.result import STAT_NAMES, ClassResult, CocoResult
+from ignite_det.wandb_logging.artifact import EvaluationArtifactHandler
 from ignite_det.wandb_logging.attach import attach_wandb_logging
 from ignite_det.wandb_logging.images import DetectionImagesHandler
 from ignite_det.wandb_logging.plain_loop import WandBReport
@@ -26,6 +27,7 @@ __all__ = [
     "CocoResult",
     "DetectionImagesHandler",
     "ErrorAnalysis",
+    "EvaluationArtifactHandler",
     "F1Point",
     "IouType",
     "PerImage",

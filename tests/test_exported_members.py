@@ -21,6 +21,7 @@ PUBLIC = [
     "CocoResult",
     "DetectionImagesHandler",
     "ErrorAnalysis",
+    "EvaluationArtifactHandler",
     "F1Point",
     "PerImage",
     "WandBReport",

@@ -27,6 +27,9 @@ from typing import Any
 from wandb.proto import wandb_internal_pb2 as pb
 
 __all__ = [
+    "artifact_files",
+    "artifacts",
+    "load_artifact_table",
     "chart_table_key",
     "charts",
     "find_run_dir",
@@ -236,3 +239,34 @@ def mask_class_labels(run_dir: str | Path) -> dict[str, dict[int, str]]:
                     for key, entry in json.loads(item.value_json).get("mask/class_labels", {}).items():
                         out[key] = {int(code): name for code, name in entry["value"].items()}
     return out
+
+
+def artifacts(run_dir: str | Path, kind: str) -> list[Any]:
+    """The ``ArtifactRecord`` of each artifact version of type ``kind`` the run logged, in order (W&B also
+    logs every table as an artifact of type ``run_table``). Each has ``name``, ``type``, ``aliases``,
+    ``metadata`` (JSON text) and ``manifest.contents``."""
+    return [
+        record.artifact
+        for record in read_records(run_dir)
+        if record.WhichOneof("record_type") == "artifact" and record.artifact.type == kind
+    ]
+
+
+def artifact_files(artifact: Any) -> dict[str, Path]:
+    """An artifact version's files by name: an offline run keeps a staged copy of each (``local_path``,
+    under ``WANDB_DATA_DIR``) for ``wandb sync`` to upload."""
+    return {entry.path: Path(entry.local_path) for entry in artifact.manifest.contents}
+
+
+def load_artifact_table(
+    run_dir: str | Path, value: dict[str, Any]
+) -> tuple[list[str], list[list[Any]], dict[str, Path]]:
+    """``(columns, rows, files)`` of a logged ``wandb.Table`` as W&B keeps it in the table's ``run_table``
+    artifact, where media cells are whole (``{"_type": "image-file", "path": ..., "caption": ..., "boxes":
+    {layer: [box, ...]}}``; the copy under ``files/media/table`` holds only the word ``"Image"``); ``files``
+    maps a cell's ``path`` to the staged file."""
+    client_id, _, name = value["artifact_path"].removeprefix("wandb-client-artifact://").partition("/")
+    (artifact,) = [a for a in artifacts(run_dir, "run_table") if a.client_id == client_id]
+    files = artifact_files(artifact)
+    table = json.loads(files[name].read_text())
+    return table["columns"], table["data"], files

@@ -3,8 +3,8 @@
 Usage::
 
     ignite-det evaluate GT.json PREDICTIONS.json [--iou-type segm] [--protocol lvis] [--backend faster_coco_eval]
-        [--per-class] [--per-image] [--output report.json] [--wandb-project NAME [--wandb-mode online]]
-        [--images-dir DIR]
+        [--per-class] [--per-image] [--errors [tidecv]] [--background-threshold T] [--output report.json]
+        [--wandb-project NAME [--wandb-mode online] [--wandb-artifact]] [--images-dir DIR]
     python -m ignite_det evaluate ...
 
 ``GT.json`` is a COCO instances file, ``PREDICTIONS.json`` a COCO results list (``image_id``,
@@ -41,6 +41,7 @@ from ignite.handlers.wandb_logger import WandBLogger
 from ignite_det.backends import BACKENDS
 from ignite_det.backends.cocoeval import gc_paused
 from ignite_det.cli.coco_json import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
+from ignite_det.error_analysis import ERROR_MODES
 from ignite_det.metric import CocoMetric
 from ignite_det.params import IOU_TYPES, PROTOCOLS
 from ignite_det.plausibility import ImplausibleInputWarning
@@ -52,6 +53,7 @@ EXIT_USAGE = 2
 BATCH_SIZE = 256  # images per update(): few Python round trips, small enough for a progress bar to move
 NUM_SHOWN_IMAGES = 16
 NUM_WORST_IMAGES = 10  # printed with --per-image; the JSON report holds every image
+DEFAULT_BACKGROUND_THRESHOLD = 0.1  # TIDE's t_b (tidecv/quantify.py:428), CocoMetric's default
 
 DESCRIPTION = """\
 COCO AP/AR of a results file (boxes, masks or keypoints), computed as pycocotools' COCOeval
@@ -79,7 +81,15 @@ detection matched to one as a true positive. A file that is valid but probably a
 warning too: boxes that reach past their image (xyxy, not xywh), normalised boxes, category ids
 shifted by one.
 
+--errors adds TIDE's error analysis on COCOeval's own matching (its AP is COCOeval's AP at IoU 0.5):
+each false positive's bin (Cls, Loc, Both, Dupe, Bkg), the missed objects (Miss), and the AP each bin
+costs (dAP, in AP points in the printed tables, as fractions in the --output report); --errors tidecv
+gives the tidecv package's own numbers instead (its matching, its AP), for comparison with published
+TIDE tables. With --per-image, the per-image rows count each image's errors by bin.
+
 W&B runs are offline unless WANDB_MODE or --wandb-mode says otherwise ("wandb sync" uploads them).
+--wandb-artifact also logs the results file and the JSON report as a W&B artifact (a copy of the
+results file is staged on the local disk until it is uploaded).
 
 Exit status: 0 on success, warnings included; 2 for a usage or input mistake or a W&B failure,
 reported as one line on stderr that names the file and the problem.
@@ -121,10 +131,28 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"also print the {NUM_WORST_IMAGES} worst images, and put every image's counts in the --output report",
     )
+    evaluate.add_argument(
+        "--errors",
+        nargs="?",
+        const="coco",
+        choices=ERROR_MODES,
+        help="TIDE's error analysis on COCOeval's matching (coco, the default) or as tidecv computes it (tidecv)",
+    )
+    evaluate.add_argument(
+        "--background-threshold",
+        type=float,
+        metavar="T",
+        help=f"with --errors: TIDE's background IoU threshold; default: {DEFAULT_BACKGROUND_THRESHOLD}",
+    )
     evaluate.add_argument("--output", type=Path, metavar="REPORT.json", help="write the full report as JSON")
     evaluate.add_argument("--wandb-project", metavar="NAME", help="log the report to this W&B project")
     evaluate.add_argument(
         "--wandb-mode", choices=("online", "offline", "disabled"), help="default: WANDB_MODE, else offline"
+    )
+    evaluate.add_argument(
+        "--wandb-artifact",
+        action="store_true",
+        help="also log the results file and the JSON report as a W&B artifact (a copy is staged on disk)",
     )
     evaluate.add_argument("--images-dir", type=Path, metavar="DIR", help="images by file_name, shown in W&B")
     return parser
@@ -139,6 +167,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--max-dets must be integers >= 1, got {_typed(args.max_dets)}")
     if args.images_dir is not None and args.wandb_project is None:
         raise InputError("--images-dir only shows images in W&B: give --wandb-project too")
+    if args.wandb_artifact and args.wandb_project is None:
+        raise InputError("--wandb-artifact logs to W&B: give --wandb-project too")
+    if args.background_threshold is not None and args.errors is None:
+        raise InputError("--background-threshold is for the error analysis: give --errors too")
+    if args.background_threshold is not None and not 0 <= args.background_threshold <= 1:
+        raise InputError(f"--background-threshold must be a number in [0, 1], got {args.background_threshold}")
+    if args.errors is not None and args.iou_type == "keypoints":
+        raise InputError("--errors is for boxes and masks: TIDE defines no keypoint errors")
     if args.output is not None and not args.output.parent.is_dir():
         raise InputError(f"--output {args.output}: the directory {args.output.parent} does not exist")
     if args.images_dir is not None and not args.images_dir.is_dir():
@@ -263,6 +299,7 @@ def _metric(args: argparse.Namespace, gt: GroundTruth) -> CocoMetric:
             iou_type=args.iou_type,
             keypoint_sigmas=args.keypoint_sigmas,
             **_protocol_arguments(args, gt),
+            **_error_arguments(args),
             output_transform=lambda output: (output.y_pred, output.y),
         )
     except (ModuleNotFoundError, ValueError) as error:  # faster-coco-eval missing, bad --keypoint-sigmas
@@ -285,7 +322,17 @@ def _protocol_arguments(args: argparse.Namespace, gt: GroundTruth) -> dict[str, 
     return {"protocol": "lvis", "category_frequencies": gt.lvis.frequencies}
 
 
-def _wandb_logger(args: argparse.Namespace, evaluator: Engine, gt: GroundTruth, shown: int) -> WandBLogger:
+def _error_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """``error_analysis`` and ``background_threshold`` for the metric; nothing without ``--errors``."""
+    if args.errors is None:
+        return {}
+    threshold = DEFAULT_BACKGROUND_THRESHOLD if args.background_threshold is None else args.background_threshold
+    return {"error_analysis": args.errors, "background_threshold": threshold}
+
+
+def _wandb_logger(
+    args: argparse.Namespace, evaluator: Engine, gt: GroundTruth, shown: int, metric: CocoMetric
+) -> WandBLogger:
     """The training path's logging: ``WandBLogger`` plus the report and (with images) the images handler."""
     config = {"gt": str(args.gt), "predictions": str(args.predictions), "backend": args.backend}
     # Offline unless told otherwise (the README's promise: no account needed); WANDB_MODE is W&B's to read.
@@ -302,6 +349,7 @@ def _wandb_logger(args: argparse.Namespace, evaluator: Engine, gt: GroundTruth, 
         class_names=gt.class_names,
         batch_transform=lambda batch: batch.images,
         output_transform=lambda output: (output.y_pred, output.y),
+        artifact_metric=metric if args.wandb_artifact else None,
     )
     return logger
 
@@ -367,7 +415,7 @@ def evaluate(args: argparse.Namespace) -> CocoResult:
     metric.attach(evaluator, "coco")
     if sys.stderr.isatty() and len(batches) > 1:
         ProgressBar(persist=False, desc="evaluate").attach(evaluator)
-    logger = _wandb_logger(args, evaluator, gt, with_file) if args.wandb_project else None
+    logger = _wandb_logger(args, evaluator, gt, with_file, metric) if args.wandb_project else None
     with _logging_to(logger, args), warnings.catch_warnings():
         warnings.simplefilter("ignore", ImplausibleInputWarning)  # the results file's checks have said it
         evaluator.run(batches)
@@ -392,7 +440,9 @@ def _warn(message: str) -> None:
 
 def _report(result: CocoResult, args: argparse.Namespace) -> None:
     print(str(result) if args.per_class else result.summary())
-    report = result.to_dict()
+    report = result.to_dict()  # with --errors, its "errors" (CocoResult.to_dict adds them)
+    if result.errors is not None:
+        print(f"\n{result.errors.text()}")
     if args.per_image:
         print("\nWorst images (most errors at IoU 0.5, fp50 + fn50; then fn50; then fp75 + fn75):")
         print(result.per_image.worst_first().text(NUM_WORST_IMAGES))

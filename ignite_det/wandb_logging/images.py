@@ -16,7 +16,7 @@ from ignite.handlers.wandb_logger import WandBLogger
 from ignite_det.params import BOX_FORMATS
 from ignite_det.table import Detections
 from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
-from ignite_det.wandb_logging.overlays import OperatingPoint, _layers, _make_sample, _Sample
+from ignite_det.wandb_logging.overlays import OperatingPoint, _layers, _make_sample, _Sample, error_counts
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
@@ -106,6 +106,14 @@ class DetectionImagesHandler(_WandBHandler):
             does not depend on the sampler.
         global_step_transform: as in :class:`~ignite_det.CocoReportHandler`.
         key: the name under ``tag``. Default ``"detections"``.
+        num_worst: also capture the pictures of the ``num_worst`` worst images (0 to 50), for the image column
+            of the per-image table (``CocoReportHandler(images=handler)``): each batch's images are matched
+            as the metric matches them (its parameters and categories, from its previous result; at the first
+            evaluation COCO's box defaults and every label, so a detection of a category the metric does not
+            evaluate may count there), and each process keeps the pictures of its worst ones by
+            :meth:`~ignite_det.PerImage.worst_first`'s order; at the end the images of the result's
+            ``num_worst`` first rows get a picture (with the sample's boxes and verdicts). Under distribution,
+            only for targets with an ``image_id``. Default 0: none.
 
     Raises:
         ValueError: if ``num_images`` is not in [1, 50] or ``box_format`` is unknown; when called, if a
@@ -131,9 +139,12 @@ class DetectionImagesHandler(_WandBHandler):
         output_transform: Callable[[Any], tuple[Sequence[Any], Sequence[Any]]] = _output_pair,
         global_step_transform: StepTransform | None = None,
         key: str = "detections",
+        num_worst: int = 0,
     ) -> None:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES:
             raise ValueError(f"num_images must be an int from 1 to {MAX_IMAGES}, got {num_images!r}")
+        if isinstance(num_worst, bool) or not isinstance(num_worst, int) or not 0 <= num_worst <= MAX_IMAGES:
+            raise ValueError(f"num_worst must be an int from 0 to {MAX_IMAGES}, got {num_worst!r}")
         if box_format not in BOX_FORMATS:
             raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
         self.tag, self.key = tag, key
@@ -148,6 +159,10 @@ class DetectionImagesHandler(_WandBHandler):
         self.image_ids: list[int] = []  # the fixed sample, increasing; empty until chosen
         self._candidates: dict[int, _Sample] = {}  # this process's captures in the current evaluation
         self._position = 0
+        self.num_worst = num_worst
+        self._worst: dict[int, tuple[tuple[int, ...], _Sample]] = {}  # this process's worst: image id -> (rank, sample)
+        self._point: OperatingPoint | None = None  # the last result's parameters, which the worst are matched by
+        self.worst: dict[int, Any] = {}  # after images(): image id -> wandb.Image of the worst images
 
     def __call__(self, engine: Engine, logger: WandBLogger | None, event_name: Any) -> None:
         run = self._active_run(logger)
@@ -178,12 +193,38 @@ class DetectionImagesHandler(_WandBHandler):
                 f"{len(y)} targets; pass a batch_transform that returns the images in the order of y "
                 "(the default takes batch[0])."
             )
-        for image, pred, target in zip(images, y_pred, y):
-            key = self._key(target)
+        keys = [self._key(target) for target in y]
+        for key, image, pred, target in zip(keys, images, y_pred, y):
             if image is not None and self._wanted(key):
                 self._candidates[key] = _make_sample(key, image, pred, target, self.box_format)
                 if len(self._candidates) > self.num_images:
                     del self._candidates[max(self._candidates)]
+        if self.num_worst:
+            self._offer_worst(keys, images, y_pred, y)
+
+    def _offer_worst(
+        self,
+        keys: list[int],
+        images: Sequence[Any],
+        y_pred: Sequence[Mapping[str, Any]],
+        y: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Keep the pictures of this process's ``num_worst`` worst images so far (worst_first's order)."""
+        if idist.get_world_size() > 1 and not all("image_id" in target for target in y):
+            return  # the metric numbers such images by arrival, which no process can tell from its position
+        shown = [k for k, image in enumerate(images) if image is not None]
+        point = self._point or OperatingPoint.of(None)
+        counts = error_counts([y_pred[k] for k in shown], [y[k] for k in shown], self.box_format, point)
+        if counts is None:
+            return
+        for k, row in zip(shown, counts.tolist()):
+            _, _, _, _, fp50, fn50, _, fp75, fn75 = row
+            rank = (-(fp50 + fn50), -fn50, -(fp75 + fn75), keys[k])
+            if len(self._worst) >= self.num_worst and rank >= max(r for r, _ in self._worst.values()):
+                continue
+            self._worst[keys[k]] = (rank, _make_sample(keys[k], images[k], y_pred[k], y[k], self.box_format))
+            if len(self._worst) > self.num_worst:
+                del self._worst[max(self._worst, key=lambda i: self._worst[i][0])]
 
     def _key(self, target: Mapping[str, Any]) -> int:
         if "image_id" in target:
@@ -213,32 +254,42 @@ class DetectionImagesHandler(_WandBHandler):
         """The ``wandb.Image`` list of the evaluation captured since the last call, which it ends; ``wandb``
         builds them (the wandb module, or a ``WandBLogger``, which forwards to it), ``result`` gives the
         verdicts. Under distribution, call it on every process: only where ``active`` does it return
-        images (elsewhere an empty list).
+        images (elsewhere an empty list). With ``num_worst``, it also sets :attr:`worst`: image id to
+        ``wandb.Image`` for those of the result's ``num_worst`` worst images that were captured.
         """
         local, self._candidates, self._position = self._candidates, {}, 0
+        worst, self._worst, self.worst = [sample for _, sample in self._worst.values()], {}, {}
         if not self.image_ids:  # the first evaluation: agree on the sample, then send only its images
             self.image_ids = sorted(set(_all_keys(list(local), self.num_images)))[: self.num_images]
         mine = [sample for key, sample in local.items() if key in self.image_ids]
         everyone = _exchange(mine, active=active)
+        worst_everyone = _exchange(worst, active=active) if self.num_worst else None
+        if result is not None and hasattr(result, "params"):
+            self._point = OperatingPoint.of(result)  # the next evaluation's worst are matched by its parameters
         if everyone is None or not active:
             return []
         by_key: dict[int, _Sample] = {}
         for sample in everyone:
             by_key.setdefault(sample.image_id, sample)  # a padded repeat, on another process, shown once
         samples = [by_key[key] for key in self.image_ids if key in by_key]
+        worst_by_key = {sample.image_id: sample for sample in worst_everyone or []}
+        worst_ids = [] if result is None or not self.num_worst else result.per_image.worst_first().image_id.tolist()
+        worst_samples = [worst_by_key[key] for key in worst_ids[: self.num_worst] if key in worst_by_key]
         names = {int(c): str(n) for c, n in self._names(result).items()}
-        for sample in samples:  # every label of the images: W&B keeps one set of classes per key
+        for sample in (*samples, *worst_samples):  # every label of the images: W&B keeps one set of classes per key
             for table in sample.tables.values():
                 for c in (*table.det_labels.tolist(), *table.gt_labels.tolist()):
                     names.setdefault(int(c), str(int(c)))
         point = OperatingPoint.of(result)
-        images = []
-        for sample in samples:
-            layers = _layers(sample, names, self.score_threshold, point)
-            shapes = {"masks": layers["masks"]} if layers["masks"] is not None else {}
-            caption = f"image_id {sample.image_id}; {layers['point'].words()}"
-            images.append(wandb.Image(layers["image"], caption=caption, boxes=layers["boxes"], **shapes))
-        return images
+        self.worst = {sample.image_id: self._picture(wandb, sample, names, point) for sample in worst_samples}
+        return [self._picture(wandb, sample, names, point) for sample in samples]
+
+    def _picture(self, wandb: Any, sample: _Sample, names: Mapping[int, str], point: OperatingPoint) -> Any:
+        """One ``wandb.Image``: the picture, its box (and mask) layers, the caption naming the operating point."""
+        layers = _layers(sample, names, self.score_threshold, point)
+        shapes = {"masks": layers["masks"]} if layers["masks"] is not None else {}
+        caption = f"image_id {sample.image_id}; {layers['point'].words()}"
+        return wandb.Image(layers["image"], caption=caption, boxes=layers["boxes"], **shapes)
 
     def _attach_capture(self, engine: Engine, logger: WandBLogger | None) -> None:
         warnings.warn(

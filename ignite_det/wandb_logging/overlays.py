@@ -23,6 +23,12 @@ area not above 0 (not loaded) is ``ignored``.
 
 A ground truth is ``missed`` when no detection scoring at least the operating point's threshold
 matched it: the objects the operating point's recall misses.
+
+With the metric's error analysis in the ``coco`` mode (``result.errors``), the captions follow its bins
+(every score, at its IoU): a false positive's names its bin (``0.42 FP loc``, ``0.42 FP cls: dog``,
+``FP both``, ``FP dupe``, ``FP bkg``), a ground truth of the ``Miss`` bin is captioned ``missed``, and one
+the operating point misses but the analysis does not (a detection below the threshold found it, or a
+``Loc``/``Cls`` false positive claims it) ``unmatched at threshold``. The box classes stay the verdicts'.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +44,15 @@ import numpy as np
 import torch
 
 from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, match_images, match_one_threshold
+from ignite_det.error_analysis.coco import ErrorBins
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.iou.keypoints import COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
 from ignite_det.lvis import LVIS_KEYS, LvisProtocol
 from ignite_det.params import EvalParams
-from ignite_det.table import Detections
+from ignite_det.per_image import per_image_table
+from ignite_det.table import Detections, category_index
+from ignite_det.wandb_logging.errors import detection_bins, fp_caption
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
@@ -135,6 +144,7 @@ class OperatingPoint:
     score_threshold: float
     category_ids: tuple[int, ...] | None = None  # the evaluated categories (None: every label counts)
     lvis: LvisProtocol | None = None  # protocol="lvis": lvis-api's rules decide what is evaluated
+    errors: tuple[int, float] | None = None  # the error analysis's IoU index and background threshold (coco mode)
 
     @staticmethod
     def of(result: CocoResult | None) -> OperatingPoint:
@@ -145,7 +155,12 @@ class OperatingPoint:
         params = result.params
         index = params.iou_index(result.f1_iou_threshold)
         threshold = float(result.best_f1.counting_threshold)
-        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids), result.lvis)
+        errors = None
+        if result.errors is not None and result.errors.mode == "coco":  # tidecv's bins sit on another matching
+            errors_index = params.iou_index(result.errors.iou_threshold)
+            if errors_index is not None:
+                errors = (int(errors_index), float(result.errors.background_threshold))
+        return OperatingPoint(params, int(index or 0), threshold, tuple(result.category_ids), result.lvis, errors)
 
     @property
     def iou_threshold(self) -> float:
@@ -205,6 +220,32 @@ def _coco_verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
     return Verdicts([str(v) for v in names], matches.iou, [str(k) for k in kinds])
 
 
+def error_counts(
+    y_pred: Sequence[Mapping[str, Any]], y: Sequence[Mapping[str, Any]], box_format: str, point: OperatingPoint
+) -> np.ndarray | None:
+    """The per-image rows (:data:`~ignite_det.per_image.PER_IMAGE_COLUMNS`) of a batch, in its order, as the
+    metric counts them with ``point``'s parameters, categories (every label where they are not known) and
+    protocol; ``None`` if the batch does not read as the evaluation's type."""
+    params = point.params
+    num_keypoints = _num_keypoints(y[0]["keypoints"]) if params.iou_type == "keypoints" and y else 0
+    try:
+        with warnings.catch_warnings():  # the metric has said it already, of the same batch
+            warnings.simplefilter("ignore")
+            d = normalize_batch((list(y_pred), list(y)), box_format, params.iou_type, num_keypoints)
+            if point.lvis is not None:  # lvis-api's rules, as the metric applies them to each batch
+                d = point.lvis.apply(d, y, params.iou_type)
+    except ValueError:
+        return None
+    ids = point.category_ids
+    category_ids = np.unique(np.r_[d.gt_labels, d.det_labels]) if ids is None else np.asarray(ids, dtype=np.int64)
+    records = match_images(d, params, pair_iou(params))
+    kept = records.rank < params.max_detections[-1]
+    rows = per_image_table(d, records.outcome[0], kept, category_index(d.det_labels, category_ids), params)
+    in_order = np.empty_like(rows)
+    in_order[np.argsort(d.image_ids, kind="stable")] = rows  # per_image_table sorts by image id
+    return in_order.astype(np.int64)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The layers of a wandb.Image
 # ---------------------------------------------------------------------------------------------------------
@@ -246,8 +287,11 @@ def _layers(
     """
     kind, d = sample.table(point.params.iou_type)
     if kind != point.params.iou_type:  # the pictures lack the evaluation's type: verdicts by box IoU
-        point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0)
+        point = dataclasses.replace(point, params=EvalParams.create(), iou_index=0, errors=None)
     found = verdicts(d, point, sample.lvis_lists if kind == point.params.iou_type else None)
+    bins = None
+    if point.errors is not None:  # coco mode (protocol="lvis" refuses error analysis)
+        bins = detection_bins(d, point.params, *point.errors, category_ids=point.category_ids)
     labels = {int(c): str(n) for c, n in class_names.items()}
     for c in (*d.det_labels.tolist(), *d.gt_labels.tolist()):
         labels.setdefault(int(c), str(int(c)))
@@ -260,11 +304,14 @@ def _layers(
         if score < score_floor:
             continue
         code = _code(order[label], VERDICTS, found.detections[i], None)
-        box = _box(boxes[i], code, _caption(score, found.detections[i], found.iou[i]), score)
+        caption = _caption(score, found.detections[i], found.iou[i])
+        if bins is not None and bins.det_bin[i] >= 0:
+            caption = f"{score:.2f} {_bin_words(bins, i, d, labels)}"
+        box = _box(boxes[i], code, caption, score)
         (predictions if above[i] else below).append(box)
     gt_boxes = _xyxy(d.gt_boxes)
     ground_truth = [
-        _box(gt_boxes[j], _code(order[label], GT_KINDS, found.ground_truth[j], None), found.ground_truth[j].strip())
+        _box(gt_boxes[j], _code(order[label], GT_KINDS, found.ground_truth[j], None), _gt_words(found, bins, j))
         for j, label in enumerate(d.gt_labels.tolist())
     ]
     pred_names = _class_names(labels, order, VERDICTS, " ", None)
@@ -282,6 +329,23 @@ def _layers(
         },
         "masks": _mask_layers(sample.image, d, labels, order, found, shown) if kind == "segm" else None,
     }
+
+
+def _bin_words(bins: ErrorBins, i: int, d: Detections, labels: Mapping[int, str]) -> str:
+    """A false positive's bin in words, with the class of the ground truth a ``Cls`` error sits on."""
+    row = int(bins.det_gt_row[i])
+    gt_name = labels[int(d.gt_labels[row])] if row >= 0 else None
+    return fp_caption(int(bins.det_bin[i]), gt_name)
+
+
+def _gt_words(found: Verdicts, bins: ErrorBins | None, j: int) -> str:
+    """A ground truth's caption: its kind, or with the error analysis ``missed`` for the ``Miss`` bin only."""
+    kind = found.ground_truth[j]
+    if bins is None:
+        return kind.strip()
+    if bins.gt_missed[j]:
+        return "missed"
+    return "unmatched at threshold" if kind == GT_KINDS[3] else kind.strip()
 
 
 def _mask_layers(

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import ignite.distributed as idist
 
+from ignite_det.wandb_logging.artifact import EvaluationArtifactHandler
 from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, MAX_IMAGES, DetectionImagesHandler
 from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
 
 if TYPE_CHECKING:
+    from ignite_det.metric import CocoMetric
     from ignite_det.result import CocoResult
 
 __all__ = ["WandBReport"]
@@ -38,11 +40,18 @@ class WandBReport:
     Args:
         tag: key prefix. Default ``"val"``.
         num_images: images to show, 0 (none) to 50. Default 16.
+        num_worst_images: the worst images whose pictures fill the per-image table's ``image`` column, 0 to
+            50, as in :func:`~ignite_det.attach_wandb_logging`. Default 16; none when ``num_images`` is 0.
         score_threshold: the lowest score of a logged prediction (the floor of W&B's score slider).
             Default 0.05.
         box_format: ``"xyxy"``, ``"xywh"`` or ``"cxcywh"``, as given to the metric. Default ``"xyxy"``.
         class_names: category id to class name for the images. Default: the result's ``class_names``.
         max_plot_classes: as in :class:`~ignite_det.CocoReportHandler`. Default 10.
+        artifact_metric: the :class:`~ignite_det.CocoMetric` whose result :meth:`log` logs: with it, each
+            evaluation's predictions file and JSON report are a version of the W&B artifact
+            ``<tag>-evaluation-<run id>``, ``best`` on the best by ``best_metric`` (as in
+            :func:`~ignite_det.attach_wandb_logging`; opt-in for its size). Default ``None``.
+        best_metric: the number that picks the ``best`` artifact. Default ``"AP"``.
 
     Raises:
         ValueError: if ``num_images`` is not in [0, 50] or ``box_format`` is unknown.
@@ -66,15 +75,17 @@ class WandBReport:
         self,
         tag: str = "val",
         num_images: int = 16,
+        num_worst_images: int = 16,
         score_threshold: float = DEFAULT_SCORE_FLOOR,
         box_format: str = "xyxy",
         class_names: Mapping[int, str] | None = None,
         max_plot_classes: int = DEFAULT_PLOT_CLASSES,
+        artifact_metric: CocoMetric | None = None,
+        best_metric: str = "AP",
     ) -> None:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or not 0 <= num_images <= MAX_IMAGES:
             raise ValueError(f"num_images must be an int from 0 to {MAX_IMAGES}, got {num_images!r}")
         self.tag = tag
-        self.report = CocoReportHandler(tag=tag, include_stats=True, max_plot_classes=max_plot_classes)
         self.images = None
         if num_images:
             self.images = DetectionImagesHandler(
@@ -83,7 +94,14 @@ class WandBReport:
                 score_threshold=score_threshold,
                 class_names=class_names,
                 box_format=box_format,
+                num_worst=num_worst_images,
             )
+        self.report = CocoReportHandler(
+            tag=tag, include_stats=True, max_plot_classes=max_plot_classes, images=self.images
+        )
+        self.artifact = None
+        if artifact_metric is not None:
+            self.artifact = EvaluationArtifactHandler(artifact_metric, tag=tag, best_metric=best_metric)
         self._warned_step = False
 
     def add_images(
@@ -120,6 +138,8 @@ class WandBReport:
         active = run is not None and not getattr(run, "disabled", False)
         images = [] if self.images is None else self.images.images(wandb, result, active=active)
         if not active:
+            if self.artifact is not None and idist.backend() is not None:  # every process gathers the predictions
+                self.artifact.log(None, result, 0)
             return
         data = self.report.payload(wandb, result)
         if images:
@@ -127,6 +147,8 @@ class WandBReport:
         step = self._kept_step(int(run.step) if step is None else step, run)
         run.log(data, step=step)
         self.report._update_best(run, result, step)
+        if self.artifact is not None:
+            self.artifact.log(run, result, step)
 
     def _kept_step(self, step: int, run: Any) -> int:
         current = int(run.step)

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ignite.engine import Engine
 from ignite.handlers.wandb_logger import WandBLogger
 
-from ignite_det.per_image import PER_IMAGE_COLUMNS
 from ignite_det.wandb_logging.base import StepTransform, _default_step, _WandBHandler
+from ignite_det.wandb_logging.errors import error_payload
 
 if TYPE_CHECKING:
     from ignite_det.result import CocoResult
+    from ignite_det.wandb_logging.images import DetectionImagesHandler
 
 __all__ = ["DEFAULT_PLOT_CLASSES", "PER_CLASS_COLUMNS", "CocoReportHandler", "per_class_columns"]
 
@@ -224,6 +225,17 @@ def _confusion_rows(result: CocoResult, classes: list[int] | None = None) -> lis
     return rows if len(rows) <= MAX_TABLE_ROWS else [row for row in rows if row[2]][:MAX_TABLE_ROWS]
 
 
+def _per_image_rows(result: CocoResult, pictures: Mapping[int, Any] | None) -> tuple[list[str], list[list[Any]]]:
+    """The per-image table, worst first, at most :data:`MAX_TABLE_ROWS` rows (the worst); with ``pictures``
+    (image id -> picture), an ``image`` column holding them, empty for the other images."""
+    ordered = result.per_image.worst_first()
+    columns = list(ordered.columns)  # with error analysis, the bins' counts too
+    worst = ordered.table()[:MAX_TABLE_ROWS].tolist()  # W&B's limit: the worst 200,000
+    if pictures is None:
+        return columns, worst
+    return [*columns, "image"], [[*row, pictures.get(row[0])] for row in worst]
+
+
 def _threshold_words(result: CocoResult) -> str:
     """The confusion matrix's score threshold, ``score >= 0.412``, or why there is none (every
     detection is then counted): ``no score threshold (no ground truth)`` or ``(no detection)``.
@@ -255,7 +267,9 @@ class CocoReportHandler(_WandBHandler):
       ``protocol="lvis"`` a ``frequency`` column ("r", "c", "f") follows ``class`` (:func:`per_class_columns`);
     - ``val/per_image``: a table, one row per image, worst first (``CocoResult.per_image.worst_first()``),
       columns :data:`~ignite_det.per_image.PER_IMAGE_COLUMNS`, at most :data:`MAX_TABLE_ROWS` (the worst),
-      to sort and filter in the W&B UI;
+      to sort and filter in the W&B UI; with ``images`` (a :class:`~ignite_det.DetectionImagesHandler`
+      with ``num_worst``), an ``image`` column with the pictures of the worst images, boxes and verdicts
+      drawn (empty for the others);
     - ``val/pr_curve_iou50``, ``val/pr_curve_iou75``: line plots of precision against recall, one line per
       class with ground truth and one for their ``mean`` (not logged without ground truth); with more
       than ``max_plot_classes`` classes, only the ``max_plot_classes`` of lowest AP at that IoU (AP50,
@@ -269,7 +283,11 @@ class CocoReportHandler(_WandBHandler):
       the ``background`` column missed objects. Its title gives the score threshold, or says why
       there is none (``no score threshold (no ground truth)``, ``(no detection)``). With more than
       ``max_plot_classes`` classes, the ``max_plot_classes`` of lowest AP and the others summed as
-      ``other classes``.
+      ``other classes``;
+    - with the metric's error analysis (``result.errors``), under ``val/errors/``: bar charts of the main and
+      special bins' dAP (``main``, ``special``), a per-class table of each bin's dAP and count
+      (``per_class``), and the scalars ``AP``, ``dAP/<bin>``, ``count/<bin>``
+      (:mod:`ignite_det.wandb_logging.errors`).
 
     The run summary keeps ``val/AP_best`` and ``val/AP_best_step``, the best AP so far and its step
     (not set while AP is undefined, -1).
@@ -289,6 +307,8 @@ class CocoReportHandler(_WandBHandler):
             logs them, so each number is logged once. Default ``False``.
         max_plot_classes: the most classes the curves and the heatmap show (COCO's 80 or LVIS's 1,203
             would be unreadable): beyond it, the worst ones. Default :data:`DEFAULT_PLOT_CLASSES`, 10.
+        images: the images handler whose worst images (``num_worst``) fill the per-image table's ``image``
+            column; attach it to ``COMPLETED`` before this handler. Default ``None``: no image column.
 
     Raises:
         TypeError: if ``global_step_transform`` is not callable, or (when called) returns no int.
@@ -312,6 +332,7 @@ class CocoReportHandler(_WandBHandler):
         global_step_transform: StepTransform | None = None,
         include_stats: bool = False,
         max_plot_classes: int = DEFAULT_PLOT_CLASSES,
+        images: DetectionImagesHandler | None = None,
     ) -> None:
         if global_step_transform is not None and not callable(global_step_transform):
             raise TypeError(f"global_step_transform should be a function, got {type(global_step_transform)} instead.")
@@ -322,6 +343,7 @@ class CocoReportHandler(_WandBHandler):
         self.tag = tag
         self.global_step_transform = global_step_transform or _default_step
         self.include_stats = include_stats
+        self.images = images
         self.best_ap: float | None = None
         self.best_step: int | None = None
 
@@ -341,14 +363,17 @@ class CocoReportHandler(_WandBHandler):
         logger.log(self.payload(logger, result), step=step)
         self._update_best(run, result, step)
 
-    def payload(self, wandb: Any, result: CocoResult) -> dict[str, Any]:
+    def payload(self, wandb: Any, result: CocoResult, pictures: Mapping[int, Any] | None = None) -> dict[str, Any]:
         """The dict logged for ``result``; ``wandb`` builds the W&B objects: the wandb module, or a
-        ``WandBLogger`` (which forwards to it)."""
+        ``WandBLogger`` (which forwards to it). ``pictures`` (image id -> ``wandb.Image``) fill the per-image
+        table's ``image`` column; default: the images handler's worst images, if it has any."""
         tag = self.tag
         data: dict[str, Any] = _scalars(result, tag, self.include_stats)
         data[f"{tag}/per_class"] = wandb.Table(columns=list(per_class_columns(result)), data=_per_class_rows(result))
-        worst = result.per_image.worst_first().table()[:MAX_TABLE_ROWS]  # W&B's limit: the worst 200,000
-        data[f"{tag}/per_image"] = wandb.Table(columns=list(PER_IMAGE_COLUMNS), data=worst.tolist())
+        if pictures is None and self.images is not None and self.images.num_worst:
+            pictures = self.images.worst
+        columns, rows = _per_image_rows(result, pictures)
+        data[f"{tag}/per_image"] = wandb.Table(columns=columns, data=rows)
         for iou, suffix in ((0.5, "50"), (0.75, "75")):
             if result.lvis is not None:  # LVIS: a mean curve per frequency group, whatever the number of classes
                 xs, ys, keys = _group_pr_lines(result, iou)
@@ -372,6 +397,8 @@ class CocoReportHandler(_WandBHandler):
                 xname="confidence",
             )
         data[f"{tag}/confusion_matrix"] = self._confusion_plot(wandb, result)
+        if result.errors is not None:
+            data.update(error_payload(wandb, result.errors, tag))
         return data
 
     def _confusion_plot(self, wandb: Any, result: CocoResult) -> Any:

@@ -368,6 +368,10 @@ def test_output_directory_must_exist(tmp_path: Path, capsys) -> None:
         (["--iou-thresholds", "0.5", "1.5"], "--iou-thresholds must be numbers in [0, 1], got 0.5 1.5"),
         (["--iou-thresholds", "nan"], "--iou-thresholds must be numbers in [0, 1], got nan"),
         (["--max-dets", "0", "10"], "--max-dets must be integers >= 1, got 0 10"),
+        (["--background-threshold", "0.2"], "--background-threshold is for the error analysis: give --errors too"),
+        (["--errors", "--background-threshold", "1.5"], "--background-threshold must be a number in [0, 1], got 1.5"),
+        (["--errors", "--iou-type", "keypoints"], "--errors is for boxes and masks: TIDE defines no keypoint errors"),
+        (["--wandb-artifact"], "--wandb-artifact logs to W&B: give --wandb-project too"),
     ],
 )
 def test_bad_arguments_as_typed(capsys, extra: list[str], words: str) -> None:
@@ -403,6 +407,20 @@ def test_wandb_offline_run_holds_the_report_and_images(tmp_path: Path, capsys, g
     assert [i["caption"].split(";")[0] for i in logged] == [f"image_id {i}" for i in shown_ids]
     ground_truth = sum(a["image_id"] == shown_ids[0] for a in gt["annotations"])
     assert len(logged[0]["boxes"]["ground_truth"]["box_data"]) == ground_truth
+
+
+@pytest.mark.usefixtures("wandb_env")
+def test_wandb_artifact_holds_the_results_file_and_the_report(tmp_path: Path, monkeypatch, gt: dict) -> None:
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
+    extra = ("--wandb-project", "ignite-det-tests", "--wandb-mode", "offline", "--wandb-artifact", "--per-image")
+    code, report = _evaluate(tmp_path, *extra)
+    assert code == 0
+    (artifact,) = wr.artifacts(wr.find_run_dir(tmp_path), "evaluation")
+    assert {"best", "latest", "step-1"} == set(artifact.aliases)
+    files = wr.artifact_files(artifact)
+    assert json.loads(files["report.json"].read_text()) == report  # --output's report, per_image included
+    written = json.loads(files["predictions.json"].read_text())
+    assert stats_dict(run_cocoeval(gt, written)) == {name: report[name] for name in STAT_NAMES}
 
 
 @pytest.mark.usefixtures("wandb_env")

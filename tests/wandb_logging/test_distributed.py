@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tests.coco_reference import random_case
 from tests.harness import free_port, spawn_gloo
 
 NUM_IMAGES = 4
+NUM_WORST = 3  # the worst images pictured in the per-image table
 H, W = 40, 60
 PADDED_DATASET = list(range(10, -1, -1))  # 11 images of random_case(21), the smallest image_id first
 
@@ -62,8 +64,17 @@ def _image(index: int) -> torch.Tensor:
 
 def _evaluator(logger: WandBLogger | None, case: str) -> Engine:
     evaluator = Engine(lambda engine, batch: (batch[1], batch[2]))
-    CocoMetric().attach(evaluator, "coco")
-    attach_wandb_logging(logger, evaluator, tag=case, num_images=NUM_IMAGES, score_threshold=0.0)
+    metric = CocoMetric()
+    metric.attach(evaluator, "coco")
+    attach_wandb_logging(
+        logger,
+        evaluator,
+        tag=case,
+        num_images=NUM_IMAGES,
+        num_worst_images=NUM_WORST,
+        score_threshold=0.0,
+        artifact_metric=metric if case == "uneven" else None,  # the predictions are gathered from both
+    )
     return evaluator
 
 
@@ -105,20 +116,52 @@ def _logged_images(run_root: Path, case: str) -> list[list[dict[str, Any]]]:
     ]
 
 
+def _worst_pictures(run_root: Path, case: str) -> list[tuple[list[list[Any]], list[dict[str, Any]]]]:
+    """Per evaluation, the per-image table's rows (image column left out) and its pictures: caption, boxes."""
+    run_dir = wr.find_run_dir(run_root)
+    out = []
+    for row in [row for row in wr.history_rows(run_dir) if f"{case}/per_image" in row]:
+        _, rows, _ = wr.load_artifact_table(run_dir, row[f"{case}/per_image"])
+        pictures = [{"caption": r[-1]["caption"], "boxes": r[-1]["boxes"]} for r in rows if r[-1] is not None]
+        out.append(([r[:-1] for r in rows], pictures))
+    return out
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]:
-    """Per case: (what the 2 gloo processes logged, what one process logged)."""
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every case logged by 2 gloo processes (``root / "two"``) and by one process (``root / "one"``)."""
     root = tmp_path_factory.mktemp("wandb_distributed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CUDA_VISIBLE_DEVICES", "")  # gloo workers stay off any GPU
+        mp.setenv("WANDB_DATA_DIR", str(root / "data"))  # the artifacts' staged copies
         spawn_gloo(_worker, str(root / "two"))
     one_process = {
         case: (dataset, with_ids, [[dataset]] * len(evaluations))
         for case, (dataset, with_ids, evaluations) in CASES.items()
     }
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_DATA_DIR", str(root / "data"))
         _log_cases(root / "one", one_process)
-    return {case: (_logged_images(root / "two", case), _logged_images(root / "one", case)) for case in CASES}
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(root: Path) -> dict[str, tuple[Any, Any]]:
+    """Per case: (what the 2 gloo processes logged, what one process logged): sample images, worst pictures."""
+    return {
+        case: (
+            (_logged_images(root / "two", case), _worst_pictures(root / "two", case)),
+            (_logged_images(root / "one", case), _worst_pictures(root / "one", case)),
+        )
+        for case in CASES
+    }
+
+
+@pytest.fixture(scope="module")
+def artifacts(root: Path) -> tuple[list[Any], list[Any]]:
+    """The evaluation artifacts of the 2-process run and of the one-process run (the ``uneven`` case)."""
+    two, one = (wr.artifacts(wr.find_run_dir(root / run), "evaluation") for run in ("two", "one"))
+    return two, one
 
 
 def _expected_sample(dataset: list[int], with_ids: bool) -> list[int]:
@@ -131,7 +174,7 @@ def _expected_sample(dataset: list[int], with_ids: bool) -> list[int]:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_log_the_images_one_process_logs(runs: dict[str, Any], case: str) -> None:
-    two, one = runs[case]
+    (two, _), (one, _) = runs[case]
     dataset, with_ids, evaluations = CASES[case]
     expected = [f"image_id {key}" for key in _expected_sample(dataset, with_ids)]
     assert len(two) == len(one) == len(evaluations)
@@ -143,6 +186,33 @@ def test_two_processes_log_the_images_one_process_logs(runs: dict[str, Any], cas
             assert image["boxes"] == ref["boxes"]
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_processes_picture_the_worst_images_one_process_pictures(runs: dict[str, Any], case: str) -> None:
+    (_, two), (_, one) = runs[case]
+    assert len(two) == len(one) == len(CASES[case][2])
+    for (rows, pictures), (ref_rows, ref_pictures) in zip(two, one):
+        if not CASES[case][1]:  # without image_id the metric numbers images by arrival: no process knows which
+            assert pictures == [] and ref_pictures
+            continue
+        assert rows == ref_rows
+        assert len(pictures) == NUM_WORST
+        assert [p["caption"].split(";")[0] for p in pictures] == [f"image_id {r[0]}" for r in rows[:NUM_WORST]]
+        assert pictures == ref_pictures
+
+
+def test_two_processes_log_the_artifact_one_process_logs(artifacts: tuple[list[Any], list[Any]]) -> None:
+    two, one = artifacts
+    assert len(two) == len(one) == len(CASES["uneven"][2])
+    for got, reference in zip(two, one):
+        files, ref_files = wr.artifact_files(got), wr.artifact_files(reference)
+        assert set(files) == {"predictions.json", "report.json"}
+        predictions = json.loads(files["predictions.json"].read_text())
+        assert predictions == json.loads(ref_files["predictions.json"].read_text())
+        assert len(predictions) == sum(len(p["scores"]) for p in random_case(21)[0][:12])
+        assert json.loads(files["report.json"].read_text()) == json.loads(ref_files["report.json"].read_text())
+        assert set(got.aliases) - {"best"} == set(reference.aliases) - {"best"}
+
+
 def _nccl_worker(local_rank: int, out_dir: str) -> None:
     dataset, with_ids, evaluations = CASES["uneven"]
     _log_cases(Path(out_dir), {"uneven": (dataset, with_ids, [[dataset]] * len(evaluations))})
@@ -152,7 +222,7 @@ def _nccl_worker(local_rank: int, out_dir: str) -> None:
 def test_a_nccl_group_of_one_logs_the_images_one_process_logs(runs: dict[str, Any], tmp_path: Path) -> None:
     """The exchange on the GPU (NCCL refuses two ranks on one GPU, so one process)."""
     idist.spawn("nccl", _nccl_worker, args=(str(tmp_path),), nproc_per_node=1, master_port=free_port())
-    got, (_, one) = _logged_images(tmp_path, "uneven"), runs["uneven"]
+    got, (_, (one, _)) = _logged_images(tmp_path, "uneven"), runs["uneven"]
     assert [[image["caption"] for image in row] for row in got] == [[image["caption"] for image in row] for row in one]
     for row, reference in zip(got, one):
         for image, ref in zip(row, reference):
@@ -163,7 +233,7 @@ def test_a_nccl_group_of_one_logs_the_images_one_process_logs(runs: dict[str, An
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_logged_image_is_its_own(runs: dict[str, Any], case: str) -> None:
     """The pixels and ground truth boxes under each caption are those of that image."""
-    two, _ = runs[case]
+    (two, _), _ = runs[case]
     dataset, with_ids, _ = CASES[case]
     _, targets = random_case(21, with_image_ids=with_ids)
     index_of = {(targets[i]["image_id"] if with_ids else i): i for i in dataset}

@@ -45,6 +45,7 @@ HIT_RATE = {1: 0.5, 2: 0.95, 3: 0.7}  # per epoch: AP peaks at epoch 2, so the b
 SCORE_THRESHOLD = 0.3
 NUM_IMAGES = 4
 SAMPLE = sorted(IMAGE_IDS)[:NUM_IMAGES]  # the images shown: the smallest ids, increasing
+NUM_WORST = 3  # the worst images pictured in the per-image table
 BATCH_SIZE = 3
 
 
@@ -202,6 +203,7 @@ def convenience_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         logger,
         setup.evaluator,
         num_images=NUM_IMAGES,
+        num_worst_images=NUM_WORST,
         score_threshold=SCORE_THRESHOLD,
         global_step_transform=global_step_from_engine(setup.trainer),
     )
@@ -751,7 +753,30 @@ def test_training_logged_every_iteration_and_validation_at_the_trainers_iteratio
 
 def test_per_image_table_holds_every_image_worst_first_each_epoch(convenience_run: Run) -> None:
     for epoch, result in enumerate(convenience_run.setup.results, start=1):
-        columns, rows = wr.load_table(convenience_run.run_dir, convenience_run.rows[epoch]["val/per_image"])
-        assert columns == list(PER_IMAGE_COLUMNS)
-        assert [dict(zip(columns, row)) for row in rows] == result.per_image.worst_first().rows()
+        columns, rows, _ = wr.load_artifact_table(convenience_run.run_dir, convenience_run.rows[epoch]["val/per_image"])
+        assert columns == [*PER_IMAGE_COLUMNS, "image"]
+        counts = [row[: len(PER_IMAGE_COLUMNS)] for row in rows]
+        assert [dict(zip(PER_IMAGE_COLUMNS, row)) for row in counts] == result.per_image.worst_first().rows()
         assert sorted(row[0] for row in rows) == result.per_image.image_id.tolist()
+
+
+def test_per_image_table_shows_the_worst_images_with_their_boxes(convenience_run: Run) -> None:
+    setup = convenience_run.setup
+    for epoch, result in enumerate(setup.results, start=1):
+        columns, rows, files = wr.load_artifact_table(
+            convenience_run.run_dir, convenience_run.rows[epoch]["val/per_image"]
+        )
+        worst = result.per_image.worst_first().image_id.tolist()
+        pictures = [row[-1] for row in rows]
+        assert [p is not None for p in pictures] == [k < NUM_WORST for k in range(len(rows))]
+        for image_id, picture in zip(worst[:NUM_WORST], pictures):
+            assert picture["_type"] == "image-file" and files[picture["path"]].is_file()
+            assert (picture["width"], picture["height"]) == (W, H)
+            assert picture["caption"].startswith(f"image_id {image_id}; verdicts at IoU 0.5")
+            pred = setup.predictions[(epoch, image_id)]
+            boxes = picture["boxes"]
+            assert len(boxes["ground_truth"]) == len(_target(image_id)["labels"])
+            shown = sum(s >= SCORE_THRESHOLD for s in pred.scores)
+            assert len(boxes["predictions"]) + len(boxes["below_threshold"]) == shown
+            drawn = [b["box_caption"].split(" ")[1] for b in (*boxes["predictions"], *boxes["below_threshold"])]
+            assert sorted(drawn) == sorted(t for t, s in zip(pred.tags, pred.scores) if s >= SCORE_THRESHOLD)
