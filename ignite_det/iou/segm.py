@@ -17,10 +17,11 @@ Every mask is encoded once, in ``update()``, and only the compressed ``counts`` 
 (:class:`~ignite_det.rle.Rles`, :mod:`ignite_det.rle`): a few hundred bytes for a 640x480 mask instead
 of 300 KB. The encoding is pycocotools' ``mask.encode``'s byte for byte, done for a chunk of masks at
 once (:mod:`~ignite_det.iou.mask_runs` finds the runs without the transposing copy ``mask.encode``
-needs, on the masks' own device; :func:`~ignite_det.rle.compress_runs` writes the strings). The IoU is pycocotools' ``mask.iou`` on those very
-strings, so it is the plain recipe's to the last bit, the crowd rule included (for a crowd region, the
-intersection over the detection's own area). The RLE codec is pycocotools' format: this module uses its
-``mask`` functions directly, as the COCO file format itself, not as an evaluation backend.
+needs, on the masks' own device; :func:`~ignite_det.rle.compress_runs` writes the strings). The IoU is
+pycocotools' ``mask.iou`` on those very strings, so it is the plain recipe's to the last bit, the crowd
+rule included (for a crowd region, the intersection over the detection's own area). The RLE format is
+pycocotools': this module uses its ``mask`` functions directly, as the COCO file format itself, not as
+an evaluation backend.
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ def test_counts_beyond_pycocotools_buffer_take_seven_characters():
 def test_bad_values_are_still_refused_in_any_chunk(masks_per_chunk):
     masks = torch.zeros(7, 3, 4)
     masks[5, 2, 3] = 1.5
-    with pytest.raises(ValueError, match=r"y\[0\]\['masks'\] of dtype torch.float32 must hold probabilities in \[0, 1\]"):
+    message = r"y\[0\]\['masks'\] of dtype torch.float32 must hold probabilities in \[0, 1\]"
+    with pytest.raises(ValueError, match=message):
         encode_masks("y[0]['masks']", masks)
     with pytest.raises(ValueError, match=r"must hold only 0 and 1, got values in \[0, 3\]"):
         encode_masks("y[0]['masks']", (masks * 2).to(torch.int16))
