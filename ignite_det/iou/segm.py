@@ -210,7 +210,7 @@ def _buffers(device: torch.device, step: int, height: int, width: int) -> tuple[
 
 def _check_values(where: str, masks: torch.Tensor) -> None:
     """Probabilities in [0, 1], integers 0 or 1 (bool needs no check)."""
-    if masks.dtype == torch.bool:
+    if masks.dtype == torch.bool or _probabilities_by_their_bits(masks):
         return
     low, high = _low_high(masks)
     if masks.is_floating_point():
@@ -224,6 +224,20 @@ def _check_values(where: str, masks: torch.Tensor) -> None:
             f"{where} of dtype {masks.dtype} must hold only 0 and 1, got values in [{int(low)}, {int(high)}]; "
             "pass (masks > 0) for masks stored as 0/255"
         )
+
+
+def _probabilities_by_their_bits(masks: torch.Tensor) -> bool:
+    """True if every value of a float tensor on the CPU is in [+0, 1]: one pass, not two (min and max).
+
+    Read as unsigned integers, the floats from +0 to 1 are exactly the bit patterns up to 1's; negative
+    values (their sign bit set), values above 1, infinities and NaN all lie above it. False sends
+    the tensor to the exact check, which also accepts -0.0 and words the error.
+    """
+    if not (masks.is_floating_point() and _numpy_can_read(masks)):
+        return False
+    values = masks.numpy()
+    bits = np.dtype(f"u{values.dtype.itemsize}")
+    return bool(values.view(bits).max() <= np.array(1.0, values.dtype).view(bits))
 
 
 def _low_high(masks: torch.Tensor) -> tuple[float, float]:

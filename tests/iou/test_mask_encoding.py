@@ -185,3 +185,18 @@ def test_cuda_masks_are_encoded_on_the_device_as_mask_encode_does(dtype, masks_p
         masks[0, 0, 0] = False
     rles = encode_masks("m", values.cuda())
     assert rles.counts.tolist() == _reference(masks)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_the_value_check_at_the_edges_of_zero_to_one(dtype, masks_per_chunk):
+    """-0.0, 0 and 1 are probabilities; the next values outside, infinities and NaN are not."""
+    tiny, eps = torch.finfo(dtype).tiny, torch.finfo(dtype).eps
+    for good in (-0.0, 0.0, 1.0, tiny):
+        masks = torch.full((3, 2, 5), 0.25, dtype=dtype)
+        masks[2, 1, 4] = good
+        assert len(encode_masks("m", masks)) == 3
+    for bad in (-tiny, 1.0 + eps, float("inf"), float("-inf"), float("nan")):
+        masks = torch.full((3, 2, 5), 0.25, dtype=dtype)
+        masks[2, 1, 4] = bad
+        with pytest.raises(ValueError, match=r"must hold probabilities in \[0, 1\]"):
+            encode_masks("m", masks)
