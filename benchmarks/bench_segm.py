@@ -16,9 +16,12 @@ same tensors, one image per call (100 such masks are 123 MB):
 Update time is the sum over the calls (the generation of the inputs is not timed); compute time is
 what a training loop waits for after the last update. Peak memory is the resident set above the
 process's size before the run; ``inputs`` (generation alone) shows what the inputs take of it.
-Also printed: the cost of ``update()`` per mask and the bytes stored per mask.
+``--encode-against TREE`` times only ``update()`` per mask, for each mask form, against the package at
+TREE (e.g. a checkout of the previous code) in fresh processes taking turns, and against
+``mask.encode`` alone and torchvision's recipe.
 
     python benchmarks/bench_segm.py --repeats 3
+    python benchmarks/bench_segm.py --encode-against ../main --images 10 --repeats 5
     python benchmarks/bench_segm.py --torchmetrics-python .venv-torchvision/bin/python
 
 torchmetrics' MeanAveragePrecision needs torchvision: ``--torchmetrics-python`` runs those methods
@@ -31,6 +34,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -239,21 +243,92 @@ def child(method: str) -> None:
     print(json.dumps({**line, "peak_mib": (peak - before) / 1024, "stats": stats}))
 
 
-def encode_cost(repeats: int = 5) -> dict[str, float]:
-    """``update()`` per mask: one image of 100 detections (and its ground truth), median of ``repeats``."""
+FORMS = ("float32 (N,1,H,W)", "bool", "uint8")
+
+
+def _as_form(prediction: dict, target: dict, form: str) -> tuple[dict, dict]:
+    if form == "bool":
+        return {**prediction, "masks": prediction["masks"][:, 0] > 0.5}, {**target, "masks": target["masks"].bool()}
+    if form == "uint8":
+        return {**prediction, "masks": (prediction["masks"][:, 0] > 0.5).to(torch.uint8)}, target
+    return prediction, target
+
+
+def encode_cost(images: int, repeats: int) -> dict[str, float]:
+    """Microseconds per mask: ``update()`` of one image at a time (its 100 detected masks and its ground
+    truth) for each mask form, against ``mask.encode`` alone and the plain recipe (median of ``repeats``).
+
+    ``mask.encode alone`` gets the binary masks ready in the Fortran-ordered uint8 array it needs (that
+    copy not timed); ``recipe`` is torchvision's (``masks > 0.5``, then per mask a Fortran copy and
+    ``mask.encode``). Only the detections count for those two; ``update()`` counts the ground truth too.
+    """
+    from pycocotools import mask as mask_api
+
     from ignite_det import CocoMetric
 
-    prediction, target = image(0)
-    masks = len(prediction["scores"]) + len(target["labels"])
-    times = []
-    for _ in range(repeats):
+    samples = [image(i) for i in range(images)]
+    masks = sum(len(p["scores"]) + len(t["labels"]) for p, t in samples)
+    detections = sum(len(p["scores"]) for p, _ in samples)
+    binary = [(p["masks"][:, 0] > 0.5).numpy() for p, _ in samples]
+    fortran = [np.asfortranarray(b.transpose(1, 2, 0).astype(np.uint8)) for b in binary]
+
+    def update(form: str) -> float:
+        inputs = [_as_form(p, t, form) for p, t in samples]
         metric = CocoMetric(iou_type="segm")
         start = time.perf_counter()
-        metric.update(([prediction], [target]))
-        times.append(time.perf_counter() - start)
-    stored = metric._store.collect()
-    stored_bytes = sum(map(len, stored.det_rle.tolist())) + sum(map(len, stored.gt_rle.tolist()))
-    return {"update_us_per_mask": statistics.median(times) / masks * 1e6, "stored_bytes_per_mask": stored_bytes / masks}
+        for prediction, target in inputs:
+            metric.update(([prediction], [target]))
+        return (time.perf_counter() - start) / masks
+
+    def encode_alone() -> float:
+        start = time.perf_counter()
+        for f in fortran:
+            mask_api.encode(f)
+        return (time.perf_counter() - start) / detections
+
+    def recipe() -> float:
+        start = time.perf_counter()
+        for prediction, _ in samples:
+            for mask in (prediction["masks"] > 0.5).numpy():
+                mask_api.encode(np.array(mask[0, :, :, np.newaxis], dtype=np.uint8, order="F"))
+        return (time.perf_counter() - start) / detections
+
+    timers = {f"update {form}": (lambda form=form: update(form)) for form in FORMS}
+    timers |= {"mask.encode alone": encode_alone, "recipe": recipe}
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return {name: statistics.median(t) * 1e6 for name, t in times.items()}
+
+
+def compare_encoding(reference: str, images: int, repeats: int) -> None:
+    """``encode_cost`` of this tree and of the tree at ``reference`` (e.g. the code before a change),
+    in fresh processes taking turns, so that a shared machine's load hits both alike; prints ratios."""
+    trees = {"this tree": str(HERE.parent), "reference": reference}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for _ in range(repeats):
+        for name, tree in trees.items():
+            command = [sys.executable, __file__, "--child", "encode", "--images", str(images), "--repeats", "1"]
+            command += ["--torch-threads", str(torch.get_num_threads())]
+            env = {**os.environ, "PYTHONPATH": tree}
+            out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree)
+            if out.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    # Load on shared cores changes from one process to the next: each time is also taken relative to
+    # mask.encode alone in its own process, and the trees are compared by those relative costs.
+    relative = {
+        name: {k: statistics.median(r[k] / r["mask.encode alone"] for r in rs) for k in rs[0]}
+        for name, rs in runs.items()
+    }
+    median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    header = ("this tree", "reference", "x encode", "ref x enc", "after/before")
+    print(f"{'us per mask (medians)':<26} " + " ".join(f"{h:>12}" for h in header))
+    for key in median["this tree"]:
+        ours, before = relative["this tree"][key], relative["reference"][key]
+        values = (median["this tree"][key], median["reference"][key], ours, before, ours / before)
+        print(f"{key:<26} " + " ".join(f"{v:>12.3f}" for v in values))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,13 +338,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--torchmetrics-python", default=sys.executable, help="interpreter for torchmetrics runs")
     parser.add_argument("--images", type=int, default=500, help="images (default 500; fewer for a quick look)")
+    parser.add_argument(
+        "--encode-against",
+        metavar="TREE",
+        help="only time update() per mask, this tree against the package at TREE (e.g. a checkout of main)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch's threads (default 1: on shared cores, torch's threads wait for each other at every call)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     NUM_IMAGES = args.images
+    torch.set_num_threads(args.torch_threads)
+    if args.child == "encode":
+        print(json.dumps(encode_cost(args.images, args.repeats)))
+        return 0
     if args.child:
         child(args.child)
         return 0
-    print(json.dumps(encode_cost()), file=sys.stderr)
+    if args.encode_against:
+        compare_encoding(args.encode_against, args.images, args.repeats)
+        return 0
     runs: dict[str, list[dict]] = {m: [] for m in args.methods}
     for repeat in range(args.repeats):
         for method in args.methods:  # interleaved, so drift on a shared machine hits every method alike

@@ -3,7 +3,9 @@
 :class:`Rles` holds N masks as their compressed ``counts`` strings and sizes, row by row like the other
 per-object arrays; :func:`check_rle_structure` and :func:`compressed_rle` check a user's RLE dict (keys,
 size, run lengths that cover the image exactly) for both the metric's input and the command line's
-files. The format is pycocotools' (maskApi.c), whose ``mask`` functions do the encoding and decoding.
+files; :func:`compress_runs` writes run lengths as ``counts`` strings, byte for byte as maskApi.c's
+``rleToString`` does, for many masks at once. The format is pycocotools' (maskApi.c), whose ``mask``
+functions do the decoding and the geometry.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pycocotools import mask as coco_mask
 # Characters of a compressed count: LEB128-like groups of 5 bits, offset by 48 (maskApi.c rleToString).
 _FIRST_CHAR, _LAST_CHAR = 48, 48 + 63
 _MAX_CHARS_PER_COUNT = 7  # 35 bits: any count of an image below 2**32 pixels
+_MORE = 0x20  # the flag of a character that is followed by another of the same count
 # pycocotools 2.0.11's area() counts a list's masks in a uint8: it fails beyond 255 masks.
 _AREA_CHUNK = 255
 
@@ -48,6 +51,11 @@ class Rles:
     def empty(n: int = 0) -> Rles:
         """``n`` rows without a mask (``b""`` of size 0x0), as the rows of other IoU types hold."""
         return Rles(_bytes_array([b""] * n), np.zeros((n, 2), np.int64))
+
+    @staticmethod
+    def from_counts(counts: Sequence[bytes], height: int, width: int) -> Rles:
+        """Masks of one size from their compressed ``counts`` strings (e.g. :func:`compress_runs`'s)."""
+        return Rles(_bytes_array(list(counts)), np.tile(np.array([height, width], np.int64), (len(counts), 1)))
 
     @staticmethod
     def from_dicts(rles: Sequence[Mapping[str, Any]]) -> Rles:
@@ -176,3 +184,48 @@ def decode_counts(where: str, raw: bytes) -> np.ndarray:
     runs[1::2] = np.cumsum(values[1::2])
     runs[2::2] = np.cumsum(values[2::2])
     return runs
+
+
+def compress_runs(runs: np.ndarray, runs_per_mask: np.ndarray) -> list[bytes]:
+    """The compressed ``counts`` string of each mask, as maskApi.c's ``rleToString`` writes it.
+
+    Args:
+        runs: int (R,): every mask's run lengths end to end, each mask's starting with its zeros
+            (0 when its first pixel, in column-major order, is set), as ``rleEncode`` counts them.
+        runs_per_mask: int (N,): how many of ``runs`` belong to each mask, in order (at least 1 each).
+
+    Example:
+        >>> from pycocotools import mask
+        >>> compress_runs(np.array([1, 3, 0, 3, 1]), np.array([2, 3]))
+        [b'13', b'031']
+        >>> masks = np.array([[[0, 1], [1, 1]], [[1, 1], [1, 0]]], np.uint8)  # (N, H, W)
+        >>> [r["counts"] for r in mask.encode(np.asfortranarray(masks.transpose(1, 2, 0)))]
+        [b'13', b'031']
+    """
+    if len(runs_per_mask) == 0:
+        return []
+    runs = np.asarray(runs, dtype=np.int64)
+    first_run = np.cumsum(runs_per_mask) - runs_per_mask
+    within = np.arange(len(runs)) - np.repeat(first_run, runs_per_mask)
+    # From the fourth count of a mask on, rleToString stores the difference to the count two before.
+    values = runs.copy()
+    later = np.flatnonzero(within > 2)
+    values[later] -= runs[later - 2]
+    chars = _chars_per_value(values)
+    # Each value as 5-bit groups, lowest first (arithmetic shifts keep a negative value's sign).
+    first_char = np.cumsum(chars) - chars
+    shift = 5 * (np.arange(int(chars.sum())) - np.repeat(first_char, chars))
+    groups = (np.repeat(values, chars) >> shift) & 0x1F
+    groups[np.flatnonzero(shift != 5 * (np.repeat(chars, chars) - 1))] |= _MORE  # all but a value's last
+    raw = (groups + _FIRST_CHAR).astype(np.uint8).tobytes()
+    ends = np.cumsum(np.add.reduceat(chars, first_run)).tolist()
+    return [raw[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+
+
+def _chars_per_value(values: np.ndarray) -> np.ndarray:
+    """The groups of 5 bits rleToString writes for each value: the fewest that hold it in two's complement."""
+    chars = np.ones(len(values), dtype=np.int64)
+    for groups in range(1, _MAX_CHARS_PER_COUNT):
+        half = 1 << (5 * groups - 1)
+        chars += (values < -half) | (values >= half)
+    return chars

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import ignite.distributed as idist
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
@@ -123,6 +124,49 @@ def test_a_test_dev_run_collects_and_writes_without_ground_truth(tmp_path):
     assert set(result.values()) == {-1.0}
     assert result.per_image.num_gt.tolist() == [0] * len(targets)
     assert "no ground truth" in str(result)
+
+
+def test_every_float_reads_back_to_its_own_bits(tmp_path, monkeypatch):
+    """Floats are written as repr: json (as loadRes reads the file) gives back the very float64s given."""
+    monkeypatch.setattr(predictions_module, "_LINES_PER_WRITE", 3)
+    awkward = [0.1 + 0.2, 1e-7, 5e-324, 3 * 2.0**-1074, 1e16 + 2, 123456789.123, 1 / 3, 640.0, 2.5e-5, 1e300 * 1.7]
+    boxes = torch.tensor([awkward[i : i + 4] for i in range(len(awkward) - 3)], dtype=torch.float64).abs()
+    scores = torch.tensor(awkward[: len(boxes)], dtype=torch.float64)
+    labels = torch.arange(len(boxes)) * 1000 + 1
+    metric = CocoMetric(box_format="xywh")
+    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "image_id": 2**53 - 1}
+    metric.update(([{"boxes": boxes, "scores": scores, "labels": labels}], [target]))
+    path = tmp_path / "awkward.json"
+    assert metric.write_predictions(path) == len(boxes)
+    written = json.loads(path.read_text())
+    assert [r["bbox"] for r in written] == boxes.tolist()
+    assert [r["score"] for r in written] == scores.tolist()
+    assert [(r["image_id"], r["category_id"]) for r in written] == [(2**53 - 1, c) for c in labels.tolist()]
+
+
+def test_rle_counts_holding_a_backslash_are_escaped(tmp_path):
+    """A first run of 44 zeros is written as the character 92, the backslash, which JSON escapes."""
+    from pycocotools import mask as coco_mask
+
+    dense = torch.zeros(1, 1, 50, dtype=torch.uint8)
+    dense[0, 0, 44:] = 1
+    expected = coco_mask.encode(np.asfortranarray(dense.numpy().transpose(1, 2, 0)))[0]["counts"].decode()
+    assert "\\" in expected
+    metric = CocoMetric(iou_type="segm")
+    metric.update(
+        (
+            [{"masks": dense, "scores": torch.tensor([0.5]), "labels": torch.tensor([1])}],
+            [{**_no_gt(), "masks": dense[:0]}],
+        )
+    )
+    path = tmp_path / "backslash.json"
+    metric.write_predictions(path)
+    assert "\\\\" in path.read_text()
+    assert json.loads(path.read_text())[0]["segmentation"] == {"size": [1, 50], "counts": expected}
+
+
+def _no_gt() -> dict:
+    return {"labels": torch.zeros(0, dtype=torch.int64), "image_id": 1}
 
 
 def test_nothing_accumulated_writes_an_empty_list(tmp_path):

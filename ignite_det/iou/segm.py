@@ -13,12 +13,15 @@ list of N dicts        ``{"size": [H, W],      COCO RLEs, compressed (``counts``
                        "counts": ...}``        or not (a list of run lengths)
 =====================  ======================  ==================================================
 
-Every mask is encoded once, in ``update()``, with pycocotools' ``mask.encode``, and only the
-compressed ``counts`` strings are kept (:class:`~ignite_det.rle.Rles`, :mod:`ignite_det.rle`): a few
-hundred bytes for a 640x480 mask instead of 300 KB. The IoU is pycocotools' ``mask.iou`` on those very
-strings, so it is the plain recipe's to the last bit, the crowd rule included (for a crowd region, the
-intersection over the detection's own area). The RLE codec is pycocotools' format: this module uses its
-``mask`` functions directly, as the COCO file format itself, not as an evaluation backend.
+Every mask is encoded once, in ``update()``, and only the compressed ``counts`` strings are kept
+(:class:`~ignite_det.rle.Rles`, :mod:`ignite_det.rle`): a few hundred bytes for a 640x480 mask instead
+of 300 KB. The encoding is pycocotools' ``mask.encode``'s byte for byte, done for a chunk of masks at
+once (:mod:`~ignite_det.iou.mask_runs` finds the runs without the transposing copy ``mask.encode``
+needs, on the masks' own device; :func:`~ignite_det.rle.compress_runs` writes the strings). The IoU is
+pycocotools' ``mask.iou`` on those very strings, so it is the plain recipe's to the last bit, the crowd
+rule included (for a crowd region, the intersection over the detection's own area). The RLE format is
+pycocotools': this module uses its ``mask`` functions directly, as the COCO file format itself, not as
+an evaluation backend.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ import numpy as np
 import torch
 from pycocotools import mask as coco_mask
 
-from ignite_det.rle import Rles, check_rle_structure, compressed_rle
+from ignite_det.iou.mask_runs import column_runs
+from ignite_det.rle import Rles, check_rle_structure, compress_runs, compressed_rle
 
-# Masks checked and made binary at a time in update(). On the CPU, 4 masks of 640x480 (5 MB of float32)
-# stay in the cache between the check and the threshold (measured faster than 16 at a time); on a GPU,
-# larger chunks make fewer launches and synchronisations. Either way the buffers stay small.
-_MASKS_PER_CHUNK = {"cpu": 4}
-_MASKS_PER_CHUNK_ELSEWHERE = 32
+# Masks checked, made binary and run-length encoded at a time in update(). On the CPU, 4 masks of
+# 640x480 (5 MB of float32) stay in the cache between the check and the threshold (measured faster than
+# 16 at a time); on a GPU, larger chunks make fewer launches and synchronisations. Either way the
+# buffers stay small. Tests set them to 1.
+MASKS_PER_CHUNK = {"cpu": 4}
+MASKS_PER_CHUNK_ELSEWHERE = 32
 _BUFFERS = threading.local()
 
 
@@ -109,8 +114,8 @@ def check_masks(where: str, masks: Any) -> int:
 def encode_masks(where: str, masks: Any) -> Rles:
     """One sample's masks (checked by :func:`check_masks`) as compressed RLEs.
 
-    Probabilities are thresholded (above 0.5) on the tensor's own device, and only the binary
-    masks cross to the CPU, laid out as ``mask.encode`` reads them.
+    Probabilities are thresholded (above 0.5) and run-length encoded on the tensor's own device;
+    only the run lengths cross to the CPU. The strings are ``mask.encode``'s, byte for byte.
 
     Raises:
         ValueError: float masks with a value outside [0, 1] (logits rather than probabilities,
@@ -155,50 +160,59 @@ def _encode_tensor(where: str, masks: torch.Tensor) -> Rles:
         return Rles.empty()
     masks = masks.detach().reshape(masks.shape[0], masks.shape[-2], masks.shape[-1])
     n, height, width = masks.shape
-    step = min(n, _MASKS_PER_CHUNK.get(masks.device.type, _MASKS_PER_CHUNK_ELSEWHERE))
-    binary, columns = _buffers(masks.device, step, height, width)
-    rles: list[dict[str, Any]] = []
+    step = min(n, MASKS_PER_CHUNK.get(masks.device.type, MASKS_PER_CHUNK_ELSEWHERE))
+    binary, changes = _buffers(masks.device, step, height, width)
+    runs, runs_per_mask = [], []
     for start in range(0, n, step):
         chunk = masks[start : start + step]
         _check_values(where, chunk)
-        k = len(chunk)
-        if chunk.dtype == torch.bool:
-            made = chunk
-        elif chunk.is_floating_point():
-            made = torch.gt(chunk, 0.5, out=binary[:k])
-        else:
-            made = torch.ne(chunk, 0, out=binary[:k])
-        # mask.encode reads (H, W, k) in Fortran order, which is (k, W, H) in C order: one transposing
-        # copy of the binary masks (threshold first: the comparison reads the floats in their order).
-        np.copyto(columns[:k], made.cpu().view(torch.uint8).numpy().transpose(0, 2, 1))
-        rles += coco_mask.encode(columns[:k].transpose(2, 1, 0))
-    return Rles.from_dicts(rles)
+        chunk_runs, chunk_runs_per_mask = column_runs(_binary(chunk, binary[: len(chunk)]), changes[: len(chunk)])
+        runs.append(chunk_runs)
+        runs_per_mask.append(chunk_runs_per_mask)
+    return Rles.from_counts(compress_runs(np.concatenate(runs), np.concatenate(runs_per_mask)), height, width)
 
 
-def _buffers(device: torch.device, step: int, height: int, width: int) -> tuple[torch.Tensor, np.ndarray]:
-    """This thread's buffers for ``step`` masks of ``height`` x ``width``, kept from call to call.
+def _binary(masks: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """bool (k, H, W), C-contiguous: pixels above 0.5, or not 0 (values already checked by :func:`_check_values`).
 
-    Fresh buffers at every ``update()`` cost a page fault per 4 KB, and left the C heap fragmented
-    between the stored RLEs: the resident set grew by 0.75 MB per image of 100 masks (measured;
-    glibc kept the holes), where reused ones keep it flat.
+    On the CPU numpy thresholds (2 to 3 times faster than torch there, measured); 0/1 bytes are read
+    as they are, without a pass.
+    """
+    if masks.dtype == torch.bool:
+        return masks.contiguous()
+    if masks.dtype in (torch.uint8, torch.int8):
+        return masks.contiguous().view(torch.bool)
+    if _numpy_can_read(masks):
+        compare = np.greater if masks.is_floating_point() else np.not_equal
+        compare(masks.numpy(), 0.5 if masks.is_floating_point() else 0, out=out.numpy())
+    elif masks.is_floating_point():
+        torch.gt(masks, 0.5, out=out)
+    else:
+        torch.ne(masks, 0, out=out)
+    return out
+
+
+def _buffers(device: torch.device, step: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This thread's buffers for ``step`` masks of ``height`` x ``width`` (binary masks, their changes).
+
+    Kept from call to call: fresh buffers at every ``update()`` cost a page fault per 4 KB, and left
+    the C heap fragmented between the stored RLEs: the resident set grew by 0.75 MB per image of 100
+    masks (measured; glibc kept the holes), where reused ones keep it flat.
     """
     cache = _BUFFERS.__dict__.setdefault("by_shape", {})
     key = (str(device), height, width)
-    if key not in cache or len(cache[key][1]) < step:
+    if key not in cache or len(cache[key][0]) < step:
         if len(cache) >= 4:  # images of many sizes: keep the memory bounded
             cache.clear()
-        cache[key] = (
-            torch.empty((step, height, width), dtype=torch.bool, device=device),
-            np.empty((step, width, height), dtype=np.uint8),
-        )
+        cache[key] = tuple(torch.empty((step, height, width), dtype=torch.bool, device=device) for _ in range(2))
     return cache[key]
 
 
 def _check_values(where: str, masks: torch.Tensor) -> None:
-    """Probabilities in [0, 1], integers 0 or 1 (one aminmax pass; bool needs none)."""
-    if masks.dtype == torch.bool:
+    """Probabilities in [0, 1], integers 0 or 1 (bool needs no check)."""
+    if masks.dtype == torch.bool or _probabilities_by_their_bits(masks):
         return
-    low, high = (float(v) for v in torch.aminmax(masks))
+    low, high = _low_high(masks)
     if masks.is_floating_point():
         if not (low >= 0.0 and high <= 1.0):  # NaN fails both
             raise ValueError(
@@ -210,3 +224,35 @@ def _check_values(where: str, masks: torch.Tensor) -> None:
             f"{where} of dtype {masks.dtype} must hold only 0 and 1, got values in [{int(low)}, {int(high)}]; "
             "pass (masks > 0) for masks stored as 0/255"
         )
+
+
+def _probabilities_by_their_bits(masks: torch.Tensor) -> bool:
+    """True if every value of a float tensor on the CPU is in [+0, 1]: one pass, not two (min and max).
+
+    Read as unsigned integers, the floats from +0 to 1 are exactly the bit patterns up to 1's; negative
+    values (their sign bit set), values above 1, infinities and NaN all lie above it. False sends
+    the tensor to the exact check, which also accepts -0.0 and words the error.
+    """
+    if not (masks.is_floating_point() and _numpy_can_read(masks)):
+        return False
+    values = masks.numpy()
+    bits = np.dtype(f"u{values.dtype.itemsize}")
+    return bool(values.view(bits).max() <= np.array(1.0, values.dtype).view(bits))
+
+
+def _low_high(masks: torch.Tensor) -> tuple[float, float]:
+    """The least and the greatest value (NaN if there is one).
+
+    On the CPU numpy's single-threaded min and max: torch's aminmax is faster on an idle machine, but
+    its threads wait for each other at every call when the cores are shared (training loaders, other
+    processes): 25 calls per 100 masks cost 60x more at a load of 2 per core (measured).
+    """
+    if _numpy_can_read(masks):
+        values = masks.numpy()
+        return float(values.min()), float(values.max())
+    low, high = torch.aminmax(masks)
+    return float(low), float(high)
+
+
+def _numpy_can_read(masks: torch.Tensor) -> bool:
+    return masks.device.type == "cpu" and masks.dtype != torch.bfloat16  # numpy has no bfloat16
