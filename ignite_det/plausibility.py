@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ignite_det.table import category_index
+
 PAST_IMAGE_FRACTION = 0.1  # xywh results from a model reach past the image by rounding at most
 PAST_IMAGE_TOLERANCE = 1.0  # pixels beyond the edge a box may reach by rounding
 NORMALISED_LIMIT = 1.0  # every coordinate of normalised boxes lies within [-1, 1] (cx - w / 2 may be < 0)
@@ -184,7 +186,9 @@ def results_warnings(name: str, det: Objects, gt: Objects, image_sizes: Sequence
 
 def _extent(boxes: np.ndarray) -> float:
     """The largest magnitude of any corner coordinate of xywh boxes."""
-    return float(max(np.abs(boxes[:, :2]).max(), np.abs(boxes[:, :2] + boxes[:, 2:]).max()))
+    corners = (boxes[:, :2], boxes[:, :2] + boxes[:, 2:])
+    # max |v| as max(max v, -min v): no array of magnitudes (+ 0.0 turns -0.0 into 0.0, as abs would)
+    return max(max(float(c.max()), -float(c.min())) for c in corners) + 0.0
 
 
 def _pair_keys(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,9 +205,22 @@ def _matching(det: Objects, shift: int, pairs: tuple[np.ndarray, np.ndarray]) ->
     """How many detections, their category id shifted by ``shift``, name a category of their image
     (``pairs``: the ground truth's :func:`_pair_keys`), and how many distinct categories they name."""
     keys, categories = pairs
-    shifted = det.labels.astype(np.int64) + shift
-    k = np.minimum(np.searchsorted(categories, shifted), len(categories) - 1)
-    key = det.image.astype(np.int64) * len(categories) + k
-    found = keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] == key
-    matched = found & (categories[k] == shifted)
-    return int(matched.sum()), len(np.unique(shifted[matched]))
+    k = category_index(det.labels.astype(np.int64) + shift, categories)
+    known = k >= 0
+    matched = _members(keys, det.image.astype(np.int64) * len(categories) + np.maximum(k, 0)) & known
+    return int(matched.sum()), int(np.count_nonzero(np.bincount(k[matched], minlength=len(categories))))
+
+
+# Up to this many possible keys, membership is looked up in a table of flags rather than by binary search
+# (a binary search into a large sorted array misses the cache at every step: several times slower).
+_TABLE_LIMIT = 2**26
+
+
+def _members(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """bool per query: is it one of ``keys`` (sorted, unique, non-negative, like the queries)?"""
+    size = int(max(keys.max(initial=-1), queries.max(initial=-1))) + 1
+    if size <= _TABLE_LIMIT:
+        table = np.zeros(size, dtype=bool)
+        table[keys] = True
+        return table[queries]
+    return keys[np.minimum(np.searchsorted(keys, queries), len(keys) - 1)] == queries
