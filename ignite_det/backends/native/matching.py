@@ -203,11 +203,10 @@ def _cell_order(cell: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def _rank_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within each run of equal values of a sorted array."""
-    if len(sorted_keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    lengths = np.diff(np.r_[starts, len(sorted_keys)])
-    return np.arange(len(sorted_keys)) - np.repeat(starts, lengths)
+    index = np.arange(len(sorted_keys))
+    run_start = np.zeros(len(sorted_keys), dtype=index.dtype)
+    np.multiply(index[1:], sorted_keys[1:] != sorted_keys[:-1], out=run_start[1:])  # where each run starts
+    return index - np.maximum.accumulate(run_start)
 
 
 def _gt_ignored(d: Detections, params: EvalParams) -> np.ndarray:
@@ -261,16 +260,19 @@ def _greedy(
     bounds = np.searchsorted(round_of_pair[by_round], np.arange(round_of_det.max() + 2))
     reached = ious[:, None] >= thresholds[None, :]  # (P, T)
     taken = np.zeros((gt_ignored.shape[1], len(thresholds), gt_ignored.shape[0]), dtype=bool)  # (G, T, A)
-    mask = (np.int64(1) << np.int64(_index_bits(len(det_i)))) - 1
+    mask = (1 << _index_bits(len(det_i))) - 1
+    t_count, a_count = taken.shape[1:]
+    none = key.dtype.type(-1)
     found = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         pairs = by_round[lo:hi]
         # One detection per cell: its best available ground truth at each (threshold, area range).
         usable = ~taken[gt_rows[pairs]] & reached[pairs][:, :, None]  # (P, T, A)
-        keys = np.where(usable, key[pairs][:, None, :], np.int64(-1))
-        best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0)
-        d, t, a = np.nonzero(best >= 0)
-        pair = best[d, t, a] & mask  # the key ends with the pair's index
+        keys = np.where(usable, key[pairs][:, None, :], none)
+        best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0).ravel()
+        flat = np.flatnonzero(best >= 0)  # np.nonzero on 3 axes is several times slower
+        t, a = np.divmod(flat % (t_count * a_count), a_count)
+        pair = best[flat] & mask  # the key ends with the pair's index
         gt = gt_rows[pair]
         crowd = gt_crowd[gt]  # a crowd region stays available
         taken[gt[~crowd], t[~crowd], a[~crowd]] = True
@@ -283,16 +285,17 @@ def _index_bits(count: int) -> int:
 
 
 def _pair_keys(det_i: np.ndarray, ious: np.ndarray, gt_ignored: np.ndarray) -> np.ndarray:
-    """(P, A) int64 keys whose maximum over a detection's pairs is COCOeval's choice.
+    """(P, A) keys (int32 when they fit, else int64) whose maximum over a detection's pairs is COCOeval's choice.
 
     From the most significant bits: regular before ignored ground truth, then the IoU (as its rank
     among the chunk's IoUs, which orders and ties exactly like the value), then the pair's index, so
     that of equal IoUs the last ground truth in arrival order wins (cocoeval.py:286-290).
     """
     bits = _index_bits(len(det_i))
-    iou_rank = np.unique(ious, return_inverse=True)[1].astype(np.int64)
-    low = (iou_rank << np.int64(bits)) | np.arange(len(det_i), dtype=np.int64)
-    return np.where(gt_ignored.T, np.int64(0), np.int64(1) << np.int64(2 * bits)) | low[:, None]
+    dtype = np.int32 if 2 * bits < 31 else np.int64  # half the memory traffic in the rounds when it fits
+    iou_rank = np.unique(ious, return_inverse=True)[1].astype(dtype)
+    low = (iou_rank << dtype(bits)) | np.arange(len(det_i), dtype=dtype)
+    return np.where(gt_ignored.T, dtype(0), dtype(1) << dtype(2 * bits)) | low[:, None]
 
 
 @dataclass(frozen=True)
