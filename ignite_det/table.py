@@ -301,9 +301,9 @@ def category_index(labels: np.ndarray, category_ids: np.ndarray) -> np.ndarray:
         return np.full(len(labels), -1, dtype=np.int64)
     low, span = int(category_ids[0]), int(category_ids[-1]) - int(category_ids[0]) + 1
     if span <= _LOOKUP_SPAN:  # ids and labels are below 2**53 in magnitude: no overflow
-        table = np.full(span + 1, -1, dtype=np.int64)  # the last entry answers every label out of range
-        table[category_ids - low] = np.arange(len(category_ids))
-        offset = labels.astype(np.int64) - low
-        return table[np.where((offset >= 0) & (offset < span), offset, span)]
+        table = np.full(span + 2, -1, dtype=np.int64)  # the first and last entries answer labels out of range
+        table[category_ids - (low - 1)] = np.arange(len(category_ids))
+        offset = np.subtract(labels, low - 1, dtype=np.int64)
+        return table[np.clip(offset, 0, span + 1, out=offset)]
     k = np.minimum(np.searchsorted(category_ids, labels), len(category_ids) - 1)
     return np.where(category_ids[k] == labels, k, -1)
