@@ -250,8 +250,8 @@ class Detections:
                 f"not a CocoMetric state of this version: tables of {width} and {gts.shape[-1]} columns, "
                 f"expected {DETECTION_COLUMNS.fixed_width} + 3 per keypoint"
             )
-        i, d, g = (
-            t.detach().cpu().numpy().astype(np.float64).reshape(-1, w)
+        i, d, g = (  # no copy of a float64 table: unpack copies each column anyway
+            t.detach().cpu().numpy().astype(np.float64, copy=False).reshape(-1, w)
             for t, w in ((images, 1), (dets, width), (gts, width))
         )
         det = _typed("detections", DETECTION_COLUMNS.unpack(d), det_rles)
