@@ -167,7 +167,11 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
     thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)  # cocoeval.py:276
     det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds.min()), pair_iou)
     det_rows, t, a, gt = _greedy(det_i, gt_rows, ious, det_cell[counted], thresholds, gt_ignored, d.gt_crowd != 0)
-    outcome[a, t, counted[det_rows]] = np.where(gt_ignored[a, gt], NOT_COUNTED, TRUE_POSITIVE)
+    # flat indices: several times faster than indexing three axes with arrays
+    cells = (a * t_count + t) * len(rank) + counted[det_rows]
+    outcome.reshape(-1)[cells] = np.where(
+        gt_ignored.reshape(-1)[a * gt_ignored.shape[1] + gt], NOT_COUNTED, TRUE_POSITIVE
+    )
     return MatchRecords(rank, outcome)
 
 
@@ -271,11 +275,12 @@ def _greedy(
         keys = np.where(usable, key[pairs][:, None, :], none)
         best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0).ravel()
         flat = np.flatnonzero(best >= 0)  # np.nonzero on 3 axes is several times slower
-        t, a = np.divmod(flat % (t_count * a_count), a_count)
+        lane = flat % (t_count * a_count)  # t * A + a
+        t, a = np.divmod(lane, a_count)
         pair = best[flat] & mask  # the key ends with the pair's index
         gt = gt_rows[pair]
-        crowd = gt_crowd[gt]  # a crowd region stays available
-        taken[gt[~crowd], t[~crowd], a[~crowd]] = True
+        regular = ~gt_crowd[gt]  # a crowd region stays available
+        taken.reshape(-1)[gt[regular] * (t_count * a_count) + lane[regular]] = True
         found.append((det_i[pair], t, a, gt))
     return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
 
