@@ -316,7 +316,9 @@ def _xywh(name: str, boxes: np.ndarray, image: np.ndarray, box_format: str) -> n
 
 
 def _box_geometry(xywh: np.ndarray) -> _Geometry:
-    return _Geometry(xywh, xywh[:, 2] * xywh[:, 3], Rles.empty(len(xywh)), np.zeros((len(xywh), 0, 3)))
+    # Rles.empty's rows, made by np.full: several times faster than filling from a list
+    no_masks = Rles(np.full(len(xywh), b"", dtype=object), np.zeros((len(xywh), 2), np.int64))
+    return _Geometry(xywh, xywh[:, 2] * xywh[:, 3], no_masks, np.zeros((len(xywh), 0, 3)))
 
 
 def _mask_geometry(rles: Rles) -> _Geometry:
@@ -447,6 +449,9 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
 
 def _check_box_values(name: str, boxes: np.ndarray, xywh: np.ndarray, image: np.ndarray, box_format: str) -> None:
     """Coordinates of the whole batch at once (as given, and in xywh); the first sample with a bad box is named."""
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(boxes).all() and not BOX_SIZE.broken(xywh).any():  # the common case, in two passes
+            return
     not_finite = FINITE.broken(boxes).any(axis=1)
     with np.errstate(invalid="ignore"):
         negative = BOX_SIZE.broken(xywh)  # x2 - x1 < 0 exactly when x2 < x1
