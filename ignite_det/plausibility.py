@@ -113,6 +113,8 @@ def normalised_boxes(det: Objects, gt: Objects) -> str | None:
     """
     if len(det.boxes) == 0 or len(gt.boxes) == 0:
         return None
+    if _extent(det.boxes[:64]) > NORMALISED_LIMIT:  # a few boxes in pixels settle it (the usual case)
+        return None
     det_extent, gt_extent = _extent(det.boxes), _extent(gt.boxes)
     if det_extent > NORMALISED_LIMIT or gt_extent <= PIXEL_EXTENT:
         return None
