@@ -490,7 +490,7 @@ def _image_id(where: str, value: Any) -> int:
 def _image_ids(y: Sequence[Mapping]) -> np.ndarray | None:
     """The batch's image ids; ``None`` when no target has one. Each given id is checked (in sample order)
     before a missing one is reported."""
-    values = [t.get("image_id") for t in y]
+    values: list[Any] = [t.get("image_id") for t in y]
     if all(type(v) is int for v in values) and max(map(abs, values), default=0) < MAX_ID:  # the common form
         return np.array(values, dtype=np.int64) if values else None
     ids = [None if v is None else _image_id(f"y[{i}]", v) for i, v in enumerate(values)]

@@ -297,10 +297,10 @@ def _pair_keys(det_i: np.ndarray, ious: np.ndarray, gt_ignored: np.ndarray) -> n
     that of equal IoUs the last ground truth in arrival order wins (cocoeval.py:286-290).
     """
     bits = _index_bits(len(det_i))
-    dtype = np.int32 if 2 * bits < 31 else np.int64  # half the memory traffic in the rounds when it fits
+    dtype: type[np.signedinteger] = np.int32 if 2 * bits < 31 else np.int64  # half the traffic when it fits
     iou_rank = np.unique(ious, return_inverse=True)[1].astype(dtype)
-    low = (iou_rank << dtype(bits)) | np.arange(len(det_i), dtype=dtype)
-    return np.where(gt_ignored.T, dtype(0), dtype(1) << dtype(2 * bits)) | low[:, None]
+    low = np.left_shift(iou_rank, bits, dtype=dtype) | np.arange(len(det_i), dtype=dtype)
+    return np.where(gt_ignored.T, dtype(0), np.left_shift(dtype(1), 2 * bits, dtype=dtype)) | low[:, None]
 
 
 @dataclass(frozen=True)
