@@ -48,16 +48,11 @@ def confusion_matrix(
     # Greedy one-to-one pairing by decreasing IoU; images are independent, so one global order will do.
     det_i, gt_i, ious = _overlaps(d, dets, regular, num_images, pair_iou, iou_threshold, block)
     order = np.argsort(-ious, kind="stable")
+    di, gi = _greedy_pairs(det_i[order], gt_i[order], len(dets), len(regular))
     det_paired = np.zeros(len(dets), dtype=bool)
     gt_paired = np.zeros(len(regular), dtype=bool)
-    pairs = []
-    for di, gi in zip(det_i[order].tolist(), gt_i[order].tolist()):
-        if not det_paired[di] and not gt_paired[gi]:
-            det_paired[di] = gt_paired[gi] = True
-            pairs.append((di, gi))
-    if pairs:
-        di, gi = np.array(pairs).T
-        np.add.at(matrix, (gt_k[regular[gi]], det_k[dets[di]]), 1)
+    det_paired[di] = gt_paired[gi] = True
+    np.add.at(matrix, (gt_k[regular[gi]], det_k[dets[di]]), 1)
     np.add.at(matrix[:, k], gt_k[regular[~gt_paired]], 1)
 
     spurious = ~det_paired
@@ -65,6 +60,37 @@ def confusion_matrix(
     spurious[covered] = False
     np.add.at(matrix[k], det_k[dets[spurious]], 1)
     return matrix
+
+
+def _greedy_pairs(det_i: np.ndarray, gt_i: np.ndarray, num_dets: int, num_gts: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs a greedy one-to-one pairing takes, going through the candidate pairs in the order given
+    and taking each pair whose detection and ground truth are both still free.
+
+    In rounds rather than pair by pair: a pair that comes first among the remaining pairs of its
+    detection and of its ground truth is taken by the pair-by-pair pass too (every earlier pair that
+    touched either was dropped for a partner taken before it); taking all of them, then dropping the
+    pairs they make unavailable, repeats that pass exactly. Each round takes at least the first pair.
+
+    Example:
+        >>> det_i, gt_i = _greedy_pairs(np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1]), 2, 2)
+        >>> det_i.tolist(), gt_i.tolist()
+        ([0, 1], [0, 1])
+    """
+    index = np.arange(len(det_i))
+    taken = []
+    det_free, gt_free = np.ones(num_dets, dtype=bool), np.ones(num_gts, dtype=bool)
+    while len(index):
+        d, g = det_i[index], gt_i[index]
+        first_of_det = np.full(num_dets, len(det_i))
+        first_of_gt = np.full(num_gts, len(det_i))
+        np.minimum.at(first_of_det, d, index)
+        np.minimum.at(first_of_gt, g, index)
+        wins = (first_of_det[d] == index) & (first_of_gt[g] == index)
+        det_free[d[wins]] = gt_free[g[wins]] = False
+        taken.append(index[wins])
+        index = index[det_free[d] & gt_free[g]]
+    chosen = np.sort(np.concatenate(taken)) if taken else np.zeros(0, np.int64)
+    return det_i[chosen], gt_i[chosen]
 
 
 def _overlaps(

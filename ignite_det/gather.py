@@ -84,14 +84,41 @@ def gather_detections(
             _gather(det_bytes, [s.detection_rle_bytes for s in sizes], device),
             _gather(gt_bytes, [s.ground_truth_rle_bytes for s in sizes], device),
         ]
-    joined = Detections.concatenate([Detections.from_tensors(*part) for part in zip(*tables)])
+    joined = _joined_ranks(tables, [s.images for s in sizes])
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = joined.renumbered()
     return joined, {name: _gather_rows(array, det_rows, device) for name, array in records.items()}
 
 
+def _joined_ranks(tables: list[list[torch.Tensor]], images: list[int]) -> Detections:
+    """The ranks' tables (per table, one tensor per rank) as one record, rank after rank: each table joined
+    first and converted once (the positions, which start at 0 on every rank, moved past the ranks before)."""
+    joined = Detections.from_tensors(*(torch.cat(parts) if len(parts) > 1 else parts[0] for parts in tables))
+    offsets = np.cumsum([0, *images[:-1]])
+    det_rows = [len(part) for part in tables[1]]
+    gt_rows = [len(part) for part in tables[2]]
+    return Detections(
+        **{
+            **joined.__dict__,
+            "det_position": joined.det_position + np.repeat(offsets, det_rows),
+            "gt_position": joined.gt_position + np.repeat(offsets, gt_rows),
+        }
+    )
+
+
 def _gather_rows(array: np.ndarray, rows: list[int], device: torch.device) -> np.ndarray:
-    """Every process's per-detection ``array`` (``rows[r]`` rows on process r), joined in rank order."""
+    """Every process's per-detection ``array`` (``rows[r]`` rows on process r), joined in rank order.
+
+    An array laid out with the detections last in memory (a transposed view, as the native backend's
+    outcomes are) travels in that layout and comes back as the same kind of view: no transposing copy.
+    """
+    if array.ndim > 1 and not array.flags.c_contiguous and np.moveaxis(array, 0, -1).flags.c_contiguous:
+        inner = array.shape[1:]
+        size = int(np.prod(inner))
+        flat = torch.from_numpy(np.moveaxis(array, 0, -1).reshape(-1))
+        parts = _gather(flat, [n * size for n in rows], device)
+        joined = np.concatenate([p.numpy().reshape(size, n) for p, n in zip(parts, rows)], axis=1)
+        return np.moveaxis(joined.reshape(*inner, sum(rows)), -1, 0)
     parts = _gather(torch.from_numpy(np.ascontiguousarray(array)), rows, device)
     return torch.cat(parts).numpy()
 

@@ -40,9 +40,9 @@ first widened exactly to float64 (integers up to 2**53 in magnitude), then
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,6 +68,151 @@ class _Geometry:
     keypoints: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """A batch's per-object values joined across samples: objects per sample, and float64 / int64 columns.
+
+    ``None`` marks what is read later by the slower reader of its kind: ``det_boxes``/``gt_boxes`` by the
+    IoU type's geometry, ``gt_crowd`` and (unless ``areas_read``) the areas sample by sample.
+    With ``areas_read``, an area of ``None`` means that no sample gave one.
+    """
+
+    det_counts: list[int]
+    gt_counts: list[int]
+    det_scores: np.ndarray
+    det_labels: np.ndarray
+    gt_labels: np.ndarray
+    det_boxes: np.ndarray | None = None
+    gt_boxes: np.ndarray | None = None
+    gt_crowd: np.ndarray | None = None
+    det_area: np.ndarray | None = None
+    gt_area: np.ndarray | None = None
+    areas_read: bool = False
+
+    @staticmethod
+    def sample_by_sample(y_pred: Sequence[Mapping], y: Sequence[Mapping]) -> _Columns:
+        """Any accepted batch (structure already checked), each sample's tensors converted on its own."""
+        return _Columns(
+            det_counts=[len(p["labels"]) for p in y_pred],
+            gt_counts=[len(t["labels"]) for t in y],
+            det_scores=_concat_float([p["scores"] for p in y_pred]),
+            det_labels=_concat_int([p["labels"] for p in y_pred]),
+            gt_labels=_concat_int([t["labels"] for t in y]),
+        )
+
+
+def _box_columns(y_pred: Sequence[Any], y: Sequence[Any]) -> _Columns | None:
+    """The columns of a batch of boxes in one concatenation per key, with no Python work per object, when
+    every sample has the common form; ``None`` for anything else (then the samples are checked one by one,
+    which accepts more forms and names what it refuses).
+
+    The common form: dicts whose tensors of one key share one dtype and one device, boxes of shape (N, 4)
+    in floating point, ``scores`` floating and ``labels`` integer of shape (N,), and each optional key
+    (``area``, ``iscrowd``) given by every sample or by none. It is a subset of what the checks accept,
+    and the values are those of the sample-by-sample reader: widening to float64 (or int64) is exact, and
+    it commutes with the concatenation when the dtypes agree.
+    """
+    if not y_pred or not all(isinstance(p, dict) and p.keys() >= _PREDICTION_KEYS for p in y_pred):
+        return None
+    if not all(isinstance(t, dict) and t.keys() >= _TARGET_KEYS for t in y):
+        return None
+    det_counts = _box_rows([p["boxes"] for p in y_pred])
+    gt_counts = _box_rows([t["boxes"] for t in y])
+    if det_counts is None or gt_counts is None:
+        return None
+    det_boxes, gt_boxes = [p["boxes"] for p in y_pred], [t["boxes"] for t in y]
+    vectors = [
+        _vector_column([p["scores"] for p in y_pred], det_counts, torch.float64, _floating),
+        _vector_column([p["labels"] for p in y_pred], det_counts, torch.int64, _integer),
+        _vector_column([t["labels"] for t in y], gt_counts, torch.int64, _integer),
+    ]
+    optional = [
+        _optional_column([p.get("area") for p in y_pred], det_counts),
+        _optional_column([t.get("iscrowd") for t in y], gt_counts),
+        _optional_column([t.get("area") for t in y], gt_counts),
+    ]
+    if any(v is None for v in vectors) or any(o is False for o in optional):
+        return None
+    det_area, gt_crowd, gt_area = (o if isinstance(o, np.ndarray) else None for o in optional)
+    if gt_crowd is None:  # no sample marks a crowd region
+        gt_crowd = np.zeros(sum(gt_counts))
+    with torch.no_grad():
+        return _Columns(
+            det_counts=det_counts,
+            gt_counts=gt_counts,
+            det_scores=cast(np.ndarray, vectors[0]),
+            det_labels=cast(np.ndarray, vectors[1]),
+            gt_labels=cast(np.ndarray, vectors[2]),
+            det_boxes=_joined(det_boxes, torch.float64),
+            gt_boxes=_joined(gt_boxes, torch.float64),
+            gt_crowd=gt_crowd,
+            det_area=det_area,
+            gt_area=gt_area,
+            areas_read=True,
+        )
+
+
+_PREDICTION_KEYS = frozenset(("boxes", "scores", "labels"))
+_TARGET_KEYS = frozenset(("boxes", "labels"))
+
+
+def _floating(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point
+
+
+def _integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex)
+
+
+def _any_real(dtype: torch.dtype) -> bool:
+    return not dtype.is_complex
+
+
+def _one_kind(tensors: list[Any], accepts: Callable[[torch.dtype], bool]) -> bool:
+    """Plain tensors, all of one dtype that ``accepts`` takes and on one device (so that one ``torch.cat``
+    joins them without promoting any value)."""
+    if not all(type(t) is torch.Tensor for t in tensors):
+        return False
+    dtypes = {t.dtype for t in tensors}
+    return len(dtypes) == 1 and accepts(dtypes.pop()) and len({t.device for t in tensors}) == 1
+
+
+def _box_rows(boxes: list[Any]) -> list[int] | None:
+    """The number of boxes of each sample, when all are floating point tensors of shape (N, 4) of one kind."""
+    if not _one_kind(boxes, _floating):
+        return None
+    shapes = [b.shape for b in boxes]
+    if not all(len(shape) == 2 and shape[1] == 4 for shape in shapes):
+        return None
+    return [shape[0] for shape in shapes]
+
+
+def _vector_column(
+    tensors: list[Any], counts: list[int], dtype: torch.dtype, accepts: Callable[[torch.dtype], bool]
+) -> np.ndarray | None:
+    """The tensors joined and converted to ``dtype``, when each is of shape (count,) and all of one kind."""
+    if not _one_kind(tensors, accepts) or not all(t.shape == (n,) for t, n in zip(tensors, counts)):
+        return None
+    with torch.no_grad():
+        return _joined(tensors, dtype)
+
+
+def _optional_column(tensors: list[Any], counts: list[int]) -> np.ndarray | bool | None:
+    """An optional key's float64 column: ``None`` when no sample gives it, ``False`` when the common form
+    does not hold (some give it and some not, or not a vector of one kind)."""
+    given = sum(t is not None for t in tensors)
+    if given == 0:
+        return None
+    if given < len(tensors):
+        return False
+    column = _vector_column(tensors, counts, torch.float64, _any_real)
+    return False if column is None else column
+
+
+def _joined(tensors: list[torch.Tensor], dtype: torch.dtype) -> np.ndarray:
+    return torch.cat(tensors).to("cpu", dtype).numpy()
+
+
 def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_keypoints: int = 0) -> Detections:
     """Validate ``(y_pred, y)`` as documented above and return its canonical form, one
     :class:`~ignite_det.table.Detections` (images without an ``image_id`` numbered 0..B-1, ``numbered``).
@@ -77,21 +222,30 @@ def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_ke
     ``num_keypoints`` is K, the number of keypoints per object with ``iou_type="keypoints"``.
     """
     y_pred, y = _split_output(output)
-    for index, (prediction, target) in enumerate(zip(y_pred, y)):
-        check_not_swapped(index, prediction, target)
-        _check_prediction(index, prediction, iou_type, num_keypoints)
-        _check_target(index, target, iou_type, num_keypoints)
+    columns = _box_columns(y_pred, y) if iou_type == "bbox" else None
+    if columns is None:  # not the common form, or something to refuse: check sample by sample, to name it
+        for index, (prediction, target) in enumerate(zip(y_pred, y)):
+            check_not_swapped(index, prediction, target)
+            _check_prediction(index, prediction, iou_type, num_keypoints)
+            _check_target(index, target, iou_type, num_keypoints)
+        columns = _Columns.sample_by_sample(y_pred, y)
     image_ids = _image_ids(y)
-    det_image = _image_index([len(p["labels"]) for p in y_pred])
-    gt_image = _image_index([len(t["labels"]) for t in y])
-    det, gt = _geometry(y_pred, y, det_image, gt_image, box_format, iou_type, num_keypoints)
-    det_scores = _concat_float([p["scores"] for p in y_pred])
-    det_labels = _concat_int([p["labels"] for p in y_pred])
-    gt_labels = _concat_int([t["labels"] for t in y])
-    gt_crowd = _crowd(y, gt_image)
+    det_image, gt_image = _image_index(columns.det_counts), _image_index(columns.gt_counts)
+    if columns.det_boxes is not None and columns.gt_boxes is not None:
+        det = _box_geometry(_xywh("y_pred", columns.det_boxes, det_image, box_format))
+        gt = _box_geometry(_xywh("y", columns.gt_boxes, gt_image, box_format))
+    else:
+        det, gt = _geometry(y_pred, y, det_image, gt_image, box_format, iou_type, num_keypoints)
+    det_scores, det_labels, gt_labels = columns.det_scores, columns.det_labels, columns.gt_labels
+    gt_crowd = _crowd(y, gt_image) if columns.gt_crowd is None else columns.gt_crowd
+    _refuse("y", "iscrowd", CROWD, gt_crowd, gt_image)
+    gt_crowd = gt_crowd.astype(np.int64)
     det_xywh, gt_xywh = det.boxes, gt.boxes
-    det_area = _area(y_pred, det.area)
-    gt_area = _area(y, gt.area)
+    if columns.areas_read:
+        det_area = det.area if columns.det_area is None else columns.det_area
+        gt_area = gt.area if columns.gt_area is None else columns.gt_area
+    else:
+        det_area, gt_area = _area(y_pred, det.area), _area(y, gt.area)
     _refuse("y_pred", "scores", FINITE, det_scores, det_image)
     _refuse("y_pred", "labels", ID_RANGE, det_labels, det_image)
     _refuse("y", "labels", ID_RANGE, gt_labels, gt_image)
@@ -150,7 +304,11 @@ def _geometry(
 
 
 def _boxes(name: str, samples: Sequence[Mapping], image: np.ndarray, box_format: str) -> np.ndarray:
-    boxes = _concat_boxes([s["boxes"] for s in samples])
+    return _xywh(name, _concat_boxes([s["boxes"] for s in samples]), image, box_format)
+
+
+def _xywh(name: str, boxes: np.ndarray, image: np.ndarray, box_format: str) -> np.ndarray:
+    """float64 boxes as given, in xywh, their values checked."""
     with np.errstate(invalid="ignore", over="ignore"):  # reported by the checks, in words
         xywh = _to_xywh(boxes, box_format)
     _check_box_values(name, boxes, xywh, image, box_format)
@@ -158,7 +316,9 @@ def _boxes(name: str, samples: Sequence[Mapping], image: np.ndarray, box_format:
 
 
 def _box_geometry(xywh: np.ndarray) -> _Geometry:
-    return _Geometry(xywh, xywh[:, 2] * xywh[:, 3], Rles.empty(len(xywh)), np.zeros((len(xywh), 0, 3)))
+    # Rles.empty's rows, made by np.full: several times faster than filling from a list
+    no_masks = Rles(np.full(len(xywh), b"", dtype=object), np.zeros((len(xywh), 2), np.int64))
+    return _Geometry(xywh, xywh[:, 2] * xywh[:, 3], no_masks, np.zeros((len(xywh), 0, 3)))
 
 
 def _mask_geometry(rles: Rles) -> _Geometry:
@@ -289,6 +449,9 @@ def _check_vector(where: str, key: str, value: Any, length: int, floating: bool 
 
 def _check_box_values(name: str, boxes: np.ndarray, xywh: np.ndarray, image: np.ndarray, box_format: str) -> None:
     """Coordinates of the whole batch at once (as given, and in xywh); the first sample with a bad box is named."""
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(boxes).all() and not BOX_SIZE.broken(xywh).any():  # the common case, in two passes
+            return
     not_finite = FINITE.broken(boxes).any(axis=1)
     with np.errstate(invalid="ignore"):
         negative = BOX_SIZE.broken(xywh)  # x2 - x1 < 0 exactly when x2 < x1
@@ -325,16 +488,20 @@ def _image_id(where: str, value: Any) -> int:
 
 
 def _image_ids(y: Sequence[Mapping]) -> np.ndarray | None:
-    given = [t.get("image_id") is not None for t in y]
-    if not any(given):
+    """The batch's image ids; ``None`` when no target has one. Each given id is checked (in sample order)
+    before a missing one is reported."""
+    values: list[Any] = [t.get("image_id") for t in y]
+    if all(type(v) is int for v in values) and max(map(abs, values), default=0) < MAX_ID:  # the common form
+        return np.array(values, dtype=np.int64) if values else None
+    ids = [None if v is None else _image_id(f"y[{i}]", v) for i, v in enumerate(values)]
+    if all(v is None for v in ids):
         return None
-    if not all(given):
-        missing = given.index(False)
+    if any(v is None for v in ids):
         raise ValueError(
-            f"y[{missing}] has no 'image_id' while other targets in the batch have one; "
+            f"y[{ids.index(None)}] has no 'image_id' while other targets in the batch have one; "
             "give every target an image_id or none of them"
         )
-    return np.array([_image_id(f"y[{i}]", t["image_id"]) for i, t in enumerate(y)], dtype=np.int64)
+    return np.array(ids, dtype=np.int64)
 
 
 def _concat_boxes(boxes: list[torch.Tensor]) -> np.ndarray:
@@ -357,16 +524,15 @@ def _image_index(counts: list[int]) -> np.ndarray:
 
 
 def _crowd(y: Sequence[Mapping], gt_image: np.ndarray) -> np.ndarray:
-    """``iscrowd`` as int64 0/1; other values (0.5, 2, -1) are refused before any rounding could hide them."""
+    """``iscrowd`` in float64 (0 where not given), to be checked for 0/1 before any rounding could hide
+    other values (0.5, 2, -1)."""
     parts = [
         torch.zeros(len(t["labels"]), dtype=torch.float64)
         if t.get("iscrowd") is None
         else t["iscrowd"].detach().reshape(-1).to("cpu", torch.float64)
         for t in y
     ]
-    crowd = torch.cat(parts).numpy() if parts else np.zeros(0)
-    _refuse("y", "iscrowd", CROWD, crowd, gt_image)
-    return crowd.astype(np.int64)
+    return torch.cat(parts).numpy() if parts else np.zeros(0)
 
 
 def _area(samples: Sequence[Mapping], default: np.ndarray) -> np.ndarray:

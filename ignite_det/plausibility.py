@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ignite_det.table import category_index
+
 PAST_IMAGE_FRACTION = 0.1  # xywh results from a model reach past the image by rounding at most
 PAST_IMAGE_TOLERANCE = 1.0  # pixels beyond the edge a box may reach by rounding
 NORMALISED_LIMIT = 1.0  # every coordinate of normalised boxes lies within [-1, 1] (cx - w / 2 may be < 0)
@@ -111,6 +113,8 @@ def normalised_boxes(det: Objects, gt: Objects) -> str | None:
     """
     if len(det.boxes) == 0 or len(gt.boxes) == 0:
         return None
+    if _extent(det.boxes[:64]) > NORMALISED_LIMIT:  # a few boxes in pixels settle it (the usual case)
+        return None
     det_extent, gt_extent = _extent(det.boxes), _extent(gt.boxes)
     if det_extent > NORMALISED_LIMIT or gt_extent <= PIXEL_EXTENT:
         return None
@@ -135,12 +139,12 @@ def category_shift(det: Objects, gt: Objects) -> str | None:
     n = len(det.labels)
     if n == 0 or len(gt.labels) == 0:
         return None
-    pairs = _pair_keys(gt.image, gt.labels)
-    as_is, _ = _matching(det, 0, pairs)
+    cells = _GroundTruthCells.create(det, gt)
+    as_is, _ = cells.matching(det, 0)
     if 2 * as_is >= n:  # no shift can then match more than twice as many (the common case: skip the passes)
         return None
     for shift in (1, -1):
-        shifted, categories = _matching(det, shift, pairs)
+        shifted, categories = cells.matching(det, shift)
         if shifted > SHIFT_MAJORITY * n and shifted > 2 * as_is and categories >= SHIFT_CATEGORIES:
             added, bases = ("added to", ("0", "1")) if shift > 0 else ("taken from", ("1", "0"))
             return (
@@ -184,26 +188,47 @@ def results_warnings(name: str, det: Objects, gt: Objects, image_sizes: Sequence
 
 def _extent(boxes: np.ndarray) -> float:
     """The largest magnitude of any corner coordinate of xywh boxes."""
-    return float(max(np.abs(boxes[:, :2]).max(), np.abs(boxes[:, :2] + boxes[:, 2:]).max()))
+    corners = (boxes[:, :2], boxes[:, :2] + boxes[:, 2:])
+    # max |v| as max(max v, -min v): no array of magnitudes (+ 0.0 turns -0.0 into 0.0, as abs would)
+    return max(max(float(c.max()), -float(c.min())) for c in corners) + 0.0
 
 
-def _pair_keys(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ground truth's (image, category) pairs as sorted unique int64 keys, and its sorted categories.
+class _GroundTruthCells(NamedTuple):
+    """The (image, category) cells holding ground truth, as keys ``image * (K + 1) + k + 1`` with ``k``
+    the category's index among the K sorted ``categories`` (ids reach 2**53, so no key of the ids
+    themselves would fit in 64 bits); ``k + 1`` is 0 for a category without ground truth, never a cell."""
 
-    A key is ``image * K + k`` with ``k`` the label's index among the K categories (ids reach 2**53,
-    so no key of the ids themselves would fit in 64 bits)."""
-    categories = np.unique(labels)
-    keys = image.astype(np.int64) * len(categories) + np.searchsorted(categories, labels)
-    return np.unique(keys), categories
+    categories: np.ndarray
+    keys: np.ndarray  # sorted, unique
+    det_base: np.ndarray  # image * (K + 1) + 1 of each detection
+
+    @staticmethod
+    def create(det: Objects, gt: Objects) -> _GroundTruthCells:
+        categories = np.unique(gt.labels)
+        width = len(categories) + 1
+        keys = gt.image.astype(np.int64) * width + np.searchsorted(categories, gt.labels) + 1
+        return _GroundTruthCells(categories, np.unique(keys), det.image.astype(np.int64) * width + 1)
+
+    def matching(self, det: Objects, shift: int) -> tuple[int, int]:
+        """How many detections, their category id shifted by ``shift``, name a category of their image,
+        and how many distinct categories they name."""
+        k = category_index(det.labels + shift if shift else det.labels, self.categories)
+        matched = _members(self.keys, self.det_base + k)
+        return int(np.count_nonzero(matched)), int(
+            np.count_nonzero(np.bincount(k[matched], minlength=len(self.categories)))
+        )
 
 
-def _matching(det: Objects, shift: int, pairs: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
-    """How many detections, their category id shifted by ``shift``, name a category of their image
-    (``pairs``: the ground truth's :func:`_pair_keys`), and how many distinct categories they name."""
-    keys, categories = pairs
-    shifted = det.labels.astype(np.int64) + shift
-    k = np.minimum(np.searchsorted(categories, shifted), len(categories) - 1)
-    key = det.image.astype(np.int64) * len(categories) + k
-    found = keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] == key
-    matched = found & (categories[k] == shifted)
-    return int(matched.sum()), len(np.unique(shifted[matched]))
+# Up to this many possible keys, membership is looked up in a table of flags rather than by binary search
+# (a binary search into a large sorted array misses the cache at every step: several times slower).
+_TABLE_LIMIT = 2**26
+
+
+def _members(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """bool per query: is it one of ``keys`` (sorted, unique, non-negative, like the queries)?"""
+    size = int(max(keys.max(initial=-1), queries.max(initial=-1))) + 1
+    if size <= _TABLE_LIMIT:
+        table = np.zeros(size, dtype=bool)
+        table[keys] = True
+        return table[queries]
+    return keys[np.minimum(np.searchsorted(keys, queries), len(keys) - 1)] == queries

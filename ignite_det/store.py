@@ -42,14 +42,24 @@ class DetectionStore:
         self._num_images += batch.num_images
 
     def images(self, start: int, stop: int) -> Detections:
-        """The images at positions ``start..stop-1`` (arrival order), renumbered from 0."""
-        parts, offset = [], 0
-        for part in self._parts:
+        """The images at positions ``start..stop-1`` (arrival order), renumbered from 0.
+
+        When they are whole stored batches, the store keeps them joined from then on (the matcher asks for
+        chunks as batches arrive): ``collect()`` then joins a few chunks rather than every batch.
+        """
+        parts, offset, first, whole = [], 0, None, True
+        for index, part in enumerate(self._parts):
             count = len(part.image_ids)
             if offset < stop and offset + count > start:
-                parts.append(part.image_range(max(start - offset, 0), min(stop - offset, count)))
+                lo, hi = max(start - offset, 0), min(stop - offset, count)
+                whole &= (lo, hi) == (0, count)
+                first = index if first is None else first
+                parts.append(part if (lo, hi) == (0, count) else part.image_range(lo, hi))
             offset += count
-        return Detections.concatenate(parts, self.num_keypoints)
+        joined = Detections.concatenate(parts, self.num_keypoints)
+        if whole and first is not None and len(parts) > 1:
+            self._parts[first : first + len(parts)] = [joined]
+        return joined
 
     def state(self) -> dict[str, torch.Tensor]:
         """Everything stored, as tensors only (``torch.load(weights_only=True)`` reads them back)."""

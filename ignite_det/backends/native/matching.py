@@ -167,7 +167,11 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
     thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)  # cocoeval.py:276
     det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds.min()), pair_iou)
     det_rows, t, a, gt = _greedy(det_i, gt_rows, ious, det_cell[counted], thresholds, gt_ignored, d.gt_crowd != 0)
-    outcome[a, t, counted[det_rows]] = np.where(gt_ignored[a, gt], NOT_COUNTED, TRUE_POSITIVE)
+    # flat indices: several times faster than indexing three axes with arrays
+    cells = (a * t_count + t) * len(rank) + counted[det_rows]
+    outcome.reshape(-1)[cells] = np.where(
+        gt_ignored.reshape(-1)[a * gt_ignored.shape[1] + gt], NOT_COUNTED, TRUE_POSITIVE
+    )
     return MatchRecords(rank, outcome)
 
 
@@ -203,11 +207,10 @@ def _cell_order(cell: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def _rank_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within each run of equal values of a sorted array."""
-    if len(sorted_keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    lengths = np.diff(np.r_[starts, len(sorted_keys)])
-    return np.arange(len(sorted_keys)) - np.repeat(starts, lengths)
+    index = np.arange(len(sorted_keys))
+    run_start = np.zeros(len(sorted_keys), dtype=index.dtype)
+    np.multiply(index[1:], sorted_keys[1:] != sorted_keys[:-1], out=run_start[1:])  # where each run starts
+    return index - np.maximum.accumulate(run_start)
 
 
 def _gt_ignored(d: Detections, params: EvalParams) -> np.ndarray:
@@ -261,19 +264,23 @@ def _greedy(
     bounds = np.searchsorted(round_of_pair[by_round], np.arange(round_of_det.max() + 2))
     reached = ious[:, None] >= thresholds[None, :]  # (P, T)
     taken = np.zeros((gt_ignored.shape[1], len(thresholds), gt_ignored.shape[0]), dtype=bool)  # (G, T, A)
-    mask = (np.int64(1) << np.int64(_index_bits(len(det_i)))) - 1
+    mask = (1 << _index_bits(len(det_i))) - 1
+    t_count, a_count = taken.shape[1:]
+    none = key.dtype.type(-1)
     found = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         pairs = by_round[lo:hi]
         # One detection per cell: its best available ground truth at each (threshold, area range).
         usable = ~taken[gt_rows[pairs]] & reached[pairs][:, :, None]  # (P, T, A)
-        keys = np.where(usable, key[pairs][:, None, :], np.int64(-1))
-        best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0)
-        d, t, a = np.nonzero(best >= 0)
-        pair = best[d, t, a] & mask  # the key ends with the pair's index
+        keys = np.where(usable, key[pairs][:, None, :], none)
+        best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0).ravel()
+        flat = np.flatnonzero(best >= 0)  # np.nonzero on 3 axes is several times slower
+        lane = flat % (t_count * a_count)  # t * A + a
+        t, a = np.divmod(lane, a_count)
+        pair = best[flat] & mask  # the key ends with the pair's index
         gt = gt_rows[pair]
-        crowd = gt_crowd[gt]  # a crowd region stays available
-        taken[gt[~crowd], t[~crowd], a[~crowd]] = True
+        regular = ~gt_crowd[gt]  # a crowd region stays available
+        taken.reshape(-1)[gt[regular] * (t_count * a_count) + lane[regular]] = True
         found.append((det_i[pair], t, a, gt))
     return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
 
@@ -283,16 +290,17 @@ def _index_bits(count: int) -> int:
 
 
 def _pair_keys(det_i: np.ndarray, ious: np.ndarray, gt_ignored: np.ndarray) -> np.ndarray:
-    """(P, A) int64 keys whose maximum over a detection's pairs is COCOeval's choice.
+    """(P, A) keys (int32 when they fit, else int64) whose maximum over a detection's pairs is COCOeval's choice.
 
     From the most significant bits: regular before ignored ground truth, then the IoU (as its rank
     among the chunk's IoUs, which orders and ties exactly like the value), then the pair's index, so
     that of equal IoUs the last ground truth in arrival order wins (cocoeval.py:286-290).
     """
     bits = _index_bits(len(det_i))
-    iou_rank = np.unique(ious, return_inverse=True)[1].astype(np.int64)
-    low = (iou_rank << np.int64(bits)) | np.arange(len(det_i), dtype=np.int64)
-    return np.where(gt_ignored.T, np.int64(0), np.int64(1) << np.int64(2 * bits)) | low[:, None]
+    dtype: type[np.signedinteger] = np.int32 if 2 * bits < 31 else np.int64  # half the traffic when it fits
+    iou_rank = np.unique(ious, return_inverse=True)[1].astype(dtype)
+    low = np.left_shift(iou_rank, bits, dtype=dtype) | np.arange(len(det_i), dtype=dtype)
+    return np.where(gt_ignored.T, dtype(0), np.left_shift(dtype(1), 2 * bits, dtype=dtype)) | low[:, None]
 
 
 @dataclass(frozen=True)

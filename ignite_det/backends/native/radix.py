@@ -12,26 +12,39 @@ import numpy as np
 
 def descending_score_key(scores: np.ndarray) -> tuple[np.ndarray, int]:
     """Unsigned keys in descending score order, equal for equal scores (so -0.0 and 0.0 tie, as in
-    a float sort), and how many bits they use: 32 when every score is a float32 (a model's output
-    usually is), else 64."""
+    a float sort), and how many bits they use: 32 (uint32 keys) when every score is a float32 (a
+    model's output usually is), else 64 (uint64 keys).
+
+    Example:
+        >>> keys, bits = descending_score_key(np.array([0.5, -1.0, 2.0, 0.0, -0.0]))
+        >>> np.argsort(keys, kind="stable").tolist(), bits
+        ([2, 0, 3, 4, 1], 32)
+    """
     scores = scores + 0.0  # -0.0 becomes 0.0
     narrow = scores.astype(np.float32)
     if np.array_equal(narrow, scores):
-        bits, width = narrow.view(np.uint32).astype(np.uint64), 32
+        bits, width = narrow.view(np.uint32), 32
     else:
         bits, width = scores.view(np.uint64), 64
-    sign = np.uint64(1) << np.uint64(width - 1)
-    full = np.uint64(2**width - 1)
-    ascending = np.where(bits & sign, ~bits & full, bits | sign)  # IEEE bits ordered like the values
-    return full - ascending, width
+    unsigned = bits.dtype.type
+    # IEEE bits order like the values once a positive number's sign bit is set and a negative one's
+    # bits are all flipped; the descending key is the complement of that: a positive number's bits with
+    # all but the sign flipped, a negative number's bits as they are.
+    negative = bits >> unsigned(width - 1)  # 1 for a negative number, else 0
+    flip = (negative - unsigned(1)) & unsigned(2 ** (width - 1) - 1)  # all but the sign, for a positive one
+    return bits ^ flip, width
 
 
 def radix_order(keys: np.ndarray, bits: int) -> np.ndarray:
     """A stable argsort of unsigned integer keys below ``2**bits``: stable sorts on 16-bit digits,
     least significant first (numpy sorts 16-bit integers stably by radix, several times faster
     than a comparison sort)."""
-    order = np.arange(len(keys))
+    order: np.ndarray | None = None
+    unsigned = keys.dtype.type
     for shift in range(0, max(bits, 1), 16):
-        digits = ((keys[order] >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.uint16)
-        order = order[np.argsort(digits, kind="stable")]
+        current = keys if order is None else keys[order]
+        digits = (current >> unsigned(shift) if shift else current).astype(np.uint16)  # the cast keeps 16 bits
+        step = np.argsort(digits, kind="stable")
+        order = step if order is None else order[step]
+    assert order is not None
     return order
