@@ -27,7 +27,16 @@ from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.lvis import LVIS_MAX_DETECTIONS, LvisProtocol
 from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
-from ignite_det.params import BOX_FORMATS, PROTOCOLS, Backend, BoxFormat, EvalParams, IouType, Protocol
+from ignite_det.params import (
+    BOX_FORMATS,
+    PROTOCOLS,
+    Backend,
+    BoxFormat,
+    EvalParams,
+    IouType,
+    Protocol,
+    check_max_detections_type,
+)
 from ignite_det.per_image import PER_IMAGE_COLUMNS, PerImage, per_image_table
 from ignite_det.plausibility import warn_implausible
 from ignite_det.predictions import write_results
@@ -488,6 +497,8 @@ def _lvis_protocol(
         raise ValueError(f"protocol='lvis' runs on backend='native' only, got backend={backend!r}")
     if iou_type == "keypoints":
         raise ValueError("protocol='lvis' evaluates iou_type 'bbox' or 'segm', got 'keypoints'")
+    if max_detections is not None:
+        check_max_detections_type(max_detections)
     if max_detections is not None and len(set(max_detections)) != 1:
         raise ValueError(
             "under protocol='lvis' max_detections is one per-image cap across categories (default 300), "

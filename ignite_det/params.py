@@ -110,9 +110,19 @@ def _thresholds(name: str, given: Sequence[float] | None, default: np.ndarray) -
     return values
 
 
+def check_max_detections_type(given: object) -> None:
+    """A bare number (``max_detections=300``) is the easy mistake: say what to write instead."""
+    if isinstance(given, str) or not isinstance(given, Sequence):
+        raise TypeError(
+            f"max_detections must be a list of positive integers such as [1, 10, 100], got {given!r} "
+            f"({type(given).__name__}); for one cap write [{given!r}]"
+        )
+
+
 def _max_detections(given: Sequence[int] | None) -> tuple[int, ...]:
     if given is None:
         return COCO_MAX_DETECTIONS
+    check_max_detections_type(given)
     values = sorted({int(v) for v in given})
     if not values or values[0] < 1 or any(int(v) != v for v in given):
         raise ValueError(f"max_detections must be a non-empty list of positive integers, got {list(given)}")

@@ -358,3 +358,10 @@ def test_a_predictions_own_area_drives_its_area_range_as_loadres_does_for_masks(
     names = {c["id"]: c["name"] for c in gt["categories"]}  # pycocotools evaluates every listed category
     result = evaluate_with_engine(samples, 10, box_format="xywh", class_names=names)["coco"]
     assert_same_arrays(result, coco_eval)
+
+
+@pytest.mark.parametrize("protocol", ["coco", "lvis"])
+def test_a_bare_number_for_max_detections_says_what_to_write(protocol):
+    lvis = {"category_frequencies": {1: "f"}} if protocol == "lvis" else {}
+    with pytest.raises(TypeError, match=re.escape("got 300 (int); for one cap write [300]")):
+        CocoMetric(max_detections=300, protocol=protocol, **lvis)
