@@ -207,3 +207,25 @@ def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list
         padded[: len(tensor)] = tensor
     gathered = cast(torch.Tensor, idist.all_gather(padded.to(device))).cpu()
     return [gathered[r * longest : r * longest + n] for r, n in enumerate(rows)]
+
+
+def sampler_order(local_images: int, gathered_ids: np.ndarray, kept_ids: np.ndarray) -> np.ndarray:
+    """The kept images' positions in the order one process would have seen them: under an unshuffled
+    ``DistributedSampler`` rank r's i-th image is the data set's (i * world_size + r)-th, and a padded repeat
+    stands where its first occurrence does. What depends on the order of images (tidecv's ties) then gives
+    the single-process answer. Without distribution, the arrival order itself.
+
+    ``gathered_ids``: the image ids of :func:`gather_detections`' record, before :func:`deduplicate`;
+    ``kept_ids``: those after it. One collective (every rank's image count).
+    """
+    if idist.backend() is None:
+        return np.arange(len(kept_ids))
+    counts = cast(torch.Tensor, idist.all_gather(torch.tensor([local_images], device=idist.device()))).cpu().numpy()
+    world = len(counts)
+    starts = np.cumsum(counts) - counts
+    rank = np.repeat(np.arange(world), counts)
+    key = (np.arange(len(gathered_ids)) - np.repeat(starts, counts)) * world + rank
+    unique, inverse = np.unique(gathered_ids, return_inverse=True)
+    first = np.full(len(unique), np.iinfo(np.int64).max)
+    np.minimum.at(first, inverse, key)
+    return np.argsort(first[np.searchsorted(unique, kept_ids)], kind="stable")

@@ -22,7 +22,7 @@ from ignite_det.confusion import confusion_matrix
 from ignite_det.error_analysis.analysis import ERROR_MODES, ErrorAnalysis, ErrorMode
 from ignite_det.error_analysis.coco import coco_error_analysis
 from ignite_det.error_analysis.transport import error_shapes, pack_errors, unpack_errors
-from ignite_det.gather import deduplicate, gather_detections, gather_states
+from ignite_det.gather import deduplicate, gather_detections, gather_states, sampler_order
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.lvis import LVIS_MAX_DETECTIONS, LvisProtocol
@@ -184,6 +184,7 @@ class CocoMetric(Metric):
         self._f1_index = _f1_index(self.params, f1_iou_threshold)
         self.error_analysis = _error_mode(error_analysis, background_threshold, self.params, self._f1_index, protocol)
         self.background_threshold = float(background_threshold)
+        self._tidecv_order = np.zeros(0, dtype=np.int64)  # set by compute() (ignite_det.gather.sampler_order)
         _check_metric_kwargs(metric_kwargs)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True, **metric_kwargs)
 
@@ -280,8 +281,12 @@ class CocoMetric(Metric):
     def compute(self) -> CocoResult:
         self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
         records = self._evaluation_backend.records(self._store)
-        detections, records = gather_detections(self._store.collect(), self._store.has_image_ids, records)
+        local = self._store.collect()
+        detections, records = gather_detections(local, self._store.has_image_ids, records)
+        gathered_ids = detections.image_ids
         detections, records = deduplicate(detections, records)
+        if self.error_analysis == "tidecv":  # tidecv visits images in order: the order one process saw
+            self._tidecv_order = sampler_order(len(local.image_ids), gathered_ids, detections.image_ids)
         if len(detections.image_ids) == 0:
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
         warn_implausible(detections)  # once per evaluation: boxes in [0, 1], category ids shifted by one
@@ -359,7 +364,12 @@ class CocoMetric(Metric):
             from ignite_det.error_analysis.tidecv import tidecv_errors
 
             return tidecv_errors(
-                detections, category_ids, self.class_names, self.params, iou, self.background_threshold
+                detections.reorder_images(self._tidecv_order),
+                category_ids,
+                self.class_names,
+                self.params,
+                iou,
+                self.background_threshold,
             )
         errors, _ = coco_error_analysis(
             detections,

@@ -174,6 +174,24 @@ class Detections:
             }
         )
 
+    def reorder_images(self, order: np.ndarray) -> Detections:
+        """The same images at new positions: ``order[i]`` is the position of the image that goes to position ``i``;
+        each image's rows keep their order (a stable sort), as COCOeval's and tidecv's ties need."""
+        if np.array_equal(order, np.arange(len(order))):
+            return self
+        new_position = np.empty(len(order), dtype=np.int64)
+        new_position[order] = np.arange(len(order))
+        det = np.argsort(new_position[self.det_position], kind="stable")
+        gt = np.argsort(new_position[self.gt_position], kind="stable")
+        rows = self._rows(order, det, gt, 0)
+        return Detections(
+            **{
+                **rows.__dict__,
+                "det_position": new_position[rows.det_position],
+                "gt_position": new_position[rows.gt_position],
+            }
+        )
+
     def _rows(self, images: Any, det: Any, gt: Any, shift: int) -> Detections:
         """Some images, detection rows and ground-truth rows (slices or masks), positions moved by ``shift``."""
         rows = {name: getattr(self, name)[det if name.startswith("det_") else gt] for name in _ARRAYS[1:]}
