@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,13 +102,8 @@ class EvaluationArtifactHandler(_WandBHandler):
         run = self._active_run(logger)
         if run is None and idist.backend() is None:
             return
-        result = engine.state.metrics.get(self.metric_name)
+        result = self._result(engine, self.metric_name)
         if result is None:
-            warnings.warn(
-                f"EvaluationArtifactHandler: metric '{self.metric_name}' is missing in engine's state metrics: "
-                f"{list(engine.state.metrics)}; attach the CocoMetric before this handler.",
-                stacklevel=2,
-            )
             return
         step = self._step(engine, event_name, run) if run is not None else 0
         self.log(run, result, step)

@@ -39,6 +39,17 @@ class _WandBHandler(BaseHandler):
             return None
         return run
 
+    def _result(self, engine: Engine, metric_name: str) -> Any:
+        """The metric's result in ``engine.state.metrics``, or ``None`` with a warning."""
+        result = engine.state.metrics.get(metric_name)
+        if result is None:
+            warnings.warn(
+                f"{type(self).__name__}: metric '{metric_name}' is missing in engine's state metrics: "
+                f"{list(engine.state.metrics)}; attach the CocoMetric before this handler.",
+                stacklevel=3,
+            )
+        return result
+
     def _step(self, engine: Engine, event_name: Any, run: Any) -> int:
         """The handler's step, raised to the run's current step when lower (W&B would drop the data)."""
         step = self.global_step_transform(engine, event_name)

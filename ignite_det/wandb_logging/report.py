@@ -8,7 +8,6 @@ tested without a run.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -351,13 +350,8 @@ class CocoReportHandler(_WandBHandler):
         run = self._active_run(logger)
         if run is None or logger is None:
             return
-        result = engine.state.metrics.get(self.metric_name)
+        result = self._result(engine, self.metric_name)
         if result is None:
-            warnings.warn(
-                f"CocoReportHandler: metric '{self.metric_name}' is missing in engine's state metrics: "
-                f"{list(engine.state.metrics)}; attach the CocoMetric before this handler.",
-                stacklevel=2,
-            )
             return
         step = self._step(engine, event_name, run)
         logger.log(self.payload(logger, result), step=step)
