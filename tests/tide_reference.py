@@ -138,13 +138,18 @@ def coco_errors(
     }
     return CocoErrors(
         ap=base[0],
-        main={name: aps[name][0] - base[0] for name in MAIN},
-        special={name: aps[name][0] - base[0] for name in SPECIAL},
+        main={name: _delta(aps[name][0], base[0]) for name in MAIN},
+        special={name: _delta(aps[name][0], base[0]) for name in SPECIAL},
         counts=counts,
         bins=bins,
         missed=sorted(missed),
         per_class=per_class,
     )
+
+
+def _delta(fixed: float, ap: float) -> float:
+    """AP(fixed) - AP; undefined (NaN) where either is COCOeval's -1 (no ground truth to average over)."""
+    return fixed - ap if fixed > -1 and ap > -1 else float("nan")
 
 
 def _matched(gt: dict, results: list[dict], iou_type: str, t_f: float, max_dets: int) -> COCOeval:

@@ -23,6 +23,7 @@ predictions). See the README's error-analysis section for the rules.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -115,7 +116,9 @@ class ErrorAnalysis:
     """The error analysis of one evaluation (``result.errors``); see the module docstring for the bins.
 
     ``ap``: the AP at ``iou_threshold`` that the bins explain; ``main``: each of :data:`MAIN_ERRORS`' dAP;
-    ``special``: each of :data:`SPECIAL_ERRORS`' dAP; ``counts``: how many errors fell in each main bin;
+    ``special``: each of :data:`SPECIAL_ERRORS`' dAP (a dAP is NaN where the AP before or after the fix is
+    undefined: no ground truth, or none left once Miss or FalseNeg is fixed); ``counts``: how many errors fell
+    in each main bin;
     ``per_class``: the same per category, in the result's category order; ``false_positives`` and
     ``missed``: every error, one row each.
 
@@ -154,14 +157,14 @@ class ErrorAnalysis:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report's ``errors``: ``AP``, ``main``, ``special`` (fractions), ``counts`` and ``per_class``
-        (a category's undefined dAP, NaN in :class:`ClassErrors`, is ``None``: strict JSON has no NaN)."""
+        (an undefined dAP, NaN, is ``None``: strict JSON has no NaN)."""
         return {
             "mode": self.mode,
             "iou_threshold": self.iou_threshold,
             "background_threshold": self.background_threshold,
             "AP": self.ap,
-            "main": dict(self.main),
-            "special": dict(self.special),
+            "main": _json_numbers(self.main),
+            "special": _json_numbers(self.special),
             "counts": dict(self.counts),
             "per_class": [
                 {
@@ -179,15 +182,21 @@ class ErrorAnalysis:
     def text(self) -> str:
         """TIDE's two tables, main and special errors, dAP in AP points (x100) as TIDE prints them."""
         title = f"Errors ({self.mode}) at IoU={self.iou_threshold:.2f}, background IoU={self.background_threshold:.2f}"
-        lines = [f"{title}: AP {100 * self.ap:.2f}"]
+        lines = [f"{title}: AP {_points(self.ap, undefined=self.ap < 0)}"]
         for names, values in ((MAIN_ERRORS, self.main), (SPECIAL_ERRORS, self.special)):
             widths = [max(6, len(name)) for name in names]
             lines.append("  " + " ".join(f"{name:>{w}}" for name, w in zip(names, widths)))
-            lines.append("  " + " ".join(f"{100 * values[name]:>{w}.2f}" for name, w in zip(names, widths)))
+            cells = (_points(values[name], undefined=math.isnan(values[name])) for name in names)
+            lines.append("  " + " ".join(f"{cell:>{w}}" for cell, w in zip(cells, widths)))
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.text()
+
+
+def _points(value: float, undefined: bool) -> str:
+    """A fraction in AP points (x100), or ``-`` where undefined (no ground truth: COCOeval's -1, or NaN)."""
+    return "-" if undefined else f"{100 * value:.2f}"
 
 
 def _json_numbers(values: dict[str, float]) -> dict[str, float | None]:

@@ -424,8 +424,8 @@ def coco_error_analysis(
         iou_threshold=float(params.iou_thresholds[iou_index]),
         background_threshold=float(background_threshold),
         ap=ap[None],
-        main={name: ap[name] - ap[None] for name in MAIN_ERRORS},
-        special={name: ap[name] - ap[None] for name in SPECIAL_ERRORS},
+        main={name: _delta(ap[name], ap[None]) for name in MAIN_ERRORS},
+        special={name: _delta(ap[name], ap[None]) for name in SPECIAL_ERRORS},
         counts=dict(zip(MAIN_ERRORS, map(int, counts.sum(axis=0)))),
         per_class=per_class,
         false_positives=false_positive_rows(d, bins),
@@ -481,7 +481,8 @@ def _class_ap(precision: np.ndarray) -> np.ndarray:
 
 
 def _delta(fixed: float, ap: float) -> float:
-    """A category's dAP, NaN where it has no AP before or after the fix."""
+    """A dAP (of a category or overall), NaN where there is no AP before or after the fix: without ground
+    truth, or when fixing Miss or FalseNeg takes every ground truth away (COCOeval's -1 is no AP to subtract)."""
     return float(fixed - ap) if fixed > -1 and ap > -1 else float("nan")
 
 

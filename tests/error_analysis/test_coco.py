@@ -41,21 +41,25 @@ def assert_equal_to_reference(result, gt: dict, results: list, iou_type: str = "
     errors = result.errors
     assert isinstance(errors, ErrorAnalysis) and errors.mode == "coco"
     assert errors.ap == ref.ap
-    assert errors.main == ref.main
-    assert errors.special == ref.special
+    assert_same_numbers(errors.main, ref.main)
+    assert_same_numbers(errors.special, ref.special)
     assert errors.counts == ref.counts
     for c, row in zip(errors.per_class, result.per_class):
         expected = ref.per_class[c.category_id]
-        found = {**c.main, **c.special}
-        assert found.keys() == expected.keys()
-        for name in found:
-            assert found[name] == expected[name] or (math.isnan(found[name]) and math.isnan(expected[name])), name
+        assert_same_numbers({**c.main, **c.special}, expected)
         assert c.ap == (row.AP50 if t_f == T_50 else c.ap)
     _, ids = coco_samples(gt, results, iou_type)
     assert _rows_by_id(errors, ids) == {det_id: (name, gt_id) for det_id, (name, gt_id) in ref.bins.items()}
     missed = [ids[i][1][j] for i, j in zip(errors.missed.image_id.tolist(), errors.missed.gt_index.tolist())]
     assert missed == sorted(ref.missed, key=lambda g: (_image_of(gt, g), g))
     assert result.per_image.rows() == _per_image_reference(result, gt, results, ref)
+
+
+def assert_same_numbers(found: dict, expected: dict) -> None:
+    """Equal to the last bit, name by name; an undefined dAP (NaN) only where the reference's is too."""
+    assert found.keys() == expected.keys()
+    for name in found:
+        assert found[name] == expected[name] or (math.isnan(found[name]) and math.isnan(expected[name])), name
 
 
 def _rows_by_id(errors: ErrorAnalysis, ids: dict) -> dict:
@@ -265,8 +269,13 @@ def test_empty_evaluations(annotations, results, backend):
     gt = _gt(annotations)
     result = analyse(gt, results, backend=backend)
     assert_equal_to_reference(result, gt, results)
-    if not annotations or annotations[0][3:]:
-        assert result.errors.ap == -1.0 and result.errors.main == dict.fromkeys(MAIN_ERRORS, 0.0)
+    errors = result.errors
+    if not annotations or annotations[0][3:]:  # no ground truth: no AP, so no dAP either
+        assert errors.ap == -1.0 and all(math.isnan(v) for v in [*errors.main.values(), *errors.special.values()])
+        assert errors.text().splitlines()[0].endswith("AP -") and "nan" not in errors.text()
+    elif not results:  # fixing the misses takes every ground truth away: that AP is undefined, not 0 - 1
+        assert math.isnan(errors.main["Miss"]) and math.isnan(errors.special["FalseNeg"])
+        assert errors.main["Cls"] == 0.0 and json.loads(json.dumps(errors.to_dict()))["main"]["Miss"] is None
 
 
 # --- the argument checks -----------------------------------------------------------------------------
