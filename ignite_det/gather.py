@@ -109,13 +109,15 @@ def _joined_ranks(tables: list[list[torch.Tensor]], images: list[int]) -> Detect
 def _gather_rows(array: np.ndarray, rows: list[int], device: torch.device) -> np.ndarray:
     """Every process's per-detection ``array`` (``rows[r]`` rows on process r), joined in rank order.
 
-    An array laid out with the detections last in memory (a transposed view, as the native backend's
-    outcomes are) travels in that layout and comes back as the same kind of view: no transposing copy.
+    An array of more than one axis travels with the detections last in memory and comes back as such a
+    view: no transposing copy for the native backend's outcomes, which are laid out so. The layout must not
+    depend on the local array's flags: with 0 or 1 detection a transposed view is also C-contiguous, and a
+    rank sending another layout than its peers read would scramble their records without an error.
     """
-    if array.ndim > 1 and not array.flags.c_contiguous and np.moveaxis(array, 0, -1).flags.c_contiguous:
+    if array.ndim > 1:
         inner = array.shape[1:]
         size = int(np.prod(inner))
-        flat = torch.from_numpy(np.moveaxis(array, 0, -1).reshape(-1))
+        flat = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, 0, -1)).reshape(-1))
         parts = _gather(flat, [n * size for n in rows], device)
         joined = np.concatenate([p.numpy().reshape(size, n) for p, n in zip(parts, rows)], axis=1)
         return np.moveaxis(joined.reshape(*inner, sum(rows)), -1, 0)

@@ -24,6 +24,11 @@ SHARDS = {
     # DistributedSampler(shuffle=False) on 11 images: rank r takes r, r+2, ...; index 0 pads rank 1.
     "padded_duplicate": [list(range(0, 11, 2)), list(range(1, 11, 2)) + [0]],
     "rank_without_images": [list(range(12)), []],
+    # Rank 0 (which evaluates) holding 1 or 0 detections: its transposed outcome view is C-contiguous too, and
+    # it must still read its peers' records in the layout they sent (random_case(21): image 7 has 1 detection,
+    # 5 and 11 none).
+    "rank_0_with_one_detection": [[7], [i for i in range(12) if i != 7]],
+    "rank_0_with_no_detection": [[5, 11], [i for i in range(12) if i not in (5, 11)]],
 }
 
 
