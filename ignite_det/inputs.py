@@ -237,7 +237,7 @@ def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_ke
     else:
         det, gt = _geometry(y_pred, y, det_image, gt_image, box_format, iou_type, num_keypoints)
     det_scores, det_labels, gt_labels = columns.det_scores, columns.det_labels, columns.gt_labels
-    gt_crowd = _crowd(y, gt_image) if columns.gt_crowd is None else columns.gt_crowd
+    gt_crowd = _crowd(y) if columns.gt_crowd is None else columns.gt_crowd
     _refuse("y", "iscrowd", CROWD, gt_crowd, gt_image)
     gt_crowd = gt_crowd.astype(np.int64)
     det_xywh, gt_xywh = det.boxes, gt.boxes
@@ -523,7 +523,7 @@ def _image_index(counts: list[int]) -> np.ndarray:
     return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
-def _crowd(y: Sequence[Mapping], gt_image: np.ndarray) -> np.ndarray:
+def _crowd(y: Sequence[Mapping]) -> np.ndarray:
     """``iscrowd`` in float64 (0 where not given), to be checked for 0/1 before any rounding could hide
     other values (0.5, 2, -1)."""
     parts = [

@@ -81,11 +81,12 @@ detection matched to one as a true positive. A file that is valid but probably a
 warning too: boxes that reach past their image (xyxy, not xywh), normalised boxes, category ids
 shifted by one.
 
---errors adds TIDE's error analysis on COCOeval's own matching (its AP is COCOeval's AP at IoU 0.5):
-each false positive's bin (Cls, Loc, Both, Dupe, Bkg), the missed objects (Miss), and the AP each bin
-costs (dAP, in AP points in the printed tables, as fractions in the --output report); --errors tidecv
-gives the tidecv package's own numbers instead (its matching, its AP), for comparison with published
-TIDE tables. With --per-image, the per-image rows count each image's errors by bin.
+--errors adds TIDE's error analysis on COCOeval's own matching (its AP is COCOeval's AP at IoU 0.5,
+else at the lowest of --iou-thresholds): each false positive's bin (Cls, Loc, Both, Dupe, Bkg), the
+missed objects (Miss), and the AP each bin costs (dAP, in AP points in the printed tables, as
+fractions in the --output report); --errors tidecv gives the tidecv package's own numbers instead
+(its matching, its AP), for comparison with published TIDE tables. With --per-image, the per-image
+rows count each image's errors by bin.
 
 W&B runs are offline unless WANDB_MODE or --wandb-mode says otherwise ("wandb sync" uploads them).
 --wandb-artifact also logs the results file and the JSON report as a W&B artifact (a copy of the

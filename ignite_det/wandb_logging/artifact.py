@@ -5,7 +5,8 @@ An evaluation logs one artifact version holding
 - ``predictions.json``: the accumulated predictions as a COCO results file
   (:meth:`~ignite_det.CocoMetric.write_predictions`), for a test-dev submission or another evaluator;
 - ``report.json``: :meth:`~ignite_det.CocoResult.to_dict` (the numbers, per class, ``errors`` when the
-  metric analyses them) with ``per_image``, every image's row, as ``ignite-det evaluate --output`` writes it.
+  metric analyses them) with ``per_image``, every image's row (as ``ignite-det evaluate --per-image --output``
+  writes it).
 
 Its aliases: ``latest`` (W&B's), ``step-<step>``, and ``best`` while it is the best so far by ``best_metric``
 (``AP`` by default; W&B keeps an alias on one version of an artifact, so ``best`` moves to it). Its metadata:

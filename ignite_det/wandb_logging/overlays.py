@@ -25,7 +25,7 @@ A ground truth is ``missed`` when no detection scoring at least the operating po
 matched it: the objects the operating point's recall misses.
 
 With the metric's error analysis in the ``coco`` mode (``result.errors``), the captions follow its bins
-(every score, at its IoU): a false positive's names its bin (``0.42 FP loc``, ``0.42 FP cls: dog``,
+(every score, at its IoU): a false positive's caption names its bin (``0.42 FP loc``, ``0.42 FP cls: dog``,
 ``FP both``, ``FP dupe``, ``FP bkg``), a ground truth of the ``Miss`` bin is captioned ``missed``, and one
 the operating point misses but the analysis does not (a detection below the threshold found it, or a
 ``Loc``/``Cls`` false positive claims it) ``unmatched at threshold``. The box classes stay the verdicts'.
