@@ -35,21 +35,34 @@ class _Sizes(NamedTuple):
     ground_truth_rle_bytes: int
 
 
+class Gathered(NamedTuple):
+    """What :func:`gather_detections` returns: every process's detections and records, rank after rank,
+    and where this process's images start among them."""
+
+    detections: Detections
+    records: dict[str, np.ndarray]
+    first_image: int
+
+
 def gather_detections(
-    local: Detections, has_image_ids: bool | None, records: Records
-) -> tuple[Detections, dict[str, np.ndarray]]:
+    local: Detections, has_image_ids: bool | None, records: Records, geometry: bool = True
+) -> Gathered:
     """All processes' detections, rank after rank, on every process (the local ones alone without
     distribution), with the backend's per-detection ``records`` (in the same row order).
 
-    ``has_image_ids`` is None on a process that saw no image.
+    ``has_image_ids`` is None on a process that saw no image. With ``geometry=False`` the detections travel
+    as :meth:`~ignite_det.table.Detections.scored_tensors` (scores, labels, positions: what ranking and
+    counting matched detections needs), and come back without their boxes, masks and keypoints.
 
     Raises:
         ValueError: if some processes' targets carried ``image_id`` and others' did not.
     """
     if idist.backend() is None:  # no process group; a group of one still runs the collectives, so it is tested
-        return local, dict(records)
+        return Gathered(local, dict(records), 0)
     device = idist.device()
     det_bytes, gt_bytes = local.rle_tensors()
+    if not geometry:
+        det_bytes = det_bytes[:0]
     mine = _Sizes(
         len(local.image_ids),
         len(local.det_scores),
@@ -72,7 +85,7 @@ def gather_detections(
             "Give every target its image_id.",
             stacklevel=3,
         )
-    images, dets, gts = local.to_tensors()
+    images, dets, gts = local.to_tensors() if geometry else local.scored_tensors()
     det_rows = [s.detections for s in sizes]
     tables = [
         _gather(images, [s.images for s in sizes], device),
@@ -84,16 +97,21 @@ def gather_detections(
             _gather(det_bytes, [s.detection_rle_bytes for s in sizes], device),
             _gather(gt_bytes, [s.ground_truth_rle_bytes for s in sizes], device),
         ]
-    joined = _joined_ranks(tables, [s.images for s in sizes])
+    joined = _joined_ranks(tables, [s.images for s in sizes], geometry)
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = joined.renumbered()
-    return joined, {name: _gather_rows(array, det_rows, device) for name, array in records.items()}
+    gathered = {name: _gather_rows(array, det_rows, device) for name, array in records.items()}
+    return Gathered(joined, gathered, sum(s.images for s in sizes[: idist.get_rank()]))
 
 
-def _joined_ranks(tables: list[list[torch.Tensor]], images: list[int]) -> Detections:
+def _joined_ranks(tables: list[list[torch.Tensor]], images: list[int], geometry: bool) -> Detections:
     """The ranks' tables (per table, one tensor per rank) as one record, rank after rank: each table joined
     first and converted once (the positions, which start at 0 on every rank, moved past the ranks before)."""
-    joined = Detections.from_tensors(*(torch.cat(parts) if len(parts) > 1 else parts[0] for parts in tables))
+    joined_tables = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in tables]
+    if geometry:
+        joined = Detections.from_tensors(*joined_tables)
+    else:  # the detections' RLE bytes stayed home: the ground truth's, if any, come fifth
+        joined = Detections.from_scored_tensors(*joined_tables[:3], *joined_tables[4:])
     offsets = np.cumsum([0, *images[:-1]])
     det_rows = [len(part) for part in tables[1]]
     gt_rows = [len(part) for part in tables[2]]
@@ -145,6 +163,13 @@ def gather_states(state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor
     ]
 
 
+def first_occurrences(image_ids: np.ndarray) -> np.ndarray:
+    """bool per image: the first occurrence of its ``image_id``, the one :func:`deduplicate` keeps."""
+    keep = np.zeros(len(image_ids), dtype=bool)
+    keep[np.unique(image_ids, return_index=True)[1]] = True
+    return keep
+
+
 def deduplicate(detections: Detections, records: Records) -> tuple[Detections, dict[str, np.ndarray]]:
     """Keep the first occurrence of each ``image_id`` (and the records of its detections); warn when a
     repeat carries other predictions than its first occurrence (a second evaluation without ``reset()``).
@@ -153,12 +178,9 @@ def deduplicate(detections: Detections, records: Records) -> tuple[Detections, d
         ValueError: if two occurrences of one image_id carry different ground truth
             (image ids that are not unique, rather than a padded repeat).
     """
-    ids = detections.image_ids
-    _, first = np.unique(ids, return_index=True)
-    if len(first) == len(ids):
+    keep = first_occurrences(detections.image_ids)
+    if keep.all():
         return detections, dict(records)
-    keep = np.zeros(len(ids), dtype=bool)
-    keep[first] = True
     _check_repeats_match(detections, keep)
     warn_changed_predictions(detections, keep)
     kept_rows = keep[detections.det_position]

@@ -22,7 +22,7 @@ from ignite_det.confusion import confusion_matrix
 from ignite_det.error_analysis.analysis import ERROR_MODES, ErrorAnalysis, ErrorMode
 from ignite_det.error_analysis.coco import coco_error_analysis
 from ignite_det.error_analysis.transport import error_shapes, pack_errors, unpack_errors
-from ignite_det.gather import deduplicate, gather_detections, gather_states, sampler_order
+from ignite_det.gather import deduplicate, first_occurrences, gather_detections, gather_states, sampler_order
 from ignite_det.inputs import normalize_batch
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.lvis import LVIS_MAX_DETECTIONS, LvisProtocol
@@ -270,8 +270,8 @@ class CocoMetric(Metric):
             >>> import tempfile; metric.write_predictions(Path(tempfile.mkdtemp()) / "results.json")
             1
         """
-        detections, _ = gather_detections(self._store.collect(), self._store.has_image_ids, {})
-        detections, _ = deduplicate(detections, {})
+        gathered = gather_detections(self._store.collect(), self._store.has_image_ids, {})
+        detections, _ = deduplicate(gathered.detections, {})
         if idist.get_rank() == 0:
             write_results(path, detections, self.params.iou_type)
         if idist.backend() is not None:
@@ -282,14 +282,13 @@ class CocoMetric(Metric):
         self._resuming = False  # a computed state is a finished evaluation: the next run starts afresh
         records = self._evaluation_backend.records(self._store)
         local = self._store.collect()
-        detections, records = gather_detections(local, self._store.has_image_ids, records)
-        gathered_ids = detections.image_ids
-        detections, records = deduplicate(detections, records)
+        gathered = gather_detections(local, self._store.has_image_ids, records, geometry=self._geometry_gathered)
+        detections, records = deduplicate(gathered.detections, gathered.records)
         if self.error_analysis == "tidecv":  # tidecv visits images in order: the order one process saw
-            self._tidecv_order = sampler_order(len(local.image_ids), gathered_ids, detections.image_ids)
+            self._tidecv_order = sampler_order(len(local.image_ids), gathered.detections.image_ids, detections.image_ids)
         if len(detections.image_ids) == 0:
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
-        warn_implausible(detections)  # once per evaluation: boxes in [0, 1], category ids shifted by one
+        warn_implausible(local)  # once per evaluation, on rank 0's boxes: in [0, 1], category ids shifted by one
         category_ids = np.unique(np.r_[detections.gt_labels, list(self.class_names)].astype(np.int64))
         det_k = category_index(detections.det_labels, category_ids)
         num_gt = np.bincount(
@@ -302,6 +301,8 @@ class CocoMetric(Metric):
         arrays = _broadcast(arrays, self._shapes(category_ids, detections))
         if idist.backend() is not None:  # every rank rebuilds the analysis from the broadcast arrays
             errors = self._errors(arrays)
+        kept = first_occurrences(gathered.detections.image_ids)[gathered.first_image :][: len(local.image_ids)]
+        confusion = self._confusion(local.select_images(kept), category_ids, F1Point(*arrays["best_f1"]))
         per_image = PerImage.from_table(arrays["per_image"])
         self._computed = True
         return CocoResult(
@@ -316,7 +317,7 @@ class CocoMetric(Metric):
             class_f1=[F1Point(*map(float, row)) for row in arrays["class_f1"]],
             best_f1=F1Point(*map(float, arrays["best_f1"])),
             f1_curve=arrays["f1_curve"],
-            confusion_matrix=arrays["confusion_matrix"].astype(np.int64),
+            confusion_matrix=confusion,
             f1_iou_threshold=float(self.params.iou_thresholds[self._f1_index]),
             num_images=len(detections.image_ids),
             per_image=per_image if errors is None else per_image.with_errors(errors),
@@ -333,18 +334,13 @@ class CocoMetric(Metric):
         num_gt: np.ndarray,
     ) -> tuple[dict[str, np.ndarray], ErrorAnalysis | None]:
         """Rank 0's arrays (the error analysis packed among them under distribution) and its error analysis."""
-        iou = float(self.params.iou_thresholds[self._f1_index])
         evaluation = self._evaluation_backend.evaluate(detections, records, category_ids, det_k)
         coco, outcome, by_score = evaluation.arrays, evaluation.outcome, evaluation.by_score
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score)
-        threshold = best.counting_threshold
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),
             "f1_curve": f1_curve(detections.det_scores, outcome, int(num_gt.sum()), by_score),
-            "confusion_matrix": confusion_matrix(
-                detections, category_ids, threshold, iou, pair_iou=pair_iou(self.params)
-            ),
             "per_image": per_image_table(detections, evaluation.outcomes, evaluation.kept, det_k, self.params),
         }
         errors = None
@@ -353,6 +349,21 @@ class CocoMetric(Metric):
             if idist.backend() is not None:
                 arrays.update(pack_errors(errors, *self._error_sizes(category_ids, detections)))
         return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}, errors
+
+    def _confusion(self, local: Detections, category_ids: np.ndarray, best: F1Point) -> np.ndarray:
+        """The confusion matrix at the operating point, summed over the processes: each pairs its own images
+        (those the gather kept), so no box travels for it."""
+        iou = float(self.params.iou_thresholds[self._f1_index])
+        matrix = confusion_matrix(local, category_ids, best.counting_threshold, iou, pair_iou=pair_iou(self.params))
+        if idist.backend() is None:
+            return matrix
+        return cast(torch.Tensor, idist.all_reduce(torch.from_numpy(matrix).to(idist.device()))).cpu().numpy()
+
+    @property
+    def _geometry_gathered(self) -> bool:
+        """Whether rank 0 needs every detection's box (or mask, or keypoints): for COCOeval and for the error
+        analysis; the native engine has matched each process's images where they are."""
+        return self._evaluation_backend.needs_geometry or self.error_analysis is not None
 
     def _analyse(
         self, detections: Detections, outcome: np.ndarray, category_ids: np.ndarray, det_k: np.ndarray
@@ -411,7 +422,6 @@ class CocoMetric(Metric):
             "class_f1": (k, 4),
             "best_f1": (4,),
             "f1_curve": (CURVE_POINTS, 4),
-            "confusion_matrix": (k + 1, k + 1),
             "per_image": (images, len(PER_IMAGE_COLUMNS)),
             **errors,
         }

@@ -157,7 +157,9 @@ def category_shift(det: Objects, gt: Objects) -> str | None:
 
 def warn_implausible(detections: Any) -> None:
     """Warn (:class:`ImplausibleInputWarning`) about normalised boxes and shifted category ids in one
-    evaluation's ``Detections``; called by ``CocoMetric.compute()``, on rank 0 only."""
+    evaluation's ``Detections``; called by ``CocoMetric.compute()`` on rank 0, with rank 0's own images (under
+    distribution the other processes' boxes stay where they are; a mistake of the model's output shows on
+    every process alike)."""
     import ignite.distributed as idist
 
     if idist.get_rank() != 0:

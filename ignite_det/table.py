@@ -72,6 +72,9 @@ DETECTION_COLUMNS = Columns(
 GROUND_TRUTH_COLUMNS = Columns(
     {"boxes": 4, "area": 1, "labels": 1, "crowd": 1, "position": 1, "rle_length": 1, "mask_size": 2}
 )
+# What the native engine's accumulation reads of a detection, once its own process has matched it: under
+# distribution the rest of a detection (its geometry) can stay on that process.
+SCORED_COLUMNS = Columns({"scores": 1, "labels": 1, "position": 1})
 
 
 @dataclass(frozen=True)
@@ -229,14 +232,23 @@ class Detections:
         checked to be below 2**53 at ``update()``. This is the form that travels between processes and
         into checkpoints.
         """
-        images = self.image_ids.astype(np.float64).reshape(-1, 1)
         dets = DETECTION_COLUMNS.pack(
             {**self._side("det_"), "rle_length": self.det_masks().pack()[1]}, self.det_keypoints
         )
-        gts = GROUND_TRUTH_COLUMNS.pack(
-            {**self._side("gt_"), "rle_length": self.gt_masks().pack()[1]}, self.gt_keypoints
-        )
-        return torch.from_numpy(images), torch.from_numpy(dets), torch.from_numpy(gts)
+        return self._image_table(), torch.from_numpy(dets), self._ground_truth_table()
+
+    def scored_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`to_tensors` with the detections' columns cut to :data:`SCORED_COLUMNS`, (N, 3): a quarter
+        of the bytes, for a gather whose receiver only ranks and counts the detections."""
+        scored = SCORED_COLUMNS.pack(self._side("det_"), np.zeros((len(self.det_scores), 0, 3)))
+        return self._image_table(), torch.from_numpy(scored), self._ground_truth_table()
+
+    def _image_table(self) -> torch.Tensor:
+        return torch.from_numpy(self.image_ids.astype(np.float64).reshape(-1, 1))
+
+    def _ground_truth_table(self) -> torch.Tensor:
+        values = {**self._side("gt_"), "rle_length": self.gt_masks().pack()[1]}
+        return torch.from_numpy(GROUND_TRUTH_COLUMNS.pack(values, self.gt_keypoints))
 
     def _side(self, prefix: str) -> dict[str, np.ndarray]:
         """The detections' (``det_``) or ground truths' (``gt_``) arrays, by column name."""
@@ -247,6 +259,32 @@ class Detections:
         length of each mask's string is in :meth:`to_tensors`' tables."""
         det, gt = self.det_masks().pack()[0], self.gt_masks().pack()[0]
         return torch.from_numpy(det.copy()).reshape(-1, 1), torch.from_numpy(gt.copy()).reshape(-1, 1)
+
+    @staticmethod
+    def from_scored_tensors(
+        images: torch.Tensor, scored: torch.Tensor, gts: torch.Tensor, gt_rles: torch.Tensor | None = None
+    ) -> Detections:
+        """The inverse of :meth:`scored_tensors`: every ground truth field, and of the detections their
+        scores, labels and positions. The detections' geometry is not there: their boxes have width 0 (an
+        IoU of them raises rather than giving a number), their areas and keypoints are NaN, their masks empty.
+        """
+        no_detections = torch.zeros((0, gts.shape[-1]), dtype=torch.float64)
+        full = Detections.from_tensors(images, no_detections, gts, None, gt_rles)
+        columns = SCORED_COLUMNS.unpack(scored.detach().cpu().numpy().astype(np.float64, copy=False).reshape(-1, 3))
+        rows = len(columns["scores"])
+        return Detections(
+            **{
+                **full.__dict__,
+                "det_boxes": np.zeros((rows, 0)),
+                "det_scores": columns["scores"],
+                "det_labels": columns["labels"].astype(np.int64),
+                "det_area": np.full(rows, np.nan),
+                "det_position": columns["position"].astype(np.int64),
+                "det_rle": np.full(rows, b"", dtype=object),
+                "det_mask_size": np.zeros((rows, 2), np.int64),
+                "det_keypoints": np.full((rows, full.num_keypoints, 3), np.nan),
+            }
+        )
 
     @staticmethod
     def from_tensors(

@@ -67,7 +67,13 @@ class Evaluation:
 
 
 class EvaluationBackend(Protocol):
-    """One evaluation's engine; see the module docstring for when each method runs."""
+    """One evaluation's engine; see the module docstring for when each method runs.
+
+    ``needs_geometry``: whether ``evaluate`` reads the detections' boxes, masks or keypoints; if not, only
+    their scores, labels and images travel to rank 0 under distribution (with the records).
+    """
+
+    needs_geometry: bool
 
     def __init__(self, params: EvalParams, operating_iou: int) -> None:
         """``operating_iou``: the index in ``params.iou_thresholds`` of the operating point's IoU."""

@@ -276,6 +276,8 @@ class _CocoEvalBackend:
     """What both COCOeval backends share: nothing per image before ``compute()``, the cells laid out
     with the backend's box IoU, COCOeval run on them, the outcome from the native matcher."""
 
+    needs_geometry = True  # COCOeval computes every IoU on rank 0
+
     def __init__(self, params: EvalParams, operating_iou: int) -> None:
         self.params = params
         self.operating_iou = operating_iou

@@ -18,6 +18,8 @@ class NativeBackend:
     """COCOeval's numbers from per-detection match records, which each process makes for its own images
     and the gather carries to rank 0 (see :class:`~ignite_det.backends.base.EvaluationBackend`)."""
 
+    needs_geometry = False  # the records say all that the boxes would
+
     def __init__(self, params: EvalParams, operating_iou: int) -> None:
         self.params = params
         self.operating_iou = operating_iou
