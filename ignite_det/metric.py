@@ -285,7 +285,8 @@ class CocoMetric(Metric):
         gathered = gather_detections(local, self._store.has_image_ids, records, geometry=self._geometry_gathered)
         detections, records = deduplicate(gathered.detections, gathered.records)
         if self.error_analysis == "tidecv":  # tidecv visits images in order: the order one process saw
-            self._tidecv_order = sampler_order(len(local.image_ids), gathered.detections.image_ids, detections.image_ids)
+            seen = gathered.detections.image_ids
+            self._tidecv_order = sampler_order(len(local.image_ids), seen, detections.image_ids)
         if len(detections.image_ids) == 0:
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
         warn_implausible(local)  # once per evaluation, on rank 0's boxes: in [0, 1], category ids shifted by one

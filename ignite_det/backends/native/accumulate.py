@@ -20,12 +20,13 @@ arrays are equal to the last bit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ignite_det.backends.base import CocoArrays, non_ignored_gt_counts
-from ignite_det.backends.native.matching import FALSE_POSITIVE, TRUE_POSITIVE, MatchRecords
+from ignite_det.backends.native.matching import FALSE_POSITIVE, NOT_COUNTED, TRUE_POSITIVE, MatchRecords
 from ignite_det.backends.native.radix import descending_score_key, radix_order
 from ignite_det.params import EvalParams
 from ignite_det.table import Detections
@@ -87,22 +88,25 @@ def accumulate_records(
     recall = np.empty((a_count, m_count, t_count, k_count))
     npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
     rows = ranking.by_class
-    rank = records.rank[rows]
-    kept = [rank < max_det if m < m_count - 1 else None for m, max_det in enumerate(params.max_detections)]
     all_k, all_scores = det_k[rows], d.det_scores[rows]
-    sorted_k = [all_k if keep is None else all_k[keep] for keep in kept]
-    sorted_scores = [all_scores if keep is None else all_scores[keep] for keep in kept]
+    firsts = [
+        _FirstDetections.of(all_k, all_scores, keep, k_count)
+        for keep in _within(records.rank[rows], params.max_detections)
+    ]
     buffer = np.empty(len(rows), dtype=np.int64 if len(rows) >= 2**31 else np.int32)
     r_order = np.argsort(params.rec_thresholds, kind="stable")
     for a in range(a_count):
+        area_rows = _counted_rows(records.outcome[a], rows)
+        rank, area_k, area_scores = records.rank[area_rows], det_k[area_rows], d.det_scores[area_rows]
         missing = npig[:, a] == 0  # no ground truth to find: -1, as pycocotools leaves it
         needed = _tp_needed(npig[:, a], params.rec_thresholds[r_order])
-        outcome = np.take(records.outcome[a], rows, axis=1)  # (T, n) in accumulation order
-        for m, keep in enumerate(kept):
+        outcome = np.take(records.outcome[a], area_rows, axis=1)  # (T, n) in accumulation order
+        for m, keep in enumerate(_within(rank, params.max_detections)):
             p, r, s = _curves(
                 outcome if keep is None else np.compress(keep, outcome, axis=1),
-                sorted_k[m],
-                sorted_scores[m],
+                area_k if keep is None else area_k[keep],
+                area_scores if keep is None else area_scores[keep],
+                firsts[m],
                 npig[:, a],
                 needed,
                 r_order,
@@ -114,10 +118,50 @@ def accumulate_records(
     return CocoArrays(precision.transpose(2, 3, 4, 0, 1), recall.transpose(2, 3, 0, 1), scores.transpose(2, 3, 4, 0, 1))
 
 
+def _within(rank: np.ndarray, max_detections: Sequence[int]) -> list[np.ndarray | None]:
+    """Per maxDets, which of the rows ranked ``rank`` in their cell it counts; None for the largest (all of them)."""
+    return [rank < limit if m < len(max_detections) - 1 else None for m, limit in enumerate(max_detections)]
+
+
+# An area range's rows are cut to those it counts when that leaves out at least this share of them.
+_CUT_SHARE = 0.25
+
+
+def _counted_rows(outcome: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` without the detections counted at no IoU threshold of one area range (``outcome``: (T, N)):
+    they add neither true nor false positives, and the area ranges of small, medium and large objects leave
+    out most detections."""
+    counted = outcome.max(axis=0, initial=NOT_COUNTED) != NOT_COUNTED
+    if np.count_nonzero(counted) > (1 - _CUT_SHARE) * len(counted):
+        return rows
+    return rows[counted[rows]]
+
+
+@dataclass(frozen=True)
+class _FirstDetections:
+    """Per category, whether it has a detection among the (area range's, maxDets') evaluated ones, counted or
+    not, and the score of the first one: what pycocotools reports at a recall threshold of 0, where
+    ``searchsorted`` stops at its first detection whatever that one's outcome."""
+
+    exists: np.ndarray
+    score: np.ndarray
+
+    @staticmethod
+    def of(det_k: np.ndarray, det_scores: np.ndarray, keep: np.ndarray | None, k_count: int) -> _FirstDetections:
+        """From the detections sorted by category, then as COCOeval sorts them, those ``keep`` selects (all: None)."""
+        if keep is not None:
+            det_k, det_scores = det_k[keep], det_scores[keep]
+        first = np.searchsorted(det_k, np.arange(k_count))
+        exists = np.searchsorted(det_k, np.arange(k_count), side="right") > first
+        score = det_scores[np.minimum(first, len(det_scores) - 1)] if len(det_scores) else np.zeros(k_count)
+        return _FirstDetections(exists, score)
+
+
 def _curves(
     outcome: np.ndarray,
     det_k: np.ndarray,
     det_scores: np.ndarray,
+    firsts: _FirstDetections,
     npig: np.ndarray,
     needed: np.ndarray,
     r_order: np.ndarray,
@@ -125,7 +169,8 @@ def _curves(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision (T, R, K), recall (T, K) and scores (T, R, K) of one (area range, maxDets).
 
-    ``outcome`` (T, n) holds the counted detections sorted by category, then as COCOeval sorts them.
+    ``outcome`` (T, n) holds the counted detections sorted by category, then as COCOeval sorts them
+    (detections counted at no threshold may be left out: ``firsts`` is taken before that).
     Segment ``t * K + k`` is category ``k`` at threshold ``t``. ``needed`` (K, R): true positives
     needed to reach each recall threshold, thresholds in ascending order ``r_order``. ``buffer``:
     scratch of n integers or more, reused across calls (a fresh array this size costs more in page
@@ -134,14 +179,13 @@ def _curves(
     t_count, n = outcome.shape
     k_count = len(npig)
     first = np.searchsorted(det_k, np.arange(k_count))
-    num_det = np.searchsorted(det_k, np.arange(k_count), side="right") - first
     tp = _TruePositives(outcome, det_k, first, buffer)
     recall = tp.count.reshape(t_count, k_count) / np.maximum(npig, 1)
 
     needed = np.tile(needed, (t_count, 1))  # (T*K, R)
     seg_first = tp.first[:, None]
     seg_end = seg_first + tp.count[:, None]
-    valid = np.where(needed == 0, np.tile(num_det > 0, t_count)[:, None], needed <= tp.count[:, None])
+    valid = np.where(needed == 0, np.tile(firsts.exists, t_count)[:, None], needed <= tp.count[:, None])
     at = np.where(valid, seg_first + np.maximum(needed - 1, 0), seg_end)  # index into the true positives
 
     # Interpolated precision: the largest precision at or after each query, within its segment.
@@ -152,7 +196,7 @@ def _curves(
     pieces = np.where(at < seg_end, pieces, -np.inf)
     q = np.maximum.accumulate(pieces[:, ::-1], axis=1)[:, ::-1]
     q = np.where(valid, np.maximum(q, 0.0), 0.0)  # no true positive yet: pycocotools' precision is 0
-    first_score = np.tile(det_scores[np.minimum(first, n - 1)] if n else np.zeros(k_count), t_count)
+    first_score = np.tile(firsts.score, t_count)
     tp_score = np.r_[det_scores[tp.columns], 0.0][at]
     ss = np.where(valid, np.where(needed == 0, first_score[:, None], tp_score), 0.0)
 
