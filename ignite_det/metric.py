@@ -337,7 +337,7 @@ class CocoMetric(Metric):
         """Rank 0's arrays (the error analysis packed among them under distribution) and its error analysis."""
         evaluation = self._evaluation_backend.evaluate(detections, records, category_ids, det_k)
         coco, outcome, by_score = evaluation.arrays, evaluation.outcome, evaluation.by_score
-        class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score)
+        class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score, evaluation.by_class)
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
             "best_f1": best.as_array(),

@@ -71,16 +71,21 @@ def best_f1_points(
     outcome: np.ndarray,
     num_gt: np.ndarray,
     by_score: np.ndarray,
+    by_class: np.ndarray | None = None,
 ) -> tuple[list[F1Point], F1Point]:
     """The best-F1 operating point of each category (``num_gt`` per category) and of all pooled.
 
     ``by_score``: rows in descending score order (ties in any order) that include every counted
-    detection (the backend's :class:`~ignite_det.backends.base.Evaluation` has them sorted).
+    detection (the backend's :class:`~ignite_det.backends.base.Evaluation` has them sorted);
+    ``by_class``: the same category by category, when the backend has them so (else they are sorted here).
     """
     counted = (outcome >= 0) & (category_index >= 0)
     rows = _counted_by_score(counted, by_score)
-    k = category_index[rows]
-    by_class = rows[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 2**16 else k, kind="stable")]
+    if by_class is None:
+        k = category_index[rows]
+        by_class = rows[np.argsort(k.astype(np.uint16) if len(k) and k.max() < 2**16 else k, kind="stable")]
+    else:
+        by_class = _counted_by_score(counted, by_class)
     bounds = np.searchsorted(category_index[by_class], np.arange(len(num_gt) + 1))
     per_class = _best(scores[by_class], outcome[by_class] == 1, bounds, num_gt)
     pooled = _best(scores[rows], outcome[rows] == 1, np.array([0, len(rows)]), np.array([num_gt.sum()]))

@@ -155,15 +155,22 @@ def category_shift(det: Objects, gt: Objects) -> str | None:
     return None
 
 
+# CocoMetric looks at this many images (its first, in arrival order): a mistake of the model's output shows in
+# every image alike, and a COCO-val-sized evaluation would spend a few percent of compute() on the rest.
+METRIC_SAMPLE_IMAGES = 500
+
+
 def warn_implausible(detections: Any) -> None:
     """Warn (:class:`ImplausibleInputWarning`) about normalised boxes and shifted category ids in one
-    evaluation's ``Detections``; called by ``CocoMetric.compute()`` on rank 0, with rank 0's own images (under
-    distribution the other processes' boxes stay where they are; a mistake of the model's output shows on
-    every process alike)."""
+    evaluation's ``Detections`` (its first :data:`METRIC_SAMPLE_IMAGES` images); called by
+    ``CocoMetric.compute()`` on rank 0, with rank 0's own images (under distribution the other processes'
+    boxes stay where they are; a mistake of the model's output shows on every process alike)."""
     import ignite.distributed as idist
 
     if idist.get_rank() != 0:
         return
+    if detections.num_images > METRIC_SAMPLE_IMAGES:
+        detections = detections.image_range(0, METRIC_SAMPLE_IMAGES)
     det = Objects(detections.det_boxes, detections.det_labels, detections.det_position)
     gt = Objects(detections.gt_boxes, detections.gt_labels, detections.gt_position)
     for message in (normalised_boxes(det, gt), category_shift(det, gt)):

@@ -56,7 +56,8 @@ class Evaluation:
     is not evaluated). ``by_score``: detection rows by descending score (ties in any order), including
     every counted one, for the operating point. ``outcomes``: int8 (T, N) the same at every IoU
     threshold, for the per-image counts; ``kept``: bool (N,) ranked within ``max_detections[-1]`` in
-    its (image, category) cell.
+    its (image, category) cell. ``by_class``: where the backend has it, rows category by category (in
+    ``det_k`` order), each by descending score, including every counted one.
     """
 
     arrays: CocoArrays
@@ -64,6 +65,7 @@ class Evaluation:
     by_score: np.ndarray
     outcomes: np.ndarray
     kept: np.ndarray
+    by_class: np.ndarray | None = None
 
 
 class EvaluationBackend(Protocol):

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ignite_det.backends.base import CocoArrays, non_ignored_gt_counts
-from ignite_det.backends.native.matching import FALSE_POSITIVE, NOT_COUNTED, TRUE_POSITIVE, MatchRecords
+from ignite_det.backends.native.matching import NOT_COUNTED, TRUE_POSITIVE, MatchRecords
 from ignite_det.backends.native.radix import descending_score_key, radix_order
+from ignite_det.parallel import map_in_threads
 from ignite_det.params import EvalParams
 from ignite_det.table import Detections
 
@@ -78,7 +79,7 @@ def accumulate_records(
 
     ``d`` holds each image once (positions 0..I-1); ``records`` and ``det_k`` (each detection's
     index in ``category_ids``, -1 if not evaluated) are in its detection row order; ``ranking`` is
-    :meth:`Ranking.create` on them.
+    :meth:`Ranking.create` on them. Area ranges are accumulated on :func:`~ignite_det.parallel.map_in_threads`.
     """
     t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
     k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
@@ -87,54 +88,53 @@ def accumulate_records(
     scores = np.empty_like(precision)
     recall = np.empty((a_count, m_count, t_count, k_count))
     npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
-    rows = ranking.by_class
-    all_k, all_scores = det_k[rows], d.det_scores[rows]
-    firsts = [
-        _FirstDetections.of(all_k, all_scores, keep, k_count)
-        for keep in _within(records.rank[rows], params.max_detections)
-    ]
-    buffer = np.empty(len(rows), dtype=np.int64 if len(rows) >= 2**31 else np.int32)
+    listing = _Listing.create(ranking.by_class, det_k, records.rank, params.max_detections, k_count)
+    firsts = [_FirstDetections.of(listing, within, d.det_scores) for within in listing.within]
     r_order = np.argsort(params.rec_thresholds, kind="stable")
-    for a in range(a_count):
-        area_rows = _counted_rows(records.outcome[a], rows)
-        rank, area_k, area_scores = records.rank[area_rows], det_k[area_rows], d.det_scores[area_rows]
+
+    def fill(a: int) -> None:  # one area range: the threads write disjoint slices
+        outcome = records.outcome[a]
+        best, worst = outcome.max(axis=0, initial=NOT_COUNTED), outcome.min(axis=0, initial=TRUE_POSITIVE)
+        counted = (best != NOT_COUNTED)[listing.rows]  # at some threshold: the others add to no count
+        # A false positive at every threshold adds to the counts between the others only: those are enough.
+        special = ((best == TRUE_POSITIVE) | (worst == NOT_COUNTED))[listing.rows]
         missing = npig[:, a] == 0  # no ground truth to find: -1, as pycocotools leaves it
         needed = _tp_needed(npig[:, a], params.rec_thresholds[r_order])
-        outcome = np.take(records.outcome[a], area_rows, axis=1)  # (T, n) in accumulation order
-        for m, keep in enumerate(_within(rank, params.max_detections)):
-            p, r, s = _curves(
-                outcome if keep is None else np.compress(keep, outcome, axis=1),
-                area_k if keep is None else area_k[keep],
-                area_scores if keep is None else area_scores[keep],
-                firsts[m],
-                npig[:, a],
-                needed,
-                r_order,
-                buffer,
-            )
+        every = _Candidates.of(listing, counted, special, outcome)  # the largest maxDets: the others' superset
+        for m, within in enumerate(listing.within):
+            candidates = every if within is None else every.narrowed(listing, counted & within)
+            p, r, s = _curves(candidates, d.det_scores, firsts[m], npig[:, a], needed, r_order)
             np.copyto(precision[a, m], np.where(missing, -1.0, p))
             np.copyto(recall[a, m], np.where(missing, -1.0, r))
             np.copyto(scores[a, m], np.where(missing, -1.0, s))
+
+    map_in_threads(fill, range(a_count))
     return CocoArrays(precision.transpose(2, 3, 4, 0, 1), recall.transpose(2, 3, 0, 1), scores.transpose(2, 3, 4, 0, 1))
 
 
-def _within(rank: np.ndarray, max_detections: Sequence[int]) -> list[np.ndarray | None]:
-    """Per maxDets, which of the rows ranked ``rank`` in their cell it counts; None for the largest (all of them)."""
-    return [rank < limit if m < len(max_detections) - 1 else None for m, limit in enumerate(max_detections)]
+@dataclass(frozen=True)
+class _Listing:
+    """The evaluated detections in accumulation order (category by category, then as COCOeval sorts them),
+    and what each (area range, maxDets) list needs of them, by place in that order.
 
+    ``rows``: detection rows; ``k``: their category, ascending; ``category_start`` (K + 1,): where each
+    category begins, then the end; ``within``: per maxDets, whether each is within it (None for the
+    largest: all are).
+    """
 
-# An area range's rows are cut to those it counts when that leaves out at least this share of them.
-_CUT_SHARE = 0.25
+    rows: np.ndarray
+    k: np.ndarray
+    category_start: np.ndarray
+    within: list[np.ndarray | None]
 
-
-def _counted_rows(outcome: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``rows`` without the detections counted at no IoU threshold of one area range (``outcome``: (T, N)):
-    they add neither true nor false positives, and the area ranges of small, medium and large objects leave
-    out most detections."""
-    counted = outcome.max(axis=0, initial=NOT_COUNTED) != NOT_COUNTED
-    if np.count_nonzero(counted) > (1 - _CUT_SHARE) * len(counted):
-        return rows
-    return rows[counted[rows]]
+    @staticmethod
+    def create(
+        rows: np.ndarray, det_k: np.ndarray, rank: np.ndarray, max_detections: Sequence[int], k_count: int
+    ) -> _Listing:
+        k = det_k[rows]
+        rank = rank[rows]
+        within = [rank < limit if m < len(max_detections) - 1 else None for m, limit in enumerate(max_detections)]
+        return _Listing(rows, k, np.searchsorted(k, np.arange(k_count + 1)), within)
 
 
 @dataclass(frozen=True)
@@ -147,39 +147,80 @@ class _FirstDetections:
     score: np.ndarray
 
     @staticmethod
-    def of(det_k: np.ndarray, det_scores: np.ndarray, keep: np.ndarray | None, k_count: int) -> _FirstDetections:
-        """From the detections sorted by category, then as COCOeval sorts them, those ``keep`` selects (all: None)."""
-        if keep is not None:
-            det_k, det_scores = det_k[keep], det_scores[keep]
-        first = np.searchsorted(det_k, np.arange(k_count))
-        exists = np.searchsorted(det_k, np.arange(k_count), side="right") > first
-        score = det_scores[np.minimum(first, len(det_scores) - 1)] if len(det_scores) else np.zeros(k_count)
-        return _FirstDetections(exists, score)
+    def of(listing: _Listing, within: np.ndarray | None, det_scores: np.ndarray) -> _FirstDetections:
+        """Of the listed detections ``within`` one maxDets (all: None); ``det_scores`` per detection row."""
+        start, end = listing.category_start[:-1], listing.category_start[1:]
+        if within is None:
+            first, exists = start, end > start
+        else:
+            places = np.flatnonzero(within)
+            first = (
+                places[np.minimum(np.searchsorted(places, start), max(len(places) - 1, 0))] if len(places) else start
+            )
+            exists = (first >= start) & (first < end) if len(places) else np.zeros(len(start), dtype=bool)
+        if not len(listing.rows):
+            return _FirstDetections(exists, np.zeros(len(start)))
+        return _FirstDetections(exists, det_scores[listing.rows[np.minimum(first, len(listing.rows) - 1)]])
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """The detections of one (area range, maxDets) list that are not a false positive at some IoU
+    threshold: every other one is a false positive at every threshold, so counts between these places
+    give the false positives.
+
+    ``place`` (S,) ascending: their places in the :class:`_Listing`; ``position``: in the list; ``k``:
+    their categories; ``row``: their detection rows; ``outcome``: int8 (T, S) theirs. ``category_start``
+    (K,): where each category's detections begin in the list.
+    """
+
+    place: np.ndarray
+    position: np.ndarray
+    k: np.ndarray
+    row: np.ndarray
+    outcome: np.ndarray
+    category_start: np.ndarray
+
+    @staticmethod
+    def of(listing: _Listing, listed: np.ndarray, special: np.ndarray, outcome: np.ndarray) -> _Candidates:
+        """``listed``, ``special``: bool per place in ``listing``, whether in the list, whether not a false
+        positive everywhere; ``outcome``: (T, N) per detection row."""
+        places = np.flatnonzero(special & listed)
+        rows = listing.rows[places]
+        return _Candidates._listed(listing, listed, places, listing.k[places], rows, np.take(outcome, rows, axis=1))
+
+    def narrowed(self, listing: _Listing, listed: np.ndarray) -> _Candidates:
+        """The candidates of a list within this one (``listed``: bool per place in ``listing``)."""
+        keep = listed[self.place]
+        outcome = np.compress(keep, self.outcome, axis=1)
+        return _Candidates._listed(listing, listed, self.place[keep], self.k[keep], self.row[keep], outcome)
+
+    @staticmethod
+    def _listed(
+        listing: _Listing, listed: np.ndarray, places: np.ndarray, k: np.ndarray, rows: np.ndarray, outcome: np.ndarray
+    ) -> _Candidates:
+        before = np.zeros(len(listed) + 1, dtype=np.int64)  # listed detections before each place
+        np.cumsum(listed, out=before[1:])
+        return _Candidates(places, before[places], k, rows, outcome, before[listing.category_start[:-1]])
 
 
 def _curves(
-    outcome: np.ndarray,
-    det_k: np.ndarray,
+    candidates: _Candidates,
     det_scores: np.ndarray,
     firsts: _FirstDetections,
     npig: np.ndarray,
     needed: np.ndarray,
     r_order: np.ndarray,
-    buffer: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision (T, R, K), recall (T, K) and scores (T, R, K) of one (area range, maxDets).
 
-    ``outcome`` (T, n) holds the counted detections sorted by category, then as COCOeval sorts them
-    (detections counted at no threshold may be left out: ``firsts`` is taken before that).
-    Segment ``t * K + k`` is category ``k`` at threshold ``t``. ``needed`` (K, R): true positives
-    needed to reach each recall threshold, thresholds in ascending order ``r_order``. ``buffer``:
-    scratch of n integers or more, reused across calls (a fresh array this size costs more in page
-    faults than the sum).
+    ``det_scores`` is per detection row. Segment ``t * K + k`` is category ``k`` at threshold ``t``.
+    ``needed`` (K, R): true positives needed to reach each recall threshold, thresholds in ascending
+    order ``r_order``.
     """
-    t_count, n = outcome.shape
+    t_count = len(candidates.outcome)
     k_count = len(npig)
-    first = np.searchsorted(det_k, np.arange(k_count))
-    tp = _TruePositives(outcome, det_k, first, buffer)
+    tp = _TruePositives(candidates)
     recall = tp.count.reshape(t_count, k_count) / np.maximum(npig, 1)
 
     needed = np.tile(needed, (t_count, 1))  # (T*K, R)
@@ -197,7 +238,7 @@ def _curves(
     q = np.maximum.accumulate(pieces[:, ::-1], axis=1)[:, ::-1]
     q = np.where(valid, np.maximum(q, 0.0), 0.0)  # no true positive yet: pycocotools' precision is 0
     first_score = np.tile(firsts.score, t_count)
-    tp_score = np.r_[det_scores[tp.columns], 0.0][at]
+    tp_score = np.r_[det_scores[candidates.row[tp.candidate]], 0.0][at]
     ss = np.where(valid, np.where(needed == 0, first_score[:, None], tp_score), 0.0)
 
     # Back to the given threshold order; pycocotools stops at the first threshold out of reach.
@@ -216,31 +257,32 @@ class _TruePositives:
     """The true positives of every (threshold, category) segment, in order, with their precision.
 
     ``count`` and ``first`` (T*K,): how many each segment has and where its first one is listed;
-    ``columns``: each one's detection (column of ``outcome``); ``precision``: pycocotools' ``tp / (fp
-    + tp + eps)`` at it, counts exact as integers until the division. One threshold at a time: the
-    temporaries stay in cache.
+    ``candidate``: each one's index among the candidates; ``precision``: pycocotools' ``tp / (fp + tp +
+    eps)`` at it, counts exact as integers until the division. A true positive's false positives before
+    it in its category are the list's places from the category's first to it, less the true positives
+    and the detections not counted among them, which are all candidates.
     """
 
-    def __init__(self, outcome: np.ndarray, det_k: np.ndarray, first: np.ndarray, buffer: np.ndarray) -> None:
-        k_count = len(first)
-        columns, counts, precision = [], [], []
-        fp_cum = buffer[: outcome.shape[1]]
-        for row in outcome:
-            cols = np.flatnonzero(row == TRUE_POSITIVE)
-            np.cumsum(row == FALSE_POSITIVE, out=fp_cum)  # with out=: several times faster than a new array
-            k = det_k[cols]
-            count = np.bincount(k, minlength=k_count)
-            # false positives of earlier categories
-            fp_before = np.where(first > 0, fp_cum[np.maximum(first - 1, 0)], 0) if len(fp_cum) else first
-            c = (np.arange(len(cols)) - (np.cumsum(count) - count)[k] + 1).astype(np.float64)
-            fp = (fp_cum[cols] - fp_before[k]).astype(np.float64)
-            columns.append(cols)
-            counts.append(count)
-            precision.append(c / ((fp + c) + _EPS))  # as pycocotools: tp / (fp + tp + np.spacing(1))
-        self.columns = np.concatenate(columns)
-        self.count = np.concatenate(counts)
+    def __init__(self, candidates: _Candidates) -> None:
+        first_place = candidates.category_start
+        k_count, (t_count, s_count) = len(first_place), candidates.outcome.shape
+        outcome = candidates.outcome
+        # Every threshold at once, segment after segment: flat indices t * S + candidate are in that order.
+        t, cols = np.divmod(np.flatnonzero(outcome == TRUE_POSITIVE), s_count)
+        k = candidates.k[cols]
+        segment = t * k_count + k
+        self.count = np.bincount(segment, minlength=t_count * k_count)
         self.first = np.cumsum(self.count) - self.count
-        self.precision = np.concatenate(precision)
+        c = np.arange(1, len(cols) + 1) - self.first[segment]  # its place among its segment's
+        # the candidates not counted before it in its category: a true positive is not one of them
+        not_counted = np.zeros((t_count, s_count + 1), dtype=np.int32)
+        np.cumsum(outcome == NOT_COUNTED, axis=1, dtype=np.int32, out=not_counted[:, 1:])
+        category_first = np.searchsorted(candidates.position, first_place)  # each category's first candidate
+        skipped = not_counted[t, cols + 1] - not_counted[t, category_first[k]]
+        fp = (candidates.position[cols] - first_place[k]) - (c - 1) - skipped
+        self.candidate = cols
+        c_float = c.astype(np.float64)
+        self.precision = c_float / ((fp.astype(np.float64) + c_float) + _EPS)  # as pycocotools
 
 
 def _tp_needed(npig: np.ndarray, rec_thresholds: np.ndarray) -> np.ndarray:

@@ -42,4 +42,4 @@ class NativeBackend:
         arrays = accumulate_records(d, matched, det_k, category_ids, self.params, ranking)
         outcomes = np.where(det_k >= 0, matched.outcome[0], np.int8(-1))  # area "all"
         kept = matched.rank < self.params.max_detections[-1]
-        return Evaluation(arrays, outcomes[self.operating_iou], ranking.by_score, outcomes, kept)
+        return Evaluation(arrays, outcomes[self.operating_iou], ranking.by_score, outcomes, kept, ranking.by_class)

@@ -1,0 +1,40 @@
+"""Work spread over a few threads: numpy lets go of the GIL in its loops over large arrays, so threads
+use the cores that one Python thread leaves idle.
+
+How many: torch's intra-op thread count (``torch.set_num_threads``, which a training script may have
+lowered on purpose), at most the cores this process may run on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def thread_count() -> int:
+    """The threads a parallel step may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), cores))
+
+
+def map_in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[function(item) for item in items]``, over :func:`thread_count` threads; in order, the first
+    exception raised.
+
+    Example:
+        >>> map_in_threads(lambda x: x * x, range(4))
+        [0, 1, 4, 9]
+    """
+    items = list(items)
+    workers = min(thread_count(), len(items))
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:  # a pool per call: nothing to go stale across a fork
+        return list(pool.map(function, items))
