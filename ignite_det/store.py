@@ -1,18 +1,23 @@
-"""Compact accumulation of normalised batches: a few growing lists of records, no per-box objects."""
+"""Compact accumulation of normalised batches: one growing array per field, no per-box objects."""
 
 from __future__ import annotations
 
 import torch
 
-from ignite_det.table import Detections
+from ignite_det.growing import GrowingArray
+from ignite_det.table import DETECTION_ARRAYS, Detections
 
 
 class DetectionStore:
-    """Appends batches; images without an ``image_id`` are numbered in arrival order."""
+    """Appends batches; images without an ``image_id`` are numbered in arrival order.
+
+    Every array of :class:`~ignite_det.table.Detections` grows in place (:class:`~ignite_det.growing.GrowingArray`),
+    positions counted from the first image: :meth:`collect` and :meth:`images` are views, not copies.
+    """
 
     def __init__(self, num_keypoints: int = 0) -> None:
         self.num_keypoints = num_keypoints  # K, the keypoints of each object with iou_type "keypoints"
-        self._parts: list[Detections] = []
+        self._arrays: dict[str, GrowingArray] | None = None  # by Detections field, from the first batch
         self._num_images = 0
         self.has_image_ids: bool | None = None  # decided by the first non-empty batch
 
@@ -38,28 +43,28 @@ class DetectionStore:
             return
         self.check(batch)
         self.has_image_ids = not batch.numbered
-        self._parts.append(batch.renumbered(self._num_images) if batch.numbered else batch)
-        self._num_images += batch.num_images
+        self._append(batch.renumbered(self._num_images) if batch.numbered else batch)
+
+    def _append(self, part: Detections) -> None:
+        """Copy ``part``'s rows after those held, its positions moved after the images held."""
+        if self._arrays is None:
+            self._arrays = {name: GrowingArray.like(getattr(part, name)) for name in DETECTION_ARRAYS}
+        for name, array in self._arrays.items():
+            values = getattr(part, name)
+            array.append(values + self._num_images if name in ("det_position", "gt_position") else values)
+        self._num_images += part.num_images
 
     def images(self, start: int, stop: int) -> Detections:
-        """The images at positions ``start..stop-1`` (arrival order), renumbered from 0.
+        """The images at positions ``start..stop-1`` (arrival order), renumbered from 0."""
+        return self.collect().image_range(start, stop)
 
-        When they are whole stored batches, the store keeps them joined from then on (the matcher asks for
-        chunks as batches arrive): ``collect()`` then joins a few chunks rather than every batch.
-        """
-        parts, offset, first, whole = [], 0, None, True
-        for index, part in enumerate(self._parts):
-            count = len(part.image_ids)
-            if offset < stop and offset + count > start:
-                lo, hi = max(start - offset, 0), min(stop - offset, count)
-                whole &= (lo, hi) == (0, count)
-                first = index if first is None else first
-                parts.append(part if (lo, hi) == (0, count) else part.image_range(lo, hi))
-            offset += count
-        joined = Detections.concatenate(parts, self.num_keypoints)
-        if whole and first is not None and len(parts) > 1:
-            self._parts[first : first + len(parts)] = [joined]
-        return joined
+    def collect(self) -> Detections:
+        """Everything stored (views: no copy)."""
+        if self._arrays is None:
+            return Detections.empty(self.num_keypoints)
+        return Detections(
+            **{name: array.values for name, array in self._arrays.items()}, numbered=self.has_image_ids is False
+        )
 
     def state(self) -> dict[str, torch.Tensor]:
         """Everything stored, as tensors only (``torch.load(weights_only=True)`` reads them back)."""
@@ -86,6 +91,7 @@ class DetectionStore:
         """
         store = DetectionStore(num_keypoints)
         flags = set()
+        parts = []
         for state in states:
             missing = {"images", "detections", "ground_truth", "has_image_ids"} - set(state)
             if missing:
@@ -102,20 +108,12 @@ class DetectionStore:
                 raise ValueError(
                     f"the saved state holds {part.num_keypoints} keypoints per object, this metric {num_keypoints}"
                 )
-            if len(part.image_ids):
-                store._parts.append(part)
+            parts.append(part)
         flags.discard(-1)
         if len(flags) > 1:
             raise ValueError("the saved states disagree: some targets carried 'image_id' and others did not")
         store.has_image_ids = bool(flags.pop()) if flags else None
-        joined = store.collect()
-        if store.has_image_ids is False:  # arrival numbers restart in every saved state
-            joined = joined.renumbered()
-            store._parts = [joined]
-        store._num_images = len(joined.image_ids)
+        for part in parts:
+            if len(part.image_ids):  # arrival numbers restart in every saved state: they continue here
+                store._append(part.renumbered(store.num_images) if store.has_image_ids is False else part)
         return store
-
-    def collect(self) -> Detections:
-        joined = Detections.concatenate(self._parts, self.num_keypoints)
-        self._parts = [joined]  # later updates append after it; concatenating again is cheap
-        return joined

@@ -320,7 +320,9 @@ class Detections:
 
 
 # The array fields, image_ids first: what slicing, selecting and joining carry.
-_ARRAYS = tuple(f.name for f in fields(Detections) if f.name != "numbered")
+# Every array field of Detections, in order.
+DETECTION_ARRAYS = tuple(f.name for f in fields(Detections) if f.name != "numbered")
+_ARRAYS = DETECTION_ARRAYS
 # Columns held as integers in the record (the tables hold them as float64).
 _INTEGER_COLUMNS = ("labels", "crowd", "position")
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ignite_det.backends.native.radix import descending_score_key, radix_order
+from ignite_det.growing import GrowingArray
 from ignite_det.iou.bbox import PairIou, box_pair_iou
 from ignite_det.params import EvalParams
 from ignite_det.store import DetectionStore
@@ -76,7 +77,10 @@ class MatchRecords:
     @staticmethod
     def from_columns(columns: Mapping[str, np.ndarray]) -> MatchRecords:
         """The inverse of :meth:`as_columns` (no copy when the arrays are :meth:`as_columns`' own)."""
-        return MatchRecords(columns["rank"], np.ascontiguousarray(columns["outcome"].transpose(1, 2, 0)))
+        outcome = columns["outcome"].transpose(1, 2, 0)
+        if outcome.strides[-1] != outcome.itemsize:  # gathered detection by detection: each (A, T) row apart
+            outcome = np.ascontiguousarray(outcome)
+        return MatchRecords(columns["rank"], outcome)
 
 
 class ChunkedMatcher:
@@ -96,8 +100,8 @@ class ChunkedMatcher:
         self.params = params
         self.pair_iou = pair_iou
         self._store: DetectionStore | None = None
-        self._parts: list[MatchRecords] = []
         self._matched = 0  # images matched, in arrival order
+        self._start()
 
     def update(self, store: DetectionStore) -> None:
         """Match whole chunks of the images that have arrived since the last call."""
@@ -107,23 +111,29 @@ class ChunkedMatcher:
             self._match(store, self._matched + ready)
 
     def records(self, store: DetectionStore) -> MatchRecords:
-        """The records of every image in ``store``, matching what has not been matched yet."""
+        """The records of every image in ``store``, matching what has not been matched yet (views: no copy)."""
         self._follow(store)
         if self._matched < store.num_images:
             self._match(store, store.num_images)
-        self._parts = [MatchRecords.concatenate(self._parts, self.params)]
-        return self._parts[0]
+        return MatchRecords(self._rank.values, self._outcome.values)
+
+    def _start(self) -> None:
+        empty = MatchRecords.empty(self.params)
+        self._rank, self._outcome = GrowingArray.like(empty.rank), GrowingArray.like(empty.outcome, axis=2)
 
     def _follow(self, store: DetectionStore) -> None:
         if store is not self._store or self._matched > store.num_images:
-            self._store, self._parts, self._matched = store, [], 0
+            self._store, self._matched = store, 0
+            self._start()
 
     def _match(self, store: DetectionStore, stop: int) -> None:
         """Match the images up to ``stop``, a chunk at a time (a large batch, or a loaded state, would
         otherwise make one large set of candidate pairs)."""
         for start in range(self._matched, stop, IMAGES_PER_CHUNK):
             end = min(start + IMAGES_PER_CHUNK, stop)
-            self._parts.append(match_images(store.images(start, end), self.params, self.pair_iou))
+            records = match_images(store.images(start, end), self.params, self.pair_iou)
+            self._rank.append(records.rank)
+            self._outcome.append(records.outcome)
             self._matched = end
 
 
