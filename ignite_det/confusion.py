@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ignite_det.iou.bbox import PairIou, box_pair_iou
+from ignite_det.parallel import map_in_threads
 from ignite_det.table import Detections, category_index
 
 # Images paired per block in _overlaps; a module constant so that tests can make it tiny and cross block bounds.
@@ -102,8 +103,8 @@ def _overlaps(
     all-pairs arrays stay small (a COCO-val-sized evaluation has millions of same-image pairs).
     """
     det_position, gt_position = d.det_position[dets], d.gt_position[gts]
-    found = []
-    for start in range(0, num_images, block):
+
+    def pairs(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         stop = min(start + block, num_images)
         det_lo, det_hi = np.searchsorted(det_position, [start, stop])
         gt_lo, gt_hi = np.searchsorted(gt_position, [start, stop])
@@ -113,7 +114,9 @@ def _overlaps(
         det_i, gt_i = det_i + det_lo, gt_i + gt_lo
         values = measure(d, dets[det_i], gts[gt_i])
         keep = values >= threshold
-        found.append((det_i[keep], gt_i[keep], values[keep]))
+        return det_i[keep], gt_i[keep], values[keep]
+
+    found = map_in_threads(pairs, range(0, num_images, block))  # blocks in order: the pairs as one pass makes them
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 
 import ignite.distributed as idist
 import numpy as np
+import numpy.ma  # noqa: F401  np.unique imports it at its first call (about 10 ms): here, not in compute()
 import torch
 from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
