@@ -283,7 +283,7 @@ def _greedy(
         # One detection per cell: its best available ground truth at each (threshold, area range).
         usable = ~taken[gt_rows[pairs]] & reached[pairs][:, :, None]  # (P, T, A)
         keys = np.where(usable, key[pairs][:, None, :], none)
-        best = np.maximum.reduceat(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0]), axis=0).ravel()
+        best = _segment_max(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0])).ravel()
         flat = np.flatnonzero(best >= 0)  # np.nonzero on 3 axes is several times slower
         lane = flat % (t_count * a_count)  # t * A + a
         t, a = np.divmod(lane, a_count)
@@ -293,6 +293,21 @@ def _greedy(
         taken.reshape(-1)[gt[regular] * (t_count * a_count) + lane[regular]] = True
         found.append((det_i[pair], t, a, gt))
     return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
+
+
+def _segment_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``np.maximum.reduceat(values, starts, axis=0)`` for segments that cover ``values`` (none empty), taken
+    place by place within the segments: several times faster, as most detections have one or two candidates.
+
+    >>> _segment_max(np.array([[1], [5], [2], [7], [3], [4]]), np.array([0, 2, 3])).ravel().tolist()
+    [5, 2, 7]
+    """
+    lengths = np.diff(np.r_[starts, len(values)])
+    best = values[starts]
+    for place in range(1, int(lengths.max(initial=1))):
+        longer = np.flatnonzero(lengths > place)
+        best[longer] = np.maximum(best[longer], values[starts[longer] + place])
+    return best
 
 
 def _index_bits(count: int) -> int:
