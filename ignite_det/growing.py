@@ -2,13 +2,16 @@
 
 Joining the parts of an evaluation at ``compute()`` would copy everything once more, at the moment a
 training loop waits, into memory the process has to fault in fresh. Appending into a buffer whose
-capacity doubles copies each row about twice over the whole evaluation, spread over the updates, and
-reading every row is a view. Unused capacity is allocated but not touched, so it costs no resident memory.
+capacity doubles when full copies each row about once more, spread over the updates, and
+reading every row is a view. Unused capacity is allocated but not touched, so it costs no resident
+memory.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+GROWTH = 2  # a full buffer is replaced by one this many times larger
 
 
 class GrowingArray:
@@ -50,7 +53,7 @@ class GrowingArray:
         end = self._size + count
         if end > self._buffer.shape[self.axis]:
             shape = list(self._buffer.shape)
-            shape[self.axis] = max(end, 2 * self._buffer.shape[self.axis], 16)
+            shape[self.axis] = max(end, GROWTH * self._buffer.shape[self.axis], 16)
             buffer = np.empty(shape, self._buffer.dtype)
             buffer[self._index(slice(0, self._size))] = self.values
             self._buffer = buffer  # views of the old buffer keep it alive

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ignite_det import STAT_NAMES, CocoMetric
+from ignite_det import STAT_NAMES, CocoMetric, plausibility
 from ignite_det.cli.main import main
 from ignite_det.plausibility import ImplausibleInputWarning
 from tests.coco_reference import GT_FILE, load_real_samples, run_cocoeval, stats_dict
@@ -154,6 +154,22 @@ def test_metric_warns_once_about_normalised_boxes(gt, results) -> None:
     assert len(found) == 1  # ten updates, one warning
     assert found[0].startswith("CocoMetric: every predicted box lies within [-1, 1]") and "over 734 boxes" in found[0]
     assert stats == stats_dict(run_cocoeval(gt, _normalised(results, gt)))
+
+
+def test_metric_judges_its_first_images(gt, monkeypatch) -> None:
+    """The metric looks at its first METRIC_SAMPLE_IMAGES images (in arrival order) only."""
+    monkeypatch.setattr(plausibility, "METRIC_SAMPLE_IMAGES", 3)
+    size = {image["id"]: (image["width"], image["height"]) for image in gt["images"]}
+    samples = []
+    for prediction, target in load_real_samples():
+        width, height = size[target["image_id"]]
+        scale = torch.tensor([width, height, width, height], dtype=torch.float64)
+        samples.append(({**prediction, "boxes": prediction["boxes"] / scale}, target))
+    first = sum(len(p["boxes"]) for p, _ in samples[:3])
+    _, found = _metric_stats(samples)
+    assert len(found) == 1 and f"over {first} boxes" in found[0]
+    _, found = _metric_stats(load_real_samples()[:3] + samples[3:])  # normalised after the first three: unseen
+    assert found == []
 
 
 def test_metric_warns_once_about_shifted_labels(gt, results) -> None:

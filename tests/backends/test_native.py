@@ -11,7 +11,7 @@ import pytest
 import torch
 from pycocotools.mask import iou as pycocotools_iou
 
-from ignite_det import CocoMetric
+from ignite_det import CocoMetric, confusion
 from ignite_det.backends.native import matching as native_matching
 from ignite_det.backends.native.matching import ChunkedMatcher, match_images
 from ignite_det.inputs import normalize_batch
@@ -279,3 +279,22 @@ def test_a_predictions_own_area_decides_its_area_range_as_in_pycocotools():
     assert_same_arrays(result, coco_eval)
     # Counted in "all", not in "medium", where its box area would have put it.
     assert result["APm"] > 0.99 and result["AP"] < 0.6
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_any_thread_count_gives_pycocotools_arrays(threads, monkeypatch):
+    """Accumulation and the confusion matrix run on torch's intra-op thread count; each count gives the same."""
+    monkeypatch.setattr(confusion, "IMAGES_PER_BLOCK", 3)  # blocks shared among the threads
+    predictions, targets = random_case(5, num_images=40)
+    samples = list(zip(predictions, targets))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = evaluate_with_engine(samples, 7)["coco"]
+    finally:
+        torch.set_num_threads(before)
+    reference = run_cocoeval(*to_coco(predictions, targets))
+    assert dict(result) == stats_dict(reference)
+    assert_same_arrays(result, reference)
+    oracle = evaluate_with_engine(samples, 7, backend="pycocotools")["coco"]
+    np.testing.assert_array_equal(result.confusion_matrix, oracle.confusion_matrix)
