@@ -16,6 +16,13 @@ The same numbers follow from the true positives alone, with integers until the l
 
 Precision is computed as pycocotools computes it, ``c / ((fp + c) + eps)`` in float64, so the
 arrays are equal to the last bit.
+
+Most detections are a false positive at every threshold (or, in the area ranges of small, medium and
+large objects, counted at none): they only add to the false positives between the others. So each list
+is looked at as places in one category-then-score listing: the false positives before a true positive are
+its distance from its category's first place, less the true positives and the uncounted detections on
+the way, which are all among the few *candidates* (about a tenth on COCO val) whose outcomes are read.
+Area ranges are independent, and run on threads (:func:`~ignite_det.parallel.map_in_threads`).
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ def accumulate_records(
 
     ``d`` holds each image once (positions 0..I-1); ``records`` and ``det_k`` (each detection's
     index in ``category_ids``, -1 if not evaluated) are in its detection row order; ``ranking`` is
-    :meth:`Ranking.create` on them. Area ranges are accumulated on :func:`~ignite_det.parallel.map_in_threads`.
+    :meth:`Ranking.create` on them.
     """
     t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
     k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
