@@ -157,17 +157,13 @@ class _FirstDetections:
     def of(listing: _Listing, within: np.ndarray | None, det_scores: np.ndarray) -> _FirstDetections:
         """Of the listed detections ``within`` one maxDets (all: None); ``det_scores`` per detection row."""
         start, end = listing.category_start[:-1], listing.category_start[1:]
-        if within is None:
-            first, exists = start, end > start
-        else:
-            places = np.flatnonzero(within)
-            first = (
-                places[np.minimum(np.searchsorted(places, start), max(len(places) - 1, 0))] if len(places) else start
-            )
-            exists = (first >= start) & (first < end) if len(places) else np.zeros(len(start), dtype=bool)
+        first = start
+        if within is not None:  # each category's first place within maxDets (past the listing: none)
+            places = np.r_[np.flatnonzero(within), len(within)]
+            first = places[np.searchsorted(places, start)]
         if not len(listing.rows):
-            return _FirstDetections(exists, np.zeros(len(start)))
-        return _FirstDetections(exists, det_scores[listing.rows[np.minimum(first, len(listing.rows) - 1)]])
+            return _FirstDetections(first < end, np.zeros(len(start)))
+        return _FirstDetections(first < end, det_scores[listing.rows[np.minimum(first, len(listing.rows) - 1)]])
 
 
 @dataclass(frozen=True)
