@@ -151,7 +151,7 @@ class Detections:
         if len(parts) == 1:
             return parts[0]
         offsets = np.cumsum([0] + [len(p.image_ids) for p in parts[:-1]])
-        joined: dict[str, Any] = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS}
+        joined: dict[str, Any] = {name: np.concatenate([getattr(p, name) for p in parts]) for name in DETECTION_ARRAYS}
         joined["det_position"] = np.concatenate([p.det_position + o for p, o in zip(parts, offsets)])
         joined["gt_position"] = np.concatenate([p.gt_position + o for p, o in zip(parts, offsets)])
         return Detections(**joined, numbered=all(p.numbered for p in parts))
@@ -197,7 +197,7 @@ class Detections:
 
     def _rows(self, images: Any, det: Any, gt: Any, shift: int) -> Detections:
         """Some images, detection rows and ground-truth rows (slices or masks), positions moved by ``shift``."""
-        rows = {name: getattr(self, name)[det if name.startswith("det_") else gt] for name in _ARRAYS[1:]}
+        rows = {name: getattr(self, name)[det if name.startswith("det_") else gt] for name in DETECTION_ARRAYS[1:]}
         rows["det_position"] = rows["det_position"] + shift
         rows["gt_position"] = rows["gt_position"] + shift
         return Detections(image_ids=self.image_ids[images], **rows, numbered=self.numbered)
@@ -252,7 +252,7 @@ class Detections:
 
     def _side(self, prefix: str) -> dict[str, np.ndarray]:
         """The detections' (``det_``) or ground truths' (``gt_``) arrays, by column name."""
-        return {name[len(prefix) :]: getattr(self, name) for name in _ARRAYS if name.startswith(prefix)}
+        return {name[len(prefix) :]: getattr(self, name) for name in DETECTION_ARRAYS if name.startswith(prefix)}
 
     def rle_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The masks' RLE bytes, detections' and ground truths', each one uint8 tensor (B, 1); the
@@ -319,10 +319,8 @@ class Detections:
         )
 
 
-# The array fields, image_ids first: what slicing, selecting and joining carry.
-# Every array field of Detections, in order.
+# The array fields, image_ids first: what slicing, selecting, joining and the store carry.
 DETECTION_ARRAYS = tuple(f.name for f in fields(Detections) if f.name != "numbered")
-_ARRAYS = DETECTION_ARRAYS
 # Columns held as integers in the record (the tables hold them as float64).
 _INTEGER_COLUMNS = ("labels", "crowd", "position")
 
