@@ -278,10 +278,12 @@ def _greedy(
     t_count, a_count = taken.shape[1:]
     none = key.dtype.type(-1)
     found = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for round_index, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         pairs = by_round[lo:hi]
         # One detection per cell: its best available ground truth at each (threshold, area range).
-        usable = ~taken[gt_rows[pairs]] & reached[pairs][:, :, None]  # (P, T, A)
+        usable = reached[pairs][:, :, None]  # (P, T, 1); in the first round every ground truth is free
+        if round_index:
+            usable = usable & ~taken[gt_rows[pairs]]  # (P, T, A)
         keys = np.where(usable, key[pairs][:, None, :], none)
         best = _segment_max(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0])).ravel()
         flat = np.flatnonzero(best >= 0)  # np.nonzero on 3 axes is several times slower
