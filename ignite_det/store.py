@@ -43,10 +43,13 @@ class DetectionStore:
             return
         self.check(batch)
         self.has_image_ids = not batch.numbered
-        self._append(batch.renumbered(self._num_images) if batch.numbered else batch)
+        self._append(batch, renumber=batch.numbered)
 
-    def _append(self, part: Detections) -> None:
-        """Copy ``part``'s rows after those held, its positions moved after the images held."""
+    def _append(self, part: Detections, renumber: bool) -> None:
+        """Copy ``part``'s rows after those held, its positions moved after the images held; with ``renumber``,
+        its image ids are arrival numbers that continue the store's."""
+        if renumber:
+            part = part.renumbered(self._num_images)
         if self._arrays is None:
             self._arrays = {name: GrowingArray.like(getattr(part, name)) for name in DETECTION_ARRAYS}
         for name, array in self._arrays.items():
@@ -115,5 +118,5 @@ class DetectionStore:
         store.has_image_ids = bool(flags.pop()) if flags else None
         for part in parts:
             if len(part.image_ids):  # arrival numbers restart in every saved state: they continue here
-                store._append(part.renumbered(store.num_images) if store.has_image_ids is False else part)
+                store._append(part, renumber=store.has_image_ids is False)
         return store

@@ -143,13 +143,19 @@ def test_metric_real_samples_give_no_warning(gt, results) -> None:
     assert stats == stats_dict(run_cocoeval(gt, results))
 
 
-def test_metric_warns_once_about_normalised_boxes(gt, results) -> None:
+def _normalised_samples(gt: dict) -> list[tuple[dict, dict]]:
+    """The real samples with each predicted box divided by its image's width and height."""
     size = {image["id"]: (image["width"], image["height"]) for image in gt["images"]}
     samples = []
     for prediction, target in load_real_samples():
         width, height = size[target["image_id"]]
         scale = torch.tensor([width, height, width, height], dtype=torch.float64)
         samples.append(({**prediction, "boxes": prediction["boxes"] / scale}, target))
+    return samples
+
+
+def test_metric_warns_once_about_normalised_boxes(gt, results) -> None:
+    samples = _normalised_samples(gt)
     stats, found = _metric_stats(samples)
     assert len(found) == 1  # ten updates, one warning
     assert found[0].startswith("CocoMetric: every predicted box lies within [-1, 1]") and "over 734 boxes" in found[0]
@@ -159,12 +165,7 @@ def test_metric_warns_once_about_normalised_boxes(gt, results) -> None:
 def test_metric_judges_its_first_images(gt, monkeypatch) -> None:
     """The metric looks at its first METRIC_SAMPLE_IMAGES images (in arrival order) only."""
     monkeypatch.setattr(plausibility, "METRIC_SAMPLE_IMAGES", 3)
-    size = {image["id"]: (image["width"], image["height"]) for image in gt["images"]}
-    samples = []
-    for prediction, target in load_real_samples():
-        width, height = size[target["image_id"]]
-        scale = torch.tensor([width, height, width, height], dtype=torch.float64)
-        samples.append(({**prediction, "boxes": prediction["boxes"] / scale}, target))
+    samples = _normalised_samples(gt)
     first = sum(len(p["boxes"]) for p, _ in samples[:3])
     _, found = _metric_stats(samples)
     assert len(found) == 1 and f"over {first} boxes" in found[0]
