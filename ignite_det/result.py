@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -128,8 +128,10 @@ class CocoResult(Mapping[str, float]):
             self._stats = summarize(self.precision, self.recall, params)
         else:  # lvis-api's 13 numbers (ignite_det.lvis)
             self._stats = lvis.summarize(self.precision, self.recall, category_ids, params)
+        class_stats = _summary(self.precision, self.recall, params, _class_means)  # each (K,)
         self.per_class = tuple(
-            self._class_result(k, int(num_gt[k]), int(num_det[k]), class_f1[k]) for k in range(len(category_ids))
+            self._class_result(k, {name: float(v[k]) for name, v in class_stats.items()}, num_gt, num_det, class_f1)
+            for k in range(len(category_ids))
         )
 
     @property
@@ -232,23 +234,24 @@ class CocoResult(Mapping[str, float]):
         return f"{self.summary()}\n{operating}\n\n{self.class_table()}"
 
     # --- helpers ---
-    def _class_result(self, k: int, num_gt: int, num_det: int, f1: F1Point) -> ClassResult:
-        p, r = self.precision[:, :, k : k + 1], self.recall[:, k : k + 1]
-        stats = summarize(p, r, self.params)
+    def _class_result(
+        self, k: int, stats: dict[str, float], num_gt: np.ndarray, num_det: np.ndarray, class_f1: list[F1Point]
+    ) -> ClassResult:
+        category_id = self.category_ids[k]
         return ClassResult(
-            category_id=self.category_ids[k],
-            name=self.class_names[self.category_ids[k]],
+            category_id=category_id,
+            name=self.class_names[category_id],
             AP=stats["AP"],
             AP50=stats.get("AP50", -1.0),
             AP75=stats.get("AP75", -1.0),
             APs=stats.get("APs", -1.0),
             APm=stats.get("APm", -1.0),
             APl=stats.get("APl", -1.0),
-            AR_max=_mean_valid(r[:, :, 0, -1]),
-            num_gt=num_gt,
-            num_det=num_det,
-            f1=f1,
-            frequency=None if self.lvis is None else self.lvis.frequencies[self.category_ids[k]],
+            AR_max=stats["AR_max"],
+            num_gt=int(num_gt[k]),
+            num_det=int(num_det[k]),
+            f1=class_f1[k],
+            frequency=None if self.lvis is None else self.lvis.frequencies[category_id],
         )
 
     def _iou_index(self, iou: float) -> int:
@@ -271,21 +274,33 @@ class CocoResult(Mapping[str, float]):
 def summarize(precision: np.ndarray, recall: np.ndarray, params: EvalParams) -> dict[str, float]:
     """The summary numbers, each computed as pycocotools' ``_summarize`` computes it (same slices, same mean):
     ``_summarizeDets``' for boxes and masks, ``_summarizeKps``' for keypoints."""
+    stats = _summary(precision, recall, params, _mean_valid)
+    del stats["AR_max"]
+    return stats
+
+
+Mean = Callable[[np.ndarray], Any]
+
+
+def _summary(precision: np.ndarray, recall: np.ndarray, params: EvalParams, mean: Mean) -> dict[str, Any]:
+    """:func:`summarize`'s numbers, and ``AR_max`` (recall at the largest ``max_detections``), each the
+    ``mean`` of its slice; every slice keeps the category axis last (``mean`` may keep it: per class)."""
     if params.iou_type == "keypoints":
-        return summarize_keypoints(precision, recall, params)
-    stats: dict[str, float] = {}
+        return _summary_keypoints(precision, recall, params, mean)
+    stats: dict[str, Any] = {}
     top = len(params.max_detections) - 1
     for name, t in (("AP", None), ("AP50", params.iou_index(0.5)), ("AP75", params.iou_index(0.75))):
         if name == "AP" or t is not None:
-            stats[name] = _mean_valid((precision if t is None else precision[t : t + 1])[:, :, :, 0, top])
+            stats[name] = mean((precision if t is None else precision[t : t + 1])[:, :, :, 0, top])
         else:
             stats[name] = -1.0
     for a, area in enumerate(params.area_names[1:], start=1):
-        stats[_area_key("AP", area)] = _mean_valid(precision[:, :, :, a, top])
+        stats[_area_key("AP", area)] = mean(precision[:, :, :, a, top])
     for m, max_det in enumerate(params.max_detections):
-        stats[f"AR{max_det}"] = _mean_valid(recall[:, :, 0, m])
+        stats[f"AR{max_det}"] = mean(recall[:, :, 0, m])
     for a, area in enumerate(params.area_names[1:], start=1):
-        stats[_area_key("AR", area)] = _mean_valid(recall[:, :, a, top])
+        stats[_area_key("AR", area)] = mean(recall[:, :, a, top])
+    stats["AR_max"] = stats[f"AR{params.max_detections[-1]}"]
     return stats
 
 
@@ -295,21 +310,39 @@ def summarize_keypoints(precision: np.ndarray, recall: np.ndarray, params: EvalP
 
     Area keys follow ``params.area_names`` as in :func:`summarize`.
     """
+    stats = _summary_keypoints(precision, recall, params, _mean_valid)
+    del stats["AR_max"]
+    return stats
+
+
+def _summary_keypoints(precision: np.ndarray, recall: np.ndarray, params: EvalParams, mean: Mean) -> dict[str, Any]:
     top = len(params.max_detections) - 1
-    stats: dict[str, float] = {}
+    stats: dict[str, Any] = {}
     for kind, values in (("AP", precision[..., top]), ("AR", recall[..., top])):  # (T, [R,] K, A)
-        stats[kind] = _mean_valid(values[..., 0])
+        stats[kind] = mean(values[..., 0])
         for suffix, iou in (("50", 0.5), ("75", 0.75)):
             t = params.iou_index(iou)
-            stats[kind + suffix] = -1.0 if t is None else _mean_valid(values[t : t + 1, ..., 0])
+            stats[kind + suffix] = -1.0 if t is None else mean(values[t : t + 1, ..., 0])
         for a, area in enumerate(params.area_names[1:], start=1):
-            stats[_area_key(kind, area)] = _mean_valid(values[..., a])
+            stats[_area_key(kind, area)] = mean(values[..., a])
+    stats["AR_max"] = mean(recall[:, :, 0, top])
     return stats
 
 
 def _mean_valid(values: np.ndarray) -> float:
     valid = values[values > -1]
     return float(np.mean(valid)) if len(valid) else -1.0
+
+
+def _class_means(values: np.ndarray) -> np.ndarray:
+    """(K,) :func:`_mean_valid` of each category's values (the last axis), to the last bit: a category's
+    values are one contiguous row, which numpy sums as it sums one array (pairwise, in the same order)."""
+    rows = np.ascontiguousarray(values.reshape(-1, values.shape[-1]).T)  # (K, n), each in C order
+    valid = rows > -1
+    means = np.where(valid.any(axis=1), rows.sum(axis=1) / rows.shape[1], -1.0)
+    for k in np.flatnonzero(valid.any(axis=1) & ~valid.all(axis=1)):  # some values undefined: not pycocotools' arrays
+        means[k] = _mean_valid(rows[k])
+    return means
 
 
 def _area_key(prefix: str, area: str) -> str:

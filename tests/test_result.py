@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ignite_det import CocoMetric
+from ignite_det.result import _class_means, _mean_valid
 from tests.coco_reference import cocoeval_on_the_files, load_real_samples, random_case, run_cocoeval, to_coco
 
 
@@ -61,6 +62,20 @@ def test_per_class_numbers_equal_pycocotools_restricted_to_that_class(seed):
             1 for a in gt["annotations"] if a["category_id"] == row.category_id and not a["iscrowd"]
         )
         assert row.num_det == sum(1 for p in predictions for label in p["labels"].tolist() if label == row.category_id)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_class_means_of_the_whole_array_equal_one_mean_per_class(seed):
+    """All categories at once (numpy's row sums) give np.mean of each one's valid values, to the last bit,
+    whether a category's values are all valid (pycocotools' arrays), none, or some."""
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random((10, 101, 30)), int(rng.integers(1, 17)))  # (T, R, K), as a precision slice
+    values[:, :, 3] = -1.0  # no ground truth
+    values[rng.random(values.shape) < 0.01] = -1.0  # scattered: not from pycocotools, still a mean
+    values[:, :, 5] = rng.random((10, 101)) * 1e-3
+    means = _class_means(values)
+    assert means.tolist() == [_mean_valid(values[:, :, k : k + 1]) for k in range(values.shape[-1])]
+    assert _class_means(values[0]).tolist() == [_mean_valid(values[0, :, k]) for k in range(values.shape[-1])]
 
 
 def test_per_class_on_real_data_equals_pycocotools_restricted_to_that_class(real):

@@ -48,6 +48,15 @@ def test_random_masks_equal_pycocotools(seed, backend):
     assert_same_arrays(metrics["coco"], reference)
 
 
+def _one_category(gt: dict, results: list, category_id: int) -> tuple[dict, list]:
+    """The same images with one category's objects and detections only."""
+    annotations = [a for a in gt["annotations"] if a["category_id"] == category_id]
+    categories = [c for c in gt["categories"] if c["id"] == category_id]
+    return {**gt, "annotations": annotations, "categories": categories}, [
+        r for r in results if r["category_id"] == category_id
+    ]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_random_keypoints_equal_pycocotools(seed, backend):
     gt, results = random_keypoint_case(seed)
@@ -57,6 +66,13 @@ def test_random_keypoints_equal_pycocotools(seed, backend):
     assert tuple(metrics["coco"]) == KEYPOINT_NAMES
     assert [metrics[name] for name in KEYPOINT_NAMES] == reference.stats.tolist()
     assert_same_arrays(metrics["coco"], reference)
+    for row in metrics["coco"].per_class:  # each category's numbers: pycocotools on that category alone
+        alone = run_typed_cocoeval(*_one_category(gt, results, row.category_id), "keypoints")
+        stats = dict(zip(KEYPOINT_NAMES, alone.stats.tolist()))
+        assert (row.AP, row.AP50, row.AP75, row.APm, row.APl, row.AR_max) == tuple(
+            stats[name] for name in ("AP", "AP50", "AP75", "APm", "APl", "AR")
+        )
+        assert row.APs == -1.0  # keypoints have no small range
 
 
 def test_keypoints_with_other_sigmas_equal_pycocotools(backend):
