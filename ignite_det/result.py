@@ -337,7 +337,8 @@ def _mean_valid(values: np.ndarray) -> float:
 def _class_means(values: np.ndarray) -> np.ndarray:
     """(K,) :func:`_mean_valid` of each category's values (the last axis), to the last bit: a category's
     values are one contiguous row, which numpy sums as it sums one array (pairwise, in the same order)."""
-    rows = np.ascontiguousarray(values.reshape(-1, values.shape[-1]).T)  # (K, n), each in C order
+    k_count = values.shape[-1]
+    rows = np.ascontiguousarray(np.moveaxis(values, -1, 0)).reshape(k_count, values.size // max(k_count, 1))
     valid = rows > -1
     means = np.where(valid.any(axis=1), rows.sum(axis=1) / rows.shape[1], -1.0)
     for k in np.flatnonzero(valid.any(axis=1) & ~valid.all(axis=1)):  # some values undefined: not pycocotools' arrays

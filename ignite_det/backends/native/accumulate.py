@@ -236,12 +236,12 @@ def _curves(
     # reduceat's pieces run from one query to the next (or the segment's end); an empty piece gives
     # the true positive at its start, which is in the query's suffix anyway.
     bounds = np.concatenate([at, seg_end], axis=1)
-    pieces = np.maximum.reduceat(np.r_[tp.precision, -np.inf], bounds.ravel()).reshape(bounds.shape)[:, :-1]
+    pieces = np.maximum.reduceat(tp.precision, bounds.ravel()).reshape(bounds.shape)[:, :-1]
     pieces = np.where(at < seg_end, pieces, -np.inf)
     q = np.maximum.accumulate(pieces[:, ::-1], axis=1)[:, ::-1]
     q = np.where(valid, np.maximum(q, 0.0), 0.0)  # no true positive yet: pycocotools' precision is 0
     first_score = np.tile(firsts.score, t_count)
-    tp_score = np.r_[det_scores[candidates.row[tp.candidate]], 0.0][at]
+    tp_score = np.r_[det_scores[candidates.row], 0.0][np.r_[tp.candidate, -1][at]]  # at a segment's end: 0
     ss = np.where(valid, np.where(needed == 0, first_score[:, None], tp_score), 0.0)
 
     # Back to the given threshold order; pycocotools stops at the first threshold out of reach.
@@ -261,7 +261,7 @@ class _TruePositives:
 
     ``count`` and ``first`` (T*K,): how many each segment has and where its first one is listed;
     ``candidate``: each one's index among the candidates; ``precision``: pycocotools' ``tp / (fp + tp +
-    eps)`` at it, counts exact as integers until the division. A true positive's false positives before
+    eps)`` at it, counts exact as integers until the division, then one ``-inf``. A true positive's false positives before
     it in its category are the list's places from the category's first to it, less the true positives
     and the detections not counted among them, which are all candidates.
     """
@@ -271,21 +271,25 @@ class _TruePositives:
         k_count, (t_count, s_count) = len(first_place), candidates.outcome.shape
         outcome = candidates.outcome
         # Every threshold at once, segment after segment: flat indices t * S + candidate are in that order.
-        t, cols = np.divmod(np.flatnonzero(outcome == TRUE_POSITIVE), s_count)
-        k = candidates.k[cols]
-        segment = t * k_count + k
+        flat = np.flatnonzero(outcome == TRUE_POSITIVE)
+        t, cols = np.divmod(flat, s_count)
+        segment = t * k_count + candidates.k[cols]
         self.count = np.bincount(segment, minlength=t_count * k_count)
         self.first = np.cumsum(self.count) - self.count
         c = np.arange(1, len(cols) + 1) - self.first[segment]  # its place among its segment's
-        # the candidates not counted before it in its category: a true positive is not one of them
+        # the candidates not counted before it in its category (a true positive is not one of them):
+        # not_counted[t, s] counts those before candidate s at threshold t
         not_counted = np.zeros((t_count, s_count + 1), dtype=np.int32)
         np.cumsum(outcome == NOT_COUNTED, axis=1, dtype=np.int32, out=not_counted[:, 1:])
         category_first = np.searchsorted(candidates.position, first_place)  # each category's first candidate
-        skipped = not_counted[t, cols + 1] - not_counted[t, category_first[k]]
-        fp = (candidates.position[cols] - first_place[k]) - (c - 1) - skipped
+        skipped = not_counted.ravel()[flat + t + 1] - not_counted[:, category_first].ravel()[segment]
+        in_category = candidates.position - first_place[candidates.k]  # listed detections before it in its category
+        fp = in_category[cols] - (c - 1) - skipped
         self.candidate = cols
         c_float = c.astype(np.float64)
-        self.precision = c_float / ((fp.astype(np.float64) + c_float) + _EPS)  # as pycocotools
+        self.precision = np.empty(len(c) + 1)  # then -inf: where a segment's maximum can stop
+        np.divide(c_float, (fp.astype(np.float64) + c_float) + _EPS, out=self.precision[:-1])  # as pycocotools
+        self.precision[-1] = -np.inf
 
 
 def _tp_needed(npig: np.ndarray, rec_thresholds: np.ndarray) -> np.ndarray:
