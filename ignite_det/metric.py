@@ -297,14 +297,22 @@ class CocoMetric(Metric):
             category_index(detections.gt_labels, category_ids)[~detections.gt_ignored()], minlength=len(category_ids)
         )
         num_det = np.bincount(det_k[det_k >= 0], minlength=len(category_ids))
+        kept = first_occurrences(gathered.detections.image_ids)[gathered.first_image :][: len(local.image_ids)]
+
+        def confusion(best: F1Point) -> np.ndarray:
+            return self._confusion(local.select_images(kept), category_ids, best)
+
+        # One process counts its confusion matrix while the accumulation runs; several, after the broadcast.
+        alone = idist.backend() is None
         arrays, errors = (
-            self._evaluate(detections, records, category_ids, det_k, num_gt) if idist.get_rank() == 0 else (None, None)
+            self._evaluate(detections, records, category_ids, det_k, num_gt, confusion if alone else None)
+            if idist.get_rank() == 0
+            else (None, None)
         )
         arrays = _broadcast(arrays, self._shapes(category_ids, detections))
-        if idist.backend() is not None:  # every rank rebuilds the analysis from the broadcast arrays
+        if not alone:  # every rank rebuilds the analysis from the broadcast arrays
             errors = self._errors(arrays)
-        kept = first_occurrences(gathered.detections.image_ids)[gathered.first_image :][: len(local.image_ids)]
-        confusion = self._confusion(local.select_images(kept), category_ids, F1Point(*arrays["best_f1"]))
+        matrix = arrays["confusion"] if alone else confusion(F1Point(*arrays["best_f1"]))
         per_image = PerImage.from_table(arrays["per_image"])
         self._computed = True
         return CocoResult(
@@ -319,7 +327,7 @@ class CocoMetric(Metric):
             class_f1=[F1Point(*map(float, row)) for row in arrays["class_f1"]],
             best_f1=F1Point(*map(float, arrays["best_f1"])),
             f1_curve=arrays["f1_curve"],
-            confusion_matrix=confusion,
+            confusion_matrix=matrix,
             f1_iou_threshold=float(self.params.iou_thresholds[self._f1_index]),
             num_images=len(detections.image_ids),
             per_image=per_image if errors is None else per_image.with_errors(errors),
@@ -334,10 +342,12 @@ class CocoMetric(Metric):
         category_ids: np.ndarray,
         det_k: np.ndarray,
         num_gt: np.ndarray,
+        confusion: Callable[[F1Point], np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], ErrorAnalysis | None]:
-        """Rank 0's arrays (the error analysis packed among them under distribution) and its error analysis."""
+        """Rank 0's arrays (the error analysis packed among them under distribution) and its error analysis;
+        with ``confusion``, also its matrix at the operating point (under ``"confusion"``)."""
         evaluation = self._evaluation_backend.evaluate(detections, records, category_ids, det_k)
-        coco, outcome, by_score = evaluation.arrays, evaluation.outcome, evaluation.by_score
+        outcome, by_score = evaluation.outcome, evaluation.by_score
         class_f1, best = best_f1_points(detections.det_scores, det_k, outcome, num_gt, by_score, evaluation.by_class)
         arrays = {
             "class_f1": np.array([p.as_array() for p in class_f1]).reshape(-1, 4),
@@ -350,6 +360,9 @@ class CocoMetric(Metric):
             errors = self._analyse(detections, evaluation.outcomes[self._f1_index], category_ids, det_k)
             if idist.backend() is not None:
                 arrays.update(pack_errors(errors, *self._error_sizes(category_ids, detections)))
+        if confusion is not None:
+            arrays["confusion"] = confusion(best)
+        coco = evaluation.arrays  # the backend may still be computing them
         return {"precision": coco.precision, "recall": coco.recall, "scores": coco.scores, **arrays}, errors
 
     def _confusion(self, local: Detections, category_ids: np.ndarray, best: F1Point) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Work spread over a few threads: numpy lets go of the GIL in its loops over large arrays, so threads
-use the cores that one Python thread leaves idle.
+use the cores that one Python thread leaves idle: a list of like items (:func:`map_in_threads`), or one
+call beside the caller's own work (:func:`in_background`).
 
 How many: torch's intra-op thread count (``torch.set_num_threads``, which a training script may have
 lowered on purpose), at most the cores this process may run on.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import torch
@@ -56,3 +57,25 @@ def map_in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         for helper in helpers:
             helper.result()
     return results
+
+
+def in_background(function: Callable[..., R], *args: Any) -> Future[R]:
+    """Start ``function(*args)`` on a thread of its own, so that the caller can do other work meanwhile;
+    ``.result()`` waits for it (and raises its exception). With one thread to use (:func:`thread_count`) it
+    runs now, and the future is already done.
+
+    Example:
+        >>> in_background(sum, [1, 2, 3]).result()
+        6
+    """
+    if thread_count() <= 1:
+        done: Future[R] = Future()
+        try:
+            done.set_result(function(*args))
+        except BaseException as error:  # raised by result(), as from a thread
+            done.set_exception(error)
+        return done
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(function, *args)
+    pool.shutdown(wait=False)  # the thread ends with the call
+    return future

@@ -22,6 +22,7 @@ COCOeval's count of the ground truth to find, lives here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,14 +59,23 @@ class Evaluation:
     threshold, for the per-image counts; ``kept``: bool (N,) ranked within ``max_detections[-1]`` in
     its (image, category) cell. ``by_class``: where the backend has it, rows category by category (in
     ``det_k`` order), each by descending score, including every counted one.
+
+    ``coco_arrays``: COCOeval's arrays, or their future when the backend computes them in the background
+    (:func:`~ignite_det.parallel.in_background`), so that the caller can use the rest meanwhile;
+    :attr:`arrays` waits for them.
     """
 
-    arrays: CocoArrays
+    coco_arrays: CocoArrays | Future[CocoArrays]
     outcome: np.ndarray
     by_score: np.ndarray
     outcomes: np.ndarray
     kept: np.ndarray
     by_class: np.ndarray | None = None
+
+    @property
+    def arrays(self) -> CocoArrays:
+        """COCOeval's arrays, once computed."""
+        return self.coco_arrays.result() if isinstance(self.coco_arrays, Future) else self.coco_arrays
 
 
 class EvaluationBackend(Protocol):
