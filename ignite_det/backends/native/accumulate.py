@@ -261,9 +261,10 @@ class _TruePositives:
 
     ``count`` and ``first`` (T*K,): how many each segment has and where its first one is listed;
     ``candidate``: each one's index among the candidates; ``precision``: pycocotools' ``tp / (fp + tp +
-    eps)`` at it, counts exact as integers until the division, then one ``-inf``. A true positive's false positives before
-    it in its category are the list's places from the category's first to it, less the true positives
-    and the detections not counted among them, which are all candidates.
+    eps)`` at it, counts exact as integers until the division, then one ``-inf`` (where a segment's
+    maximum can stop). A true positive's false positives before it in its category are the list's places
+    from the category's first to it, less the true positives and the detections not counted among them,
+    which are all candidates.
     """
 
     def __init__(self, candidates: _Candidates) -> None:
@@ -287,7 +288,7 @@ class _TruePositives:
         fp = in_category[cols] - (c - 1) - skipped
         self.candidate = cols
         c_float = c.astype(np.float64)
-        self.precision = np.empty(len(c) + 1)  # then -inf: where a segment's maximum can stop
+        self.precision = np.empty(len(c) + 1)
         np.divide(c_float, (fp.astype(np.float64) + c_float) + _EPS, out=self.precision[:-1])  # as pycocotools
         self.precision[-1] = -np.inf
 
