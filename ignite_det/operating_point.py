@@ -100,15 +100,17 @@ def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int, by_score: np.
     ``by_score`` as for :func:`best_f1_points`.
     """
     rows = _counted_by_score(outcome >= 0, by_score)
-    s, tp = scores[rows], outcome[rows].astype(np.float64)
+    s = scores[rows]
     low = min(0.0, float(s.min())) if len(s) else 0.0
     high = max(1.0, float(s.max())) if len(s) else 1.0
     thresholds = np.linspace(low, high, CURVE_POINTS)
-    cum_tp = np.r_[0.0, np.cumsum(tp)]
     kept = np.searchsorted(-s, -thresholds, side="right")  # detections with score >= threshold
+    cum_tp = np.zeros(len(rows) + 1, dtype=np.int64)  # exact integers: then read at the thresholds only
+    np.cumsum(outcome[rows], dtype=np.int64, out=cum_tp[1:])
+    cum_tp = cum_tp[kept].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(kept > 0, cum_tp[kept] / np.maximum(kept, 1), 0.0)
-        recall = cum_tp[kept] / num_gt if num_gt else np.full(len(kept), np.nan)
+        precision = np.where(kept > 0, cum_tp / np.maximum(kept, 1), 0.0)
+        recall = cum_tp / num_gt if num_gt else np.full(len(kept), np.nan)
         f1 = np.where(np.isnan(recall), np.nan, _f1(precision, recall))
     return np.column_stack([thresholds, precision, recall, f1])
 
@@ -125,13 +127,16 @@ def _best(scores: np.ndarray, is_tp: np.ndarray, bounds: np.ndarray, num_gt: np.
     F1s the first (the highest threshold) wins.
     """
     n, segments = len(scores), len(num_gt)
-    segment = np.repeat(np.arange(segments), np.diff(bounds))
-    tp = np.cumsum(is_tp)
-    tp = tp - np.r_[0, tp][bounds[:-1]][segment]
-    kept = np.arange(1, n + 1) - bounds[:-1][segment]
-    last_of_score = np.r_[(scores[1:] != scores[:-1]) | (segment[1:] != segment[:-1]), True] if n else np.zeros(0, bool)
+    last_of_score = np.ones(n, dtype=bool)  # a segment's last detection too
+    np.not_equal(scores[1:], scores[:-1], out=last_of_score[:-1])
+    ends = bounds[1:]
+    last_of_score[ends[ends > 0] - 1] = True
     at = np.flatnonzero(last_of_score)
-    tp, kept, where = tp[at], kept[at], segment[at]
+    where = np.searchsorted(bounds, at, side="right") - 1  # each one's segment
+    tp_before = np.zeros(n + 1, dtype=np.int64)  # true positives before each place
+    np.cumsum(is_tp, out=tp_before[1:])
+    tp = tp_before[at + 1] - tp_before[bounds[where]]
+    kept = at + 1 - bounds[where]
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = tp / kept
         recall = tp / num_gt[where]

@@ -3,7 +3,9 @@ use the cores that one Python thread leaves idle: a list of like items (:func:`m
 call beside the caller's own work (:func:`in_background`).
 
 How many: torch's intra-op thread count (``torch.set_num_threads``, which a training script may have
-lowered on purpose), at most the cores this process may run on.
+lowered on purpose), at most the cores this process may run on, less one for each background call
+still running (its thread is busy: more would only contend for the cores, and each thread's freed
+memory stays in its own allocator arena).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+_background_running = 0  # calls of in_background not yet finished
+_background_lock = threading.Lock()
+
+
 def thread_count() -> int:
-    """The threads a parallel step may use."""
+    """The threads a parallel step may use now."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), cores))
+    return max(1, min(torch.get_num_threads(), cores) - _background_running)
 
 
 def map_in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
@@ -61,8 +67,8 @@ def map_in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
 
 def in_background(function: Callable[..., R], *args: Any) -> Future[R]:
     """Start ``function(*args)`` on a thread of its own, so that the caller can do other work meanwhile;
-    ``.result()`` waits for it (and raises its exception). With one thread to use (:func:`thread_count`) it
-    runs now, and the future is already done.
+    ``.result()`` waits for it (and raises its exception). Until it ends, :func:`thread_count` is one less,
+    for it and for the caller alike. With one thread to use it runs now, and the future is already done.
 
     Example:
         >>> in_background(sum, [1, 2, 3]).result()
@@ -75,7 +81,19 @@ def in_background(function: Callable[..., R], *args: Any) -> Future[R]:
         except BaseException as error:  # raised by result(), as from a thread
             done.set_exception(error)
         return done
+    global _background_running
+    with _background_lock:
+        _background_running += 1
+
+    def run() -> R:
+        global _background_running
+        try:
+            return function(*args)
+        finally:
+            with _background_lock:
+                _background_running -= 1
+
     pool = ThreadPoolExecutor(1)
-    future = pool.submit(function, *args)
+    future = pool.submit(run)
     pool.shutdown(wait=False)  # the thread ends with the call
     return future

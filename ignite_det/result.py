@@ -128,10 +128,14 @@ class CocoResult(Mapping[str, float]):
             self._stats = summarize(self.precision, self.recall, params)
         else:  # lvis-api's 13 numbers (ignite_det.lvis)
             self._stats = lvis.summarize(self.precision, self.recall, category_ids, params)
-        class_stats = _summary(self.precision, self.recall, params, _class_means)  # each (K,)
+        k_count = len(category_ids)  # each number (K,), one per category (-1.0 where not evaluated)
+        class_stats = {
+            name: np.broadcast_to(v, (k_count,))
+            for name, v in _summary(self.precision, self.recall, params, _class_means).items()
+        }
         self.per_class = tuple(
             self._class_result(k, {name: float(v[k]) for name, v in class_stats.items()}, num_gt, num_det, class_f1)
-            for k in range(len(category_ids))
+            for k in range(k_count)
         )
 
     @property

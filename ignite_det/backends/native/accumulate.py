@@ -202,7 +202,8 @@ class _Candidates:
     def _listed(
         listing: _Listing, listed: np.ndarray, places: np.ndarray, k: np.ndarray, rows: np.ndarray, outcome: np.ndarray
     ) -> _Candidates:
-        before = np.zeros(len(listed) + 1, dtype=np.int64)  # listed detections before each place
+        # listed detections before each place (int32 when they fit: half the memory of a list's largest array)
+        before = np.zeros(len(listed) + 1, dtype=np.int32 if len(listed) < 2**31 else np.int64)
         np.cumsum(listed, out=before[1:])
         return _Candidates(places, before[places], k, rows, outcome, before[listing.category_start[:-1]])
 
