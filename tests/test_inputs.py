@@ -348,7 +348,7 @@ def test_a_predictions_own_area_drives_its_area_range_as_loadres_does_for_masks(
     for _, target in real_samples:
         dets = by_image[target["image_id"]]
         prediction = {
-            "boxes": torch.tensor([d["bbox"] for d in dets], dtype=torch.float64).reshape(-1, 4),
+            "boxes": torch.tensor(np.array([d["bbox"] for d in dets], dtype=np.float64)).reshape(-1, 4),
             "scores": torch.tensor([d["score"] for d in dets], dtype=torch.float64),
             "labels": torch.tensor([d["category_id"] for d in dets]),
             "area": torch.tensor([d["area"] for d in dets], dtype=torch.float64),
