@@ -5,6 +5,10 @@ training loop waits, into memory the process has to fault in fresh. Appending in
 capacity doubles when full copies each row about once more, spread over the updates, and
 reading every row is a view. Unused capacity is allocated but not touched, so it costs no resident
 memory.
+
+A column whose rows are all one value (the masks of boxes, which have none) comes as a broadcast
+(a stride of 0): it is kept as that one row and a count, and read back as a broadcast, until a
+different row arrives.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class GrowingArray:
         self.axis = axis
         self._buffer = np.empty(shape, dtype)
         self._size = 0
+        self._constant: np.ndarray | None = None  # while every row appended is this one: no buffer
 
     @staticmethod
     def like(values: np.ndarray, axis: int = 0) -> GrowingArray:
@@ -45,11 +50,25 @@ class GrowingArray:
 
     @property
     def values(self) -> np.ndarray:
+        if self._constant is not None:  # read-only, as any broadcast
+            shape = list(self._constant.shape)
+            shape[self.axis] = self._size
+            return np.broadcast_to(self._constant, shape)
         return self._buffer[self._index(slice(0, self._size))]
 
     def append(self, values: np.ndarray) -> None:
         """Copy ``values`` (the same shape but along ``axis``, a dtype that casts safely) after the rows held."""
         count = values.shape[self.axis]
+        if count == 0:
+            return
+        row = values[self._index(slice(0, 1))]
+        if self._size == 0 and values.strides[self.axis] == 0:
+            self._constant = np.array(row, dtype=self._buffer.dtype)
+        if self._constant is not None:
+            if (values.strides[self.axis] == 0 or count == 1) and np.array_equal(row, self._constant):
+                self._size += count
+                return
+            self._materialize()
         end = self._size + count
         if end > self._buffer.shape[self.axis]:
             shape = list(self._buffer.shape)
@@ -59,6 +78,15 @@ class GrowingArray:
             self._buffer = buffer  # views of the old buffer keep it alive
         self._buffer[self._index(slice(self._size, end))] = values
         self._size = end
+
+    def _materialize(self) -> None:
+        """Write the constant rows held into a buffer, as any other rows."""
+        held = self.values
+        self._constant = None
+        shape = list(held.shape)
+        shape[self.axis] = max(GROWTH * self._size, 16)
+        self._buffer = np.empty(shape, held.dtype)
+        self._buffer[self._index(slice(0, self._size))] = held
 
     def _index(self, rows: slice) -> tuple[slice, ...]:
         return (slice(None),) * self.axis + (rows,)

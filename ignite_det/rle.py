@@ -25,6 +25,11 @@ _MORE = 0x20  # the flag of a character that is followed by another of the same 
 _AREA_CHUNK = 255
 
 
+# The one row of Rles.empty's broadcasts.
+_NO_MASK = np.array([b""], dtype=object)
+_NO_MASK_SIZE = np.zeros((1, 2), np.int64)
+
+
 @dataclass(frozen=True)
 class Rles:
     """N compressed COCO RLEs: each mask's ``counts`` string (bytes) and its image's (height, width).
@@ -49,8 +54,10 @@ class Rles:
 
     @staticmethod
     def empty(n: int = 0) -> Rles:
-        """``n`` rows without a mask (``b""`` of size 0x0), as the rows of other IoU types hold."""
-        return Rles(_bytes_array([b""] * n), np.zeros((n, 2), np.int64))
+        """``n`` rows without a mask (``b""`` of size 0x0), as the rows of other IoU types hold: read-only
+        broadcasts of one row, which take no memory (and the store keeps as one row,
+        :class:`~ignite_det.growing.GrowingArray`)."""
+        return Rles(np.broadcast_to(_NO_MASK, (n,)), np.broadcast_to(_NO_MASK_SIZE, (n, 2)))
 
     @staticmethod
     def from_counts(counts: Sequence[bytes], height: int, width: int) -> Rles:

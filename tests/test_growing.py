@@ -39,3 +39,39 @@ def test_object_rows():
     for chunk in ([b"a", b""], [b"bc"] * 20):
         array.append(np.array(chunk, dtype=object))
     assert array.values.tolist() == [b"a", b""] + [b"bc"] * 20
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_broadcast_rows_are_kept_as_one_until_another_row_arrives(axis):
+    """Rows that come as a broadcast of one row (the masks of boxes: none) are held as that row; any other row,
+    broadcast or not, turns them into ordinary rows. Either way the values are those appended."""
+    row = np.array([[7, 8]]) if axis == 0 else np.array([[7], [8]])
+
+    def broadcast(count: int, value: np.ndarray = row) -> np.ndarray:
+        shape = list(value.shape)
+        shape[axis] = count
+        return np.broadcast_to(value, shape)
+
+    other = row + 1
+    single = np.array(row)  # one row, not a broadcast: equal to the held one, so it joins it
+    parts = [broadcast(5), broadcast(0), single, broadcast(30)]
+    array = GrowingArray.like(row, axis=axis)
+    for part in parts:
+        array.append(part)
+    held = array.values
+    assert held.strides[axis] == 0 and not held.flags.writeable  # still one row
+    np.testing.assert_array_equal(held, np.concatenate(parts, axis=axis))
+    parts += [broadcast(3, other), broadcast(20), np.concatenate([row, other], axis=axis)]
+    for part in parts[4:]:
+        array.append(part)
+    np.testing.assert_array_equal(array.values, np.concatenate(parts, axis=axis))
+    assert array.values.strides[axis] != 0
+    np.testing.assert_array_equal(held, np.concatenate(parts[:4], axis=axis))  # an earlier view is unchanged
+
+
+def test_rows_that_start_as_ordinary_rows_stay_so():
+    array = GrowingArray(np.dtype(object), (0,))
+    array.append(np.array([b"a"], dtype=object))
+    array.append(np.broadcast_to(np.array([b""], dtype=object), (4,)))
+    assert array.values.tolist() == [b"a"] + [b""] * 4
+    assert array.values.flags.writeable
