@@ -63,15 +63,15 @@ class Ranking:
         score are in rank order already (a stable sort ranked them), so ties need no rank key.
         """
         rows = np.flatnonzero((det_k >= 0) & (rank < max_det))
-        image_order = np.empty(len(d.image_ids), dtype=np.uint64)
-        image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
-        row_image = image_order[d.det_position[rows]]
-        if np.any(row_image[1:] < row_image[:-1]):  # images did not arrive in id order
-            rows = rows[radix_order(row_image, len(d.image_ids).bit_length())]
+        if np.any(d.image_ids[1:] < d.image_ids[:-1]):  # images did not arrive in id order
+            image_order = np.empty(len(d.image_ids), dtype=np.uint64)
+            image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
+            rows = rows[radix_order(image_order[d.det_position[rows]], len(d.image_ids).bit_length())]
         key, bits = descending_score_key(d.det_scores[rows])
         by_score = rows[radix_order(key, bits)]
         k = det_k[by_score]
-        return Ranking(by_score, by_score[radix_order(k.astype(np.uint64), int(k.max(initial=0)).bit_length())])
+        k_bits = int(k.max(initial=0)).bit_length()
+        return Ranking(by_score, by_score[radix_order(k.astype(np.uint16 if k_bits <= 16 else np.uint64), k_bits)])
 
 
 def accumulate_records(
