@@ -1,10 +1,10 @@
 """Work spread over a few threads: numpy lets go of the GIL in its loops over large arrays, so threads
 use the cores that one Python thread leaves idle: a list of like items (:func:`map_in_threads`), or one
-call beside the caller's own work (:func:`in_background`).
+list begun beside the caller's own work (:class:`Background`).
 
 How many: torch's intra-op thread count (``torch.set_num_threads``, which a training script may have
-lowered on purpose), at most the cores this process may run on, less one for each background call
-still running (its thread is busy: more would only contend for the cores, and each thread's freed
+lowered on purpose), at most the cores this process may run on, less one for each background helper
+still working (its thread is busy: more would only contend for the cores, and each thread's freed
 memory stays in its own allocator arena).
 """
 
@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -22,7 +22,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-_background_running = 0  # calls of in_background not yet finished
+_background_running = 0  # Background helpers still working
 _background_lock = threading.Lock()
 
 
@@ -65,35 +65,54 @@ def map_in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
     return results
 
 
-def in_background(function: Callable[..., R], *args: Any) -> Future[R]:
-    """Start ``function(*args)`` on a thread of its own, so that the caller can do other work meanwhile;
-    ``.result()`` waits for it (and raises its exception). Until it ends, :func:`thread_count` is one less,
-    for it and for the caller alike. With one thread to use it runs now, and the future is already done.
+class Background(Generic[R]):
+    """``[function(item) for item in items]`` begun on a helper thread, so that the caller can do other work
+    meanwhile; :meth:`result` has the caller take the items not begun yet, then waits for the helper. While the
+    helper works, :func:`thread_count` is one less, for it and for the caller alike; with one thread to use
+    there is no helper, and :meth:`result` does it all.
 
     Example:
-        >>> in_background(sum, [1, 2, 3]).result()
-        6
+        >>> squares = Background(lambda x: x * x, range(4))
+        >>> squares.result()
+        [0, 1, 4, 9]
     """
-    if thread_count() <= 1:
-        done: Future[R] = Future()
-        try:
-            done.set_result(function(*args))
-        except BaseException as error:  # raised by result(), as from a thread
-            done.set_exception(error)
-        return done
-    global _background_running
-    with _background_lock:
-        _background_running += 1
 
-    def run() -> R:
+    def __init__(self, function: Callable[[T], R], items: Iterable[T]) -> None:
+        self._function = function
+        self._items = list(items)
+        self._results: list[Any] = [None] * len(self._items)
+        self._queue = iter(range(len(self._items)))
+        self._lock = threading.Lock()
+        self._helper: Future[None] | None = None
+        if thread_count() > 1 and self._items:
+            global _background_running
+            with _background_lock:
+                _background_running += 1
+            pool = ThreadPoolExecutor(1)
+            self._helper = pool.submit(self._help)
+            pool.shutdown(wait=False)  # the thread ends with the work
+
+    def result(self) -> list[R]:
+        """The results in order (an exception of any item is raised once the helper has stopped)."""
+        try:
+            self._work()
+        finally:
+            if self._helper is not None:
+                self._helper.result()
+        return self._results
+
+    def _help(self) -> None:
         global _background_running
         try:
-            return function(*args)
+            self._work()
         finally:
             with _background_lock:
                 _background_running -= 1
 
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(run)
-    pool.shutdown(wait=False)  # the thread ends with the call
-    return future
+    def _work(self) -> None:  # take the next item until none is left
+        while True:
+            with self._lock:
+                index = next(self._queue, None)
+            if index is None:
+                return
+            self._results[index] = self._function(self._items[index])

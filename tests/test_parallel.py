@@ -1,5 +1,5 @@
-"""map_in_threads and in_background: the results of plain calls, on torch's thread count (less the background
-calls running); errors surface."""
+"""map_in_threads and Background: the results of plain loops, on torch's thread count (less the background
+helpers working); errors surface."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from ignite_det.parallel import in_background, map_in_threads, thread_count
+from ignite_det.parallel import Background, map_in_threads, thread_count
 
 
 @pytest.fixture
@@ -44,37 +44,62 @@ def test_an_error_in_any_item_is_raised(threads):
         map_in_threads(fail_on_seven, range(20))
 
 
-def test_a_background_call_runs_beside_the_caller_and_holds_a_thread(threads):
+def test_background_work_runs_beside_the_caller_and_holds_a_thread(threads):
     torch.set_num_threads(2)
     if thread_count() < 2:
         pytest.skip("needs 2 cores")
     release = threading.Event()
     started = threading.Event()
+    caller = threading.get_ident()
 
-    def wait_then_add(a: int, b: int) -> int:
-        started.set()
-        assert release.wait(10)
-        return a + b
+    def first_waits(x: int) -> tuple[int, bool]:
+        if x == 0:
+            started.set()
+            assert release.wait(10)
+        return x * x, threading.get_ident() == caller
 
-    future = in_background(wait_then_add, 2, 3)
-    assert started.wait(10) and not future.done()  # running while the caller goes on
+    work = Background(first_waits, range(5))
+    assert started.wait(10)  # begun on the helper while the caller goes on
     assert thread_count() == 1  # its thread is busy: parallel steps meanwhile use one fewer
     release.set()
-    assert future.result() == 5
-    assert thread_count() == 2  # given back before the result is
+    results = work.result()
+    assert [square for square, _ in results] == [0, 1, 4, 9, 16]
+    assert not results[0][1]  # the helper's
+    assert thread_count() == 2  # given back once the helper is done
 
 
-def test_with_one_thread_a_background_call_runs_at_once_and_its_error_surfaces(threads):
-    torch.set_num_threads(1)
-    caller = threading.get_ident()
-    assert in_background(threading.get_ident).result() == caller
-
-    def fail() -> None:
-        raise ValueError("in the background")
-
-    with pytest.raises(ValueError, match="in the background"):
-        in_background(fail).result()
+def test_the_caller_takes_what_is_left_when_it_asks(threads):
     torch.set_num_threads(2)
-    if thread_count() >= 2:
-        with pytest.raises(ValueError, match="in the background"):
-            in_background(fail).result()
+    if thread_count() < 2:
+        pytest.skip("needs 2 cores")
+    release = threading.Event()
+    started = threading.Event()
+    caller = threading.get_ident()
+
+    def first_waits(x: int) -> bool:
+        if x == 0:
+            started.set()
+            assert release.wait(10)
+        return threading.get_ident() == caller
+
+    work = Background(first_waits, range(4))
+    assert started.wait(10)
+    threading.Timer(0.5, release.set).start()  # the helper is held on item 0 while the caller asks
+    by_caller = work.result()
+    assert by_caller == [False, True, True, True]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_an_error_in_background_work_is_raised_by_result(threads, count):
+    torch.set_num_threads(count)
+
+    def fail_on_three(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    before = thread_count()
+    work = Background(fail_on_three, range(6))
+    with pytest.raises(ValueError, match="three"):
+        work.result()
+    assert thread_count() == before  # the helper's thread is given back

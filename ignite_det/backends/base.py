@@ -21,8 +21,7 @@ COCOeval's count of the ground truth to find, lives here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,12 +59,12 @@ class Evaluation:
     its (image, category) cell. ``by_class``: where the backend has it, rows category by category (in
     ``det_k`` order), each by descending score, including every counted one.
 
-    ``coco_arrays``: COCOeval's arrays, or their future when the backend computes them in the background
-    (:func:`~ignite_det.parallel.in_background`), so that the caller can use the rest meanwhile;
-    :attr:`arrays` waits for them.
+    ``coco_arrays``: COCOeval's arrays, or a call that waits for them when the backend computes them in the
+    background (:class:`~ignite_det.parallel.Background`), so that the caller can use the rest meanwhile;
+    :attr:`arrays` has them either way.
     """
 
-    coco_arrays: CocoArrays | Future[CocoArrays]
+    coco_arrays: CocoArrays | Callable[[], CocoArrays]
     outcome: np.ndarray
     by_score: np.ndarray
     outcomes: np.ndarray
@@ -75,7 +74,7 @@ class Evaluation:
     @property
     def arrays(self) -> CocoArrays:
         """COCOeval's arrays, once computed."""
-        return self.coco_arrays.result() if isinstance(self.coco_arrays, Future) else self.coco_arrays
+        return self.coco_arrays if isinstance(self.coco_arrays, CocoArrays) else self.coco_arrays()
 
 
 class EvaluationBackend(Protocol):

@@ -22,7 +22,7 @@ large objects, counted at none): they only add to the false positives between th
 is looked at as places in one category-then-score listing: the false positives before a true positive are
 its distance from its category's first place, less the true positives and the uncounted detections on
 the way, which are all among the few *candidates* (about a tenth on COCO val) whose outcomes are read.
-Area ranges are independent, and run on threads (:func:`~ignite_det.parallel.map_in_threads`).
+Area ranges are independent, and run on threads (:class:`Accumulation`).
 """
 
 from __future__ import annotations
@@ -88,35 +88,63 @@ def accumulate_records(
     index in ``category_ids``, -1 if not evaluated) are in its detection row order; ``ranking`` is
     :meth:`Ranking.create` on them.
     """
-    t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
-    k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
-    # Filled area range by area range: laid out (A, M, ...) and returned as transposed views.
-    precision = np.empty((a_count, m_count, t_count, r_count, k_count))
-    scores = np.empty_like(precision)
-    recall = np.empty((a_count, m_count, t_count, k_count))
-    npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
-    listing = _Listing.create(ranking.by_class, det_k, records.rank, params.max_detections, k_count)
-    firsts = [_FirstDetections.of(listing, within, d.det_scores) for within in listing.within]
-    r_order = np.argsort(params.rec_thresholds, kind="stable")
+    accumulation = Accumulation(d, records, det_k, category_ids, params, ranking)
+    map_in_threads(accumulation.fill, range(accumulation.area_count))
+    return accumulation.arrays
 
-    def fill(a: int) -> None:  # one area range: the threads write disjoint slices
-        outcome = records.outcome[a]
+
+class Accumulation:
+    """:func:`accumulate_records` in steps: prepared when created, then :meth:`fill` for each area range
+    (independent: any order, on any threads), then :attr:`arrays`."""
+
+    def __init__(
+        self,
+        d: Detections,
+        records: MatchRecords,
+        det_k: np.ndarray,
+        category_ids: np.ndarray,
+        params: EvalParams,
+        ranking: Ranking,
+    ) -> None:
+        t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
+        k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
+        self.area_count = a_count
+        self._scores, self._outcome, self._rec_thresholds = d.det_scores, records.outcome, params.rec_thresholds
+        # Filled area range by area range: laid out (A, M, ...) and returned as transposed views.
+        self._precision = np.empty((a_count, m_count, t_count, r_count, k_count))
+        self._score_at = np.empty_like(self._precision)
+        self._recall = np.empty((a_count, m_count, t_count, k_count))
+        self._npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
+        self._listing = _Listing.create(ranking.by_class, det_k, records.rank, params.max_detections, k_count)
+        self._firsts = [_FirstDetections.of(self._listing, within, d.det_scores) for within in self._listing.within]
+        self._r_order = np.argsort(params.rec_thresholds, kind="stable")
+
+    def fill(self, a: int) -> None:
+        """Area range ``a``'s slices of the arrays (threads filling different ones write disjoint memory)."""
+        listing, npig, r_order = self._listing, self._npig[:, a], self._r_order
+        outcome = self._outcome[a]
         best, worst = outcome.max(axis=0, initial=NOT_COUNTED), outcome.min(axis=0, initial=TRUE_POSITIVE)
         counted = (best != NOT_COUNTED)[listing.rows]  # at some threshold: the others add to no count
         # A false positive at every threshold adds to the counts between the others only: those are enough.
         special = ((best == TRUE_POSITIVE) | (worst == NOT_COUNTED))[listing.rows]
-        missing = npig[:, a] == 0  # no ground truth to find: -1, as pycocotools leaves it
-        needed = _tp_needed(npig[:, a], params.rec_thresholds[r_order])
+        missing = npig == 0  # no ground truth to find: -1, as pycocotools leaves it
+        needed = _tp_needed(npig, self._rec_thresholds[r_order])
         every = _Candidates.of(listing, counted, special, outcome)  # the largest maxDets: the others' superset
         for m, within in enumerate(listing.within):
             candidates = every if within is None else every.narrowed(listing, counted & within)
-            p, r, s = _curves(candidates, d.det_scores, firsts[m], npig[:, a], needed, r_order)
-            np.copyto(precision[a, m], np.where(missing, -1.0, p))
-            np.copyto(recall[a, m], np.where(missing, -1.0, r))
-            np.copyto(scores[a, m], np.where(missing, -1.0, s))
+            p, r, s = _curves(candidates, self._scores, self._firsts[m], npig, needed, r_order)
+            np.copyto(self._precision[a, m], np.where(missing, -1.0, p))
+            np.copyto(self._recall[a, m], np.where(missing, -1.0, r))
+            np.copyto(self._score_at[a, m], np.where(missing, -1.0, s))
 
-    map_in_threads(fill, range(a_count))
-    return CocoArrays(precision.transpose(2, 3, 4, 0, 1), recall.transpose(2, 3, 0, 1), scores.transpose(2, 3, 4, 0, 1))
+    @property
+    def arrays(self) -> CocoArrays:
+        """The arrays, in pycocotools' axis order (views), once every area range is filled."""
+        return CocoArrays(
+            self._precision.transpose(2, 3, 4, 0, 1),
+            self._recall.transpose(2, 3, 0, 1),
+            self._score_at.transpose(2, 3, 4, 0, 1),
+        )
 
 
 @dataclass(frozen=True)

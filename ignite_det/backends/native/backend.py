@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ignite_det.backends.base import Evaluation, Records
-from ignite_det.backends.native.accumulate import Ranking, accumulate_records
+from ignite_det.backends.base import CocoArrays, Evaluation, Records
+from ignite_det.backends.native.accumulate import Accumulation, Ranking
 from ignite_det.backends.native.matching import ChunkedMatcher, MatchRecords
 from ignite_det.iou.by_type import pair_iou
-from ignite_det.parallel import in_background
+from ignite_det.parallel import Background
 from ignite_det.params import EvalParams
 from ignite_det.store import DetectionStore
 from ignite_det.table import Detections
@@ -40,8 +40,14 @@ class NativeBackend:
         """Everything from the records: no second matching pass."""
         matched = MatchRecords.from_columns(records)
         ranking = Ranking.create(d, matched.rank, det_k, self.params.max_detections[-1])
-        # accumulated on other threads while the caller finds the operating point from the rest
-        arrays = in_background(accumulate_records, d, matched, det_k, category_ids, self.params, ranking)
+        # accumulated on a helper thread while the caller finds the operating point from the rest (and then helps)
+        accumulation = Accumulation(d, matched, det_k, category_ids, self.params, ranking)
+        filling = Background(accumulation.fill, range(accumulation.area_count))
+
+        def arrays() -> CocoArrays:
+            filling.result()
+            return accumulation.arrays
+
         outcomes = np.where(det_k >= 0, matched.outcome[0], np.int8(-1))  # area "all"
         kept = matched.rank < self.params.max_detections[-1]
         return Evaluation(arrays, outcomes[self.operating_iou], ranking.by_score, outcomes, kept, ranking.by_class)
