@@ -59,11 +59,15 @@ class Ranking:
     def create(d: Detections, rank: np.ndarray, det_k: np.ndarray, max_det: int) -> Ranking:
         """Stable radix sorts, least significant key first: image id, score, category.
 
-        Rows come image by image, each image's in arrival order; within a cell, detections of equal
-        score are in rank order already (a stable sort ranked them), so ties need no rank key.
+        Rows come image by image, each image's in arrival order (when the images came in id order and no row
+        was added out of place, as the error analysis adds some, that is the image key's order already);
+        within a cell, detections of equal score are in rank order (a stable sort ranked them), so ties need
+        no rank key.
         """
         rows = np.flatnonzero((det_k >= 0) & (rank < max_det))
-        if np.any(d.image_ids[1:] < d.image_ids[:-1]):  # images did not arrive in id order
+        position = d.det_position
+        in_order = not (np.any(d.image_ids[1:] < d.image_ids[:-1]) or np.any(position[1:] < position[:-1]))
+        if not in_order:  # images did not arrive in id order (or rows were added out of place)
             image_order = np.empty(len(d.image_ids), dtype=np.uint64)
             image_order[np.argsort(d.image_ids, kind="stable")] = np.arange(len(d.image_ids))
             rows = rows[radix_order(image_order[d.det_position[rows]], len(d.image_ids).bit_length())]
