@@ -124,18 +124,26 @@ def _best(scores: np.ndarray, is_tp: np.ndarray, bounds: np.ndarray, num_gt: np.
     descending score, all segments at once.
 
     A threshold keeps whole ties, so only the last detection of each score is a candidate; of equal
-    F1s the first (the highest threshold) wins.
+    F1s the first (the highest threshold) wins. Between true positives F1 only falls (``2 tp / (kept +
+    num_gt)``), so it peaks where a tie that holds a true positive ends: those are the candidates, with
+    each segment's first tie (without a true positive F1 is 0 throughout, and the first wins).
     """
     n, segments = len(scores), len(num_gt)
     last_of_score = np.ones(n, dtype=bool)  # a segment's last detection too
     np.not_equal(scores[1:], scores[:-1], out=last_of_score[:-1])
-    ends = bounds[1:]
-    last_of_score[ends[ends > 0] - 1] = True
-    at = np.flatnonzero(last_of_score)
-    where = np.searchsorted(bounds, at, side="right") - 1  # each one's segment
+    segment_ends = bounds[1:]
+    last_of_score[segment_ends[segment_ends > 0] - 1] = True
+    tie_ends = np.flatnonzero(last_of_score)
     tp_before = np.zeros(n + 1, dtype=np.int64)  # true positives before each place
     np.cumsum(is_tp, out=tp_before[1:])
-    tp = tp_before[at + 1] - tp_before[bounds[where]]
+    tp_at_end = tp_before[tie_ends + 1]
+    candidate = np.empty(len(tie_ends), dtype=bool)  # the tie holds a true positive
+    np.not_equal(tp_at_end[1:], tp_at_end[:-1], out=candidate[1:])
+    candidate[:1] = tp_at_end[:1] > 0
+    candidate[np.searchsorted(tie_ends, bounds[:-1][bounds[:-1] < n])] = True  # each segment's first tie
+    at = tie_ends[candidate]
+    where = np.searchsorted(bounds, at, side="right") - 1  # each one's segment
+    tp = tp_at_end[candidate] - tp_before[bounds[where]]
     kept = at + 1 - bounds[where]
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = tp / kept
