@@ -61,11 +61,11 @@ class GrowingArray:
         count = values.shape[self.axis]
         if count == 0:
             return
-        row = values[self._index(slice(0, 1))]
-        if self._size == 0 and values.strides[self.axis] == 0:
-            self._constant = np.array(row, dtype=self._buffer.dtype)
+        repeated = values.strides[self.axis] == 0  # a broadcast of one row
+        if self._size == 0 and repeated:
+            self._constant = np.array(values[self._index(slice(0, 1))], dtype=self._buffer.dtype)
         if self._constant is not None:
-            if (values.strides[self.axis] == 0 or count == 1) and np.array_equal(row, self._constant):
+            if (repeated or count == 1) and self._same_row(values[self._index(slice(0, 1))], self._constant):
                 self._size += count
                 return
             self._materialize()
@@ -78,6 +78,11 @@ class GrowingArray:
             self._buffer = buffer  # views of the old buffer keep it alive
         self._buffer[self._index(slice(self._size, end))] = values
         self._size = end
+
+    @staticmethod
+    def _same_row(row: np.ndarray, constant: np.ndarray) -> bool:
+        """The same bits (for objects, the same objects: broadcasts of one row hold it; else a buffer is made)."""
+        return row.dtype == constant.dtype and row.tobytes() == constant.tobytes()
 
     def _materialize(self) -> None:
         """Write the constant rows held into a buffer, as any other rows."""

@@ -169,10 +169,10 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
     gt_ignored = _gt_ignored(d, params)  # (A, G)
     is_counted = rank < params.max_detections[-1]
     area = d.det_area
-    unmatched = np.stack([is_counted & (area >= lo) & (area <= hi) for lo, hi in params.area_ranges])
-    unmatched = np.where(unmatched, np.int8(FALSE_POSITIVE), np.int8(NOT_COUNTED))  # (A, N)
-    outcome = np.empty((len(unmatched), t_count, len(rank)), dtype=np.int8)
-    outcome[:] = unmatched[:, None, :]
+    ranges = np.asarray(params.area_ranges, dtype=np.float64)
+    unmatched = is_counted & (area >= ranges[:, :1]) & (area <= ranges[:, 1:])  # (A, N): a false positive if so
+    outcome = np.empty((len(ranges), t_count, len(rank)), dtype=np.int8)
+    np.subtract(unmatched[:, None, :], np.int8(1), out=outcome, dtype=np.int8)  # FALSE_POSITIVE 0, NOT_COUNTED -1
 
     thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)  # cocoeval.py:276
     det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds.min()), pair_iou)
@@ -237,9 +237,13 @@ def _candidate_pairs(
     detection, then ground truth in arrival order."""
     gt_order = np.argsort(gt_cell, kind="stable")
     gt_sorted = gt_cell[gt_order]
-    cells = det_cell[counted]
-    first = np.searchsorted(gt_sorted, cells, side="left")
-    count = np.searchsorted(gt_sorted, cells, side="right") - first
+    cells = det_cell[counted]  # in cell order: each cell's ground truths are looked up once
+    run_start = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]) if len(cells) else np.zeros(0, np.int64)
+    run_cells = cells[run_start]
+    run_first = np.searchsorted(gt_sorted, run_cells, side="left")
+    run_count = np.searchsorted(gt_sorted, run_cells, side="right") - run_first
+    run_length = np.diff(np.r_[run_start, len(cells)])
+    first, count = np.repeat(run_first, run_length), np.repeat(run_count, run_length)
     det_i = np.repeat(np.arange(len(counted)), count)
     offset = np.arange(len(det_i)) - np.repeat(np.cumsum(count) - count, count)
     gt_rows = gt_order[np.repeat(first, count) + offset]
