@@ -134,7 +134,9 @@ class CocoResult(Mapping[str, float]):
             for name, v in _summary(self.precision, self.recall, params, _class_means).items()
         }
         self.per_class = tuple(
-            self._class_result(k, {name: float(v[k]) for name, v in class_stats.items()}, num_gt, num_det, class_f1)
+            self._class_result(
+                k, {name: float(v[k]) for name, v in class_stats.items()}, int(num_gt[k]), int(num_det[k]), class_f1[k]
+            )
             for k in range(k_count)
         )
 
@@ -238,9 +240,7 @@ class CocoResult(Mapping[str, float]):
         return f"{self.summary()}\n{operating}\n\n{self.class_table()}"
 
     # --- helpers ---
-    def _class_result(
-        self, k: int, stats: dict[str, float], num_gt: np.ndarray, num_det: np.ndarray, class_f1: list[F1Point]
-    ) -> ClassResult:
+    def _class_result(self, k: int, stats: dict[str, float], num_gt: int, num_det: int, f1: F1Point) -> ClassResult:
         category_id = self.category_ids[k]
         return ClassResult(
             category_id=category_id,
@@ -252,9 +252,9 @@ class CocoResult(Mapping[str, float]):
             APm=stats.get("APm", -1.0),
             APl=stats.get("APl", -1.0),
             AR_max=stats["AR_max"],
-            num_gt=int(num_gt[k]),
-            num_det=int(num_det[k]),
-            f1=class_f1[k],
+            num_gt=num_gt,
+            num_det=num_det,
+            f1=f1,
             frequency=None if self.lvis is None else self.lvis.frequencies[category_id],
         )
 
@@ -283,10 +283,10 @@ def summarize(precision: np.ndarray, recall: np.ndarray, params: EvalParams) -> 
     return stats
 
 
-Mean = Callable[[np.ndarray], Any]
+_Mean = Callable[[np.ndarray], Any]  # a slice's mean: one number, or one per category
 
 
-def _summary(precision: np.ndarray, recall: np.ndarray, params: EvalParams, mean: Mean) -> dict[str, Any]:
+def _summary(precision: np.ndarray, recall: np.ndarray, params: EvalParams, mean: _Mean) -> dict[str, Any]:
     """:func:`summarize`'s numbers, and ``AR_max`` (recall at the largest ``max_detections``), each the
     ``mean`` of its slice; every slice keeps the category axis last (``mean`` may keep it: per class)."""
     if params.iou_type == "keypoints":
@@ -319,7 +319,7 @@ def summarize_keypoints(precision: np.ndarray, recall: np.ndarray, params: EvalP
     return stats
 
 
-def _summary_keypoints(precision: np.ndarray, recall: np.ndarray, params: EvalParams, mean: Mean) -> dict[str, Any]:
+def _summary_keypoints(precision: np.ndarray, recall: np.ndarray, params: EvalParams, mean: _Mean) -> dict[str, Any]:
     top = len(params.max_detections) - 1
     stats: dict[str, Any] = {}
     for kind, values in (("AP", precision[..., top]), ("AR", recall[..., top])):  # (T, [R,] K, A)
