@@ -100,11 +100,11 @@ def f1_curve(scores: np.ndarray, outcome: np.ndarray, num_gt: int, by_score: np.
     ``by_score`` as for :func:`best_f1_points`.
     """
     rows = _counted_by_score(outcome >= 0, by_score)
-    s = scores[rows]
-    low = min(0.0, float(s.min())) if len(s) else 0.0
-    high = max(1.0, float(s.max())) if len(s) else 1.0
+    negated = np.negative(scores[rows])  # ascending, as searchsorted needs
+    low = min(0.0, -float(negated.max())) if len(rows) else 0.0
+    high = max(1.0, -float(negated.min())) if len(rows) else 1.0
     thresholds = np.linspace(low, high, CURVE_POINTS)
-    kept = np.searchsorted(-s, -thresholds, side="right")  # detections with score >= threshold
+    kept = np.searchsorted(negated, -thresholds, side="right")  # detections with score >= threshold
     cum_tp = np.zeros(len(rows) + 1, dtype=np.int64)  # exact integers: then read at the thresholds only
     np.cumsum(outcome[rows], dtype=np.int64, out=cum_tp[1:])
     cum_tp = cum_tp[kept].astype(np.float64)

@@ -1,4 +1,4 @@
-"""best_f1_points against a sweep of every threshold, one detection at a time, on score lists with many ties."""
+"""best_f1_points and f1_curve against counts at every threshold, on score lists with many ties."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ignite_det.operating_point import F1Point, best_f1_points
+from ignite_det.operating_point import CURVE_POINTS, F1Point, best_f1_points, f1_curve
 
 
 def _sweep(scores: list[float], is_tp: list[bool], num_gt: int) -> F1Point:
@@ -50,3 +50,26 @@ def test_best_f1_of_each_class_and_pooled_equal_a_sweep(seed):
         assert _same(per_class[k], expected), (k, per_class[k], expected)
     expected = _sweep(scores[counted].tolist(), (outcome[counted] == 1).tolist(), int(num_gt.sum()))
     assert _same(pooled, expected), (pooled, expected)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_f1_curve_counts_every_detection_at_or_above_each_threshold(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 80))
+    scores = np.round(rng.random(n) * rng.choice([1.0, 2.0]) - rng.choice([0.0, 0.5]), 2)  # ties, beyond [0, 1]
+    outcome = rng.choice(np.array([-1, 0, 1], np.int8), n, p=[0.2, 0.5, 0.3])
+    num_gt = int((outcome == 1).sum()) + int(rng.integers(0, 5)) if seed % 4 else 0
+    curve = f1_curve(scores, outcome, num_gt, np.argsort(-scores, kind="stable"))
+    counted = outcome >= 0
+    low = min(0.0, float(scores[counted].min())) if counted.any() else 0.0
+    high = max(1.0, float(scores[counted].max())) if counted.any() else 1.0
+    for threshold, precision, recall, f1 in curve.tolist():
+        assert threshold in np.linspace(low, high, CURVE_POINTS)
+        passing = counted & (scores >= threshold)
+        tp, kept = int((outcome[passing] == 1).sum()), int(passing.sum())
+        assert precision == (tp / kept if kept else 0.0)
+        if num_gt == 0:
+            assert math.isnan(recall) and math.isnan(f1)
+            continue
+        assert recall == tp / num_gt
+        assert f1 == (2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0)
