@@ -75,7 +75,9 @@ class Ranking:
         by_score = rows[radix_order(key, bits)]
         k = det_k[by_score]
         k_bits = int(k.max(initial=0)).bit_length()
-        return Ranking(by_score, by_score[radix_order(k.astype(np.uint16 if k_bits <= 16 else np.uint64), k_bits)])
+        by_class = by_score[radix_order(k.astype(np.uint16 if k_bits <= 16 else np.uint64), k_bits)]
+        index = np.int32 if len(d.det_scores) < 2**31 else np.int64  # rows: held through compute(), half the memory
+        return Ranking(by_score.astype(index), by_class.astype(index))
 
 
 def accumulate_records(
@@ -170,7 +172,7 @@ class _Listing:
     def create(
         rows: np.ndarray, det_k: np.ndarray, rank: np.ndarray, max_detections: Sequence[int], k_count: int
     ) -> _Listing:
-        k = det_k[rows]
+        k = det_k[rows].astype(np.int32 if k_count < 2**31 else np.int64)  # held while accumulating: half the memory
         rank = rank[rows]
         within = [rank < limit if m < len(max_detections) - 1 else None for m, limit in enumerate(max_detections)]
         return _Listing(rows, k, np.searchsorted(k, np.arange(k_count + 1)), within)
