@@ -217,9 +217,11 @@ def normalize_batch(output: Any, box_format: str, iou_type: str = "bbox", num_ke
     """Validate ``(y_pred, y)`` as documented above and return its canonical form, one
     :class:`~ignite_det.table.Detections` (images without an ``image_id`` numbered 0..B-1, ``numbered``).
 
-    Structure (keys, types, shapes, lengths) is checked sample by sample; values (finite, in
-    range) on the whole batch at once, going back to the sample only to name it in an error.
-    ``num_keypoints`` is K, the number of keypoints per object with ``iou_type="keypoints"``.
+    Structure (keys, types, shapes, lengths): a batch of boxes in the common form (see :func:`_box_columns`)
+    is checked and joined key by key, for the whole batch at once; any other batch, and any that the checks
+    refuse, sample by sample, so that an error names the sample. Values (finite, in range) are checked on
+    the whole batch at once, going back to the sample only to name it in an error. ``num_keypoints`` is K,
+    the number of keypoints per object with ``iou_type="keypoints"``.
     """
     y_pred, y = _split_output(output)
     columns = _box_columns(y_pred, y) if iou_type == "bbox" else None
