@@ -3,9 +3,9 @@ use the cores that one Python thread leaves idle: a list of like items (:func:`m
 list begun beside the caller's own work (:class:`Background`).
 
 How many: torch's intra-op thread count (``torch.set_num_threads``, which a training script may have
-lowered on purpose), at most the cores this process may run on, less one for each background helper
-still working (its thread is busy: more would only contend for the cores, and each thread's freed
-memory stays in its own allocator arena).
+lowered on purpose), at most the cores this process may run on, less one for each helper thread still
+working (its thread is busy: more would only contend for the cores, and each thread's freed memory
+stays in its own allocator arena).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-_background_running = 0  # Background helpers still working
+_background_running = 0  # helper threads still working
 _background_lock = threading.Lock()
 
 
@@ -42,34 +42,14 @@ def map_in_threads(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         [0, 1, 4, 9]
     """
     items = list(items)
-    workers = min(thread_count(), len(items))
-    if workers <= 1:
-        return [function(item) for item in items]
-    results: list[Any] = [None] * len(items)
-    queue = iter(range(len(items)))
-    lock = threading.Lock()
-
-    def work() -> None:  # take the next item until none is left
-        while True:
-            with lock:
-                index = next(queue, None)
-            if index is None:
-                return
-            results[index] = function(items[index])
-
-    with ThreadPoolExecutor(workers - 1) as pool:  # a pool per call: nothing to go stale across a fork
-        helpers = [pool.submit(work) for _ in range(workers - 1)]
-        work()
-        for helper in helpers:
-            helper.result()
-    return results
+    return Background(function, items, helpers=min(thread_count(), len(items)) - 1).result()
 
 
 class Background(Generic[R]):
-    """``[function(item) for item in items]`` begun on a helper thread, so that the caller can do other work
-    meanwhile; :meth:`result` has the caller take the items not begun yet, then waits for the helper. While the
-    helper works, :func:`thread_count` is one less, for it and for the caller alike; with one thread to use
-    there is no helper, and :meth:`result` does it all.
+    """``[function(item) for item in items]`` begun on ``helpers`` threads (at most :func:`thread_count` less
+    one), so that the caller can do other work meanwhile; :meth:`result` has the caller take the items not
+    begun yet, then waits for the helpers. While helpers work, :func:`thread_count` is that many less, for
+    them and for the caller alike; with one thread to use there is no helper, and :meth:`result` does it all.
 
     Example:
         >>> squares = Background(lambda x: x * x, range(4))
@@ -77,28 +57,29 @@ class Background(Generic[R]):
         [0, 1, 4, 9]
     """
 
-    def __init__(self, function: Callable[[T], R], items: Iterable[T]) -> None:
+    def __init__(self, function: Callable[[T], R], items: Iterable[T], helpers: int = 1) -> None:
         self._function = function
         self._items = list(items)
         self._results: list[Any] = [None] * len(self._items)
         self._queue = iter(range(len(self._items)))
         self._lock = threading.Lock()
-        self._helper: Future[None] | None = None
-        if thread_count() > 1 and self._items:
+        count = min(helpers, thread_count() - 1) if self._items else 0
+        self._helpers: list[Future[None]] = []
+        if count > 0:
             global _background_running
             with _background_lock:
-                _background_running += 1
-            pool = ThreadPoolExecutor(1)
-            self._helper = pool.submit(self._help)
-            pool.shutdown(wait=False)  # the thread ends with the work
+                _background_running += count
+            pool = ThreadPoolExecutor(count)  # a pool per call: nothing to go stale across a fork
+            self._helpers = [pool.submit(self._help) for _ in range(count)]
+            pool.shutdown(wait=False)  # its threads end with the work
 
     def result(self) -> list[R]:
-        """The results in order (an exception of any item is raised once the helper has stopped)."""
+        """The results in order (an exception of any item is raised once every helper has stopped)."""
         try:
             self._work()
         finally:
-            if self._helper is not None:
-                self._helper.result()
+            for helper in self._helpers:
+                helper.result()
         return self._results
 
     def _help(self) -> None:
