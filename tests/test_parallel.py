@@ -4,6 +4,7 @@ helpers working); errors surface."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -44,49 +45,46 @@ def test_an_error_in_any_item_is_raised(threads):
         map_in_threads(fail_on_seven, range(20))
 
 
-def test_background_work_runs_beside_the_caller_and_holds_a_thread(threads):
+@pytest.fixture
+def two_threads(threads):
     torch.set_num_threads(2)
     if thread_count() < 2:
         pytest.skip("needs 2 cores")
-    release = threading.Event()
-    started = threading.Event()
+
+
+def _first_item_held() -> tuple[Callable[[int], tuple[int, bool]], threading.Event, threading.Event]:
+    """A function giving (x * x, whether the caller's thread ran it) whose item 0 waits for ``release``, once
+    ``started`` is set."""
+    started, release = threading.Event(), threading.Event()
     caller = threading.get_ident()
 
-    def first_waits(x: int) -> tuple[int, bool]:
+    def square(x: int) -> tuple[int, bool]:
         if x == 0:
             started.set()
             assert release.wait(10)
         return x * x, threading.get_ident() == caller
 
-    work = Background(first_waits, range(5))
+    return square, started, release
+
+
+def test_background_work_runs_beside_the_caller_and_holds_a_thread(two_threads):
+    square, started, release = _first_item_held()
+    work = Background(square, range(5))
     assert started.wait(10)  # begun on the helper while the caller goes on
     assert thread_count() == 1  # its thread is busy: parallel steps meanwhile use one fewer
     release.set()
     results = work.result()
-    assert [square for square, _ in results] == [0, 1, 4, 9, 16]
+    assert [value for value, _ in results] == [0, 1, 4, 9, 16]
     assert not results[0][1]  # the helper's
     assert thread_count() == 2  # given back once the helper is done
 
 
-def test_the_caller_takes_what_is_left_when_it_asks(threads):
-    torch.set_num_threads(2)
-    if thread_count() < 2:
-        pytest.skip("needs 2 cores")
-    release = threading.Event()
-    started = threading.Event()
-    caller = threading.get_ident()
-
-    def first_waits(x: int) -> bool:
-        if x == 0:
-            started.set()
-            assert release.wait(10)
-        return threading.get_ident() == caller
-
-    work = Background(first_waits, range(4))
+def test_the_caller_takes_what_is_left_when_it_asks(two_threads):
+    square, started, release = _first_item_held()
+    work = Background(square, range(4))
     assert started.wait(10)
     threading.Timer(0.5, release.set).start()  # the helper is held on item 0 while the caller asks
-    by_caller = work.result()
-    assert by_caller == [False, True, True, True]
+    assert [by_caller for _, by_caller in work.result()] == [False, True, True, True]
 
 
 @pytest.mark.parametrize("count", [1, 2])
