@@ -223,6 +223,17 @@ def _rank_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
     return index - np.maximum.accumulate(run_start)
 
 
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins, in an array whose equal values are adjacent.
+
+    >>> _run_starts(np.array([4, 4, 7, 2, 2])).tolist()
+    [0, 2, 3]
+    """
+    changes = np.ones(len(keys), dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=changes[1:])
+    return np.flatnonzero(changes)
+
+
 def _gt_ignored(d: Detections, params: EvalParams) -> np.ndarray:
     """(A, G) bool: crowd, or ``area`` outside the range (inclusive bounds; cocoeval.py:251)."""
     ignored = d.gt_ignored()  # crowd, or with keypoints no labelled point
@@ -238,7 +249,7 @@ def _candidate_pairs(
     gt_order = np.argsort(gt_cell, kind="stable")
     gt_sorted = gt_cell[gt_order]
     cells = det_cell[counted]  # in cell order: each cell's ground truths are looked up once
-    run_start = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]) if len(cells) else np.zeros(0, np.int64)
+    run_start = _run_starts(cells)
     run_cells = cells[run_start]
     run_first = np.searchsorted(gt_sorted, run_cells, side="left")
     run_count = np.searchsorted(gt_sorted, run_cells, side="right") - run_first
@@ -271,7 +282,7 @@ def _greedy(
     if len(det_i) == 0:
         return (np.zeros(0, np.int64),) * 4  # type: ignore[return-value]
     key = _pair_keys(det_i, ious, gt_ignored[:, gt_rows])  # (P, A)
-    starts = np.flatnonzero(np.r_[True, det_i[1:] != det_i[:-1]])
+    starts = _run_starts(det_i)
     round_of_det = _rank_in_runs(cells[det_i[starts]])
     round_of_pair = np.repeat(round_of_det, np.diff(np.r_[starts, len(det_i)]))
     by_round = np.argsort(round_of_pair, kind="stable")
@@ -289,7 +300,7 @@ def _greedy(
         if round_index:
             usable = usable & ~taken[gt_rows[pairs]]  # (P, T, A)
         keys = np.where(usable, key[pairs][:, None, :], none)
-        best = _segment_max(keys, np.flatnonzero(np.r_[True, np.diff(det_i[pairs]) != 0])).ravel()
+        best = _segment_max(keys, _run_starts(det_i[pairs])).ravel()
         flat = np.flatnonzero(best >= 0)  # np.nonzero on 3 axes is several times slower
         lane = flat % (t_count * a_count)  # t * A + a
         t, a = np.divmod(lane, a_count)
