@@ -8,6 +8,10 @@ mistake                     what gives it away
 xyxy boxes in a results     more than a tenth of the boxes reach past their image's width or
 file                        height (by more than a pixel): ``[x1, y1, x2, y2]`` read as ``[x, y,
                             w, h]`` does that; real xywh boxes (a model's, clipped) do not
+xyxy boxes given to         nearly every predicted box (95% of 32 or more) is as wide as its x and as
+``CocoMetric`` as xywh      tall as its y, as ``[x1, y1, x2, y2]`` read as ``[x, y, w, h]`` always is,
+                            while fewer than half of the ground truth's boxes are (about an eighth of
+                            real boxes are: those near the top-left corner, or large)
 normalised boxes            every predicted coordinate within [-1, 1] while the ground truth's
                             reach past 2 pixels (a DETR-style model's output, not scaled)
 category ids shifted by     most results name a category of their image's ground truth only once
@@ -35,6 +39,9 @@ from ignite_det.table import category_index
 
 PAST_IMAGE_FRACTION = 0.1  # xywh results from a model reach past the image by rounding at most
 PAST_IMAGE_TOLERANCE = 1.0  # pixels beyond the edge a box may reach by rounding
+CORNER_FRACTION = 0.95  # xyxy read as xywh: every box has w >= x and h >= y (a few may be degenerate)
+CORNER_MIN_BOXES = 32  # fewer boxes could all lie near the top-left corner by chance
+CORNER_GROUND_TRUTH = 0.5  # the ground truth's own share must be below this: not a data set of such boxes
 NORMALISED_LIMIT = 1.0  # every coordinate of normalised boxes lies within [-1, 1] (cx - w / 2 may be < 0)
 PIXEL_EXTENT = 2.0  # ground truth reaching past this is in pixels
 SHIFT_MAJORITY = 0.5  # the share of results that must match their image only after the shift
@@ -102,6 +109,35 @@ def boxes_past_image(boxes: np.ndarray, image_sizes: Sequence[tuple[int, int] | 
     )
 
 
+def xyxy_as_xywh(det: Objects, gt: Objects) -> str | None:
+    """The warning for xyxy boxes given as xywh: nearly every predicted box reaches at least as far from its
+    corner as its corner is from the image's (``w >= x`` and ``h >= y``), the ground truth's mostly not.
+
+    Example:
+        >>> corners = np.array([[10.0, 20.0, 60.0, 90.0]] * 40)  # [x1, y1, x2, y2] read as [x, y, w, h]
+        >>> pixels = Objects(np.array([[300.0, 200.0, 50.0, 70.0]]), np.array([1]), np.array([0]))
+        >>> xyxy_as_xywh(Objects(corners, np.ones(40), np.zeros(40)), pixels)[:58]
+        '40 of 40 predicted boxes are as wide as their x and as tal'
+    """
+    if len(det.boxes) < CORNER_MIN_BOXES or len(gt.boxes) == 0:
+        return None
+    n, det_share = _corner_boxes(det.boxes)
+    _, gt_share = _corner_boxes(gt.boxes)
+    if det_share < CORNER_FRACTION or gt_share >= CORNER_GROUND_TRUTH:
+        return None
+    return (
+        f"{n} of {len(det.boxes)} predicted boxes are as wide as their x and as tall as their y, against "
+        f"{gt_share:.0%} of the ground truth's: are they [x1, y1, x2, y2]? Pass box_format='xyxy' (or convert them "
+        "to [x, y, w, h])"
+    )
+
+
+def _corner_boxes(boxes: np.ndarray) -> tuple[int, float]:
+    """How many xywh boxes have ``w >= x`` and ``h >= y``, and their share."""
+    n = int(np.count_nonzero((boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])))
+    return n, n / len(boxes)
+
+
 def normalised_boxes(det: Objects, gt: Objects) -> str | None:
     """The warning for predicted boxes all within [-1, 1] while the ground truth's are in pixels.
 
@@ -161,8 +197,8 @@ METRIC_SAMPLE_IMAGES = 500
 
 
 def warn_implausible(detections: Any) -> None:
-    """Warn (:class:`ImplausibleInputWarning`) about normalised boxes and shifted category ids in one
-    evaluation's ``Detections`` (its first :data:`METRIC_SAMPLE_IMAGES` images); called by
+    """Warn (:class:`ImplausibleInputWarning`) about normalised boxes, xyxy boxes given as xywh and shifted
+    category ids in one evaluation's ``Detections`` (its first :data:`METRIC_SAMPLE_IMAGES` images); called by
     ``CocoMetric.compute()`` on rank 0, with rank 0's own images (under distribution the other processes'
     boxes stay where they are; a mistake of the model's output shows on every process alike)."""
     import ignite.distributed as idist
@@ -173,7 +209,7 @@ def warn_implausible(detections: Any) -> None:
         detections = detections.image_range(0, METRIC_SAMPLE_IMAGES)
     det = Objects(detections.det_boxes, detections.det_labels, detections.det_position)
     gt = Objects(detections.gt_boxes, detections.gt_labels, detections.gt_position)
-    for message in (normalised_boxes(det, gt), category_shift(det, gt)):
+    for message in (normalised_boxes(det, gt), xyxy_as_xywh(det, gt), category_shift(det, gt)):
         if message is not None:
             warnings.warn(f"CocoMetric: {message}", ImplausibleInputWarning, stacklevel=3)
 

@@ -173,6 +173,26 @@ def test_metric_judges_its_first_images(gt, monkeypatch) -> None:
     assert found == []
 
 
+def test_metric_warns_once_about_xyxy_boxes_given_as_xywh(gt, results) -> None:
+    """The real results' boxes as [x1, y1, x2, y2] to a metric told xywh: each has w >= x and h >= y, where an
+    eighth of the real ground truth's boxes do (counted here)."""
+    samples = []
+    for prediction, target in load_real_samples():
+        corners = prediction["boxes"].clone()
+        corners[:, 2:] += corners[:, :2]
+        samples.append(({**prediction, "boxes": corners}, target))
+    stats, found = _metric_stats(samples)
+    boxes = [a["bbox"] for a in gt["annotations"]]
+    gt_share = sum(w >= x and h >= y for x, y, w, h in boxes) / len(boxes)
+    assert len(found) == 1
+    assert found[0].startswith(
+        f"CocoMetric: 734 of 734 predicted boxes are as wide as their x and as tall as their y, "
+        f"against {gt_share:.0%} of the ground truth's: are they [x1, y1, x2, y2]?"
+    )
+    as_corners = [{**r, "bbox": [x, y, x + w, y + h]} for r in results for x, y, w, h in [r["bbox"]]]
+    assert stats == stats_dict(run_cocoeval(gt, as_corners))  # the number is still COCOeval's
+
+
 def test_metric_warns_once_about_shifted_labels(gt, results) -> None:
     samples = [({**p, "labels": p["labels"] - 1}, t) for p, t in load_real_samples()]
     stats, found = _metric_stats(samples)
