@@ -1,4 +1,4 @@
-"""GrowingArray: what was appended, in order, along any axis; a view taken earlier survives later growth."""
+"""GrowingArray: what was appended, in order, rows of any shape; a view taken earlier survives later growth."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import pytest
 from ignite_det.growing import GrowingArray
 
 
-@pytest.mark.parametrize("axis", [0, 1, 2])
-def test_appends_equal_one_concatenation(axis):
-    rng = np.random.default_rng(axis)
-    shape = [3, 2, 4]
-    parts = []
-    for count in (0, 1, 5, 17, 0, 40, 3):  # across several regrowths, with empty parts
-        shape[axis] = count
-        parts.append(rng.integers(-100, 100, shape).astype(np.int8))
-    array = GrowingArray.like(parts[0], axis=axis)
+@pytest.mark.parametrize("row_shape", [(), (4,), (2, 4)])
+def test_appends_equal_one_concatenation(row_shape):
+    rng = np.random.default_rng(len(row_shape))
+    counts = (0, 1, 5, 17, 0, 40, 3)  # across several regrowths, with empty parts
+    parts = [rng.integers(-100, 100, (count, *row_shape)).astype(np.int8) for count in counts]
+    array = GrowingArray.like(parts[0])
     for part in parts:
         array.append(part)
-    expected = np.concatenate(parts, axis=axis)
+    expected = np.concatenate(parts)
     np.testing.assert_array_equal(array.values, expected)
-    assert array.values.dtype == np.int8 and len(array) == expected.shape[axis]
+    assert array.values.dtype == np.int8 and len(array) == len(expected)
 
 
 def test_an_earlier_view_is_unchanged_by_later_appends():
@@ -41,32 +38,29 @@ def test_object_rows():
     assert array.values.tolist() == [b"a", b""] + [b"bc"] * 20
 
 
-@pytest.mark.parametrize("axis", [0, 1])
-def test_broadcast_rows_are_kept_as_one_until_another_row_arrives(axis):
+def test_broadcast_rows_are_kept_as_one_until_another_row_arrives():
     """Rows that come as a broadcast of one row (the masks of boxes: none) are held as that row; any other row,
     broadcast or not, turns them into ordinary rows. Either way the values are those appended."""
-    row = np.array([[7, 8]]) if axis == 0 else np.array([[7], [8]])
+    row = np.array([[7, 8]])
 
     def broadcast(count: int, value: np.ndarray = row) -> np.ndarray:
-        shape = list(value.shape)
-        shape[axis] = count
-        return np.broadcast_to(value, shape)
+        return np.broadcast_to(value, (count, *value.shape[1:]))
 
     other = row + 1
     single = np.array(row)  # one row, not a broadcast: equal to the held one, so it joins it
     parts = [broadcast(5), broadcast(0), single, broadcast(30)]
-    array = GrowingArray.like(row, axis=axis)
+    array = GrowingArray.like(row)
     for part in parts:
         array.append(part)
     held = array.values
-    assert held.strides[axis] == 0 and not held.flags.writeable  # still one row
-    np.testing.assert_array_equal(held, np.concatenate(parts, axis=axis))
-    parts += [broadcast(3, other), broadcast(20), np.concatenate([row, other], axis=axis)]
+    assert held.strides[0] == 0 and not held.flags.writeable  # still one row
+    np.testing.assert_array_equal(held, np.concatenate(parts))
+    parts += [broadcast(3, other), broadcast(20), np.concatenate([row, other])]
     for part in parts[4:]:
         array.append(part)
-    np.testing.assert_array_equal(array.values, np.concatenate(parts, axis=axis))
-    assert array.values.strides[axis] != 0
-    np.testing.assert_array_equal(held, np.concatenate(parts[:4], axis=axis))  # an earlier view is unchanged
+    np.testing.assert_array_equal(array.values, np.concatenate(parts))
+    assert array.values.strides[0] != 0
+    np.testing.assert_array_equal(held, np.concatenate(parts[:4]))  # an earlier view is unchanged
 
 
 def test_rows_that_start_as_ordinary_rows_stay_so():

@@ -136,6 +136,26 @@ def test_chunked_records_equal_one_pass(monkeypatch):
         np.testing.assert_array_equal(records.outcome, whole.outcome)
 
 
+def test_records_read_between_updates_are_those_so_far_and_stay_so(monkeypatch):
+    """compute() in the middle of an evaluation reads the records (matching a partial chunk); later updates
+    go on from there, and the records read earlier keep their values."""
+    predictions, targets = random_case(5, num_images=30)
+    params = EvalParams.create()
+    whole = match_images(_detections(predictions, targets), params)
+    monkeypatch.setattr(native_matching, "IMAGES_PER_CHUNK", 4)
+    store, matcher = DetectionStore(), ChunkedMatcher(params)
+    reads = []
+    for lo, hi in ((0, 3), (3, 4), (4, 18), (18, 30)):
+        store.append(normalize_batch((predictions[lo:hi], targets[lo:hi]), "xyxy"))
+        matcher.update(store)
+        reads.append(matcher.records(store))
+    for records in reads:
+        rows = len(records.rank)
+        np.testing.assert_array_equal(records.rank, whole.rank[:rows])
+        np.testing.assert_array_equal(records.outcome, whole.outcome[:, :, :rows])
+    assert len(reads[-1].rank) == len(whole.rank)
+
+
 # --- the metric, through a real Engine -------------------------------------------------------------------
 
 

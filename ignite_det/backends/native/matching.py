@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ignite_det.backends.native.radix import descending_score_key, radix_order
-from ignite_det.growing import GrowingArray
 from ignite_det.iou.bbox import PairIou, box_pair_iou
 from ignite_det.params import EvalParams
 from ignite_det.store import DetectionStore
@@ -111,15 +110,20 @@ class ChunkedMatcher:
             self._match(store, self._matched + ready)
 
     def records(self, store: DetectionStore) -> MatchRecords:
-        """The records of every image in ``store``, matching what has not been matched yet (views: no copy)."""
+        """The records of every image in ``store``, matching what has not been matched yet.
+
+        The chunks' records are joined here, once (and kept joined): the outcomes grow along their last
+        axis, where a buffer that doubles would copy 40 strided rows at each growth and fault their tails
+        in afresh, which cost a third of ``update()`` at LVIS size (0.35 s of 0.9 s). One join costs one copy.
+        """
         self._follow(store)
         if self._matched < store.num_images:
             self._match(store, store.num_images)
-        return MatchRecords(self._rank.values, self._outcome.values)
+        self._chunks = [MatchRecords.concatenate(self._chunks, self.params)]
+        return self._chunks[0]
 
     def _start(self) -> None:
-        empty = MatchRecords.empty(self.params)
-        self._rank, self._outcome = GrowingArray.like(empty.rank), GrowingArray.like(empty.outcome, axis=2)
+        self._chunks: list[MatchRecords] = []  # per chunk matched, in image order; joined when read
 
     def _follow(self, store: DetectionStore) -> None:
         if store is not self._store or self._matched > store.num_images:
@@ -131,9 +135,7 @@ class ChunkedMatcher:
         otherwise make one large set of candidate pairs)."""
         for start in range(self._matched, stop, IMAGES_PER_CHUNK):
             end = min(start + IMAGES_PER_CHUNK, stop)
-            records = match_images(store.images(start, end), self.params, self.pair_iou)
-            self._rank.append(records.rank)
-            self._outcome.append(records.outcome)
+            self._chunks.append(match_images(store.images(start, end), self.params, self.pair_iou))
             self._matched = end
 
 
