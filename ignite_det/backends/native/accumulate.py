@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -116,8 +117,9 @@ class Accumulation:
         k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
         self.area_count = a_count
         self._scores, self._outcome, self._rec_thresholds = d.det_scores, records.outcome, params.rec_thresholds
-        # Filled area range by area range: laid out (A, M, ...) and returned as transposed views.
-        self._precision = np.empty((a_count, m_count, t_count, r_count, k_count))
+        # Filled area range by area range, each list's curves (T, K, R) as computed: laid out (A, M, T, K, R)
+        # and returned as views in pycocotools' axis order.
+        self._precision = np.empty((a_count, m_count, t_count, k_count, r_count))
         self._score_at = np.empty_like(self._precision)
         self._recall = np.empty((a_count, m_count, t_count, k_count))
         self._npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
@@ -138,18 +140,18 @@ class Accumulation:
         every = _Candidates.of(listing, counted, special, outcome)  # the largest maxDets: the others' superset
         for m, within in enumerate(listing.within):
             candidates = every if within is None else every.narrowed(listing, counted & within)
-            p, r, s = _curves(candidates, self._scores, self._firsts[m], npig, needed, r_order)
-            np.copyto(self._precision[a, m], np.where(missing, -1.0, p))
-            np.copyto(self._recall[a, m], np.where(missing, -1.0, r))
-            np.copyto(self._score_at[a, m], np.where(missing, -1.0, s))
+            curves = _Curves(self._precision[a, m], self._recall[a, m], self._score_at[a, m])
+            curves.fill(candidates, self._scores, self._firsts[m], npig, needed, r_order)
+            for out in curves:
+                out[:, missing] = -1.0
 
     @property
     def arrays(self) -> CocoArrays:
         """The arrays, in pycocotools' axis order (views), once every area range is filled."""
         return CocoArrays(
-            self._precision.transpose(2, 3, 4, 0, 1),
+            self._precision.transpose(2, 4, 3, 0, 1),
             self._recall.transpose(2, 3, 0, 1),
-            self._score_at.transpose(2, 3, 4, 0, 1),
+            self._score_at.transpose(2, 4, 3, 0, 1),
         )
 
 
@@ -242,53 +244,71 @@ class _Candidates:
         return _Candidates(places, before[places], k, rows, outcome, before[listing.category_start[:-1]])
 
 
-def _curves(
-    candidates: _Candidates,
-    det_scores: np.ndarray,
-    firsts: _FirstDetections,
-    npig: np.ndarray,
-    needed: np.ndarray,
-    r_order: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision (T, R, K), recall (T, K) and scores (T, R, K) of one (area range, maxDets).
+class _Curves(NamedTuple):
+    """One (area range, maxDets) list's arrays, contiguous, written in place: ``precision`` and ``score``
+    (T, K, R), recall thresholds in their given order, and ``recall`` (T, K)."""
 
-    ``det_scores`` is per detection row. Segment ``t * K + k`` is category ``k`` at threshold ``t``.
-    ``needed`` (K, R): true positives needed to reach each recall threshold, thresholds in ascending
-    order ``r_order``.
-    """
-    t_count = len(candidates.outcome)
-    k_count = len(npig)
-    tp = _TruePositives(candidates)
-    recall = tp.count.reshape(t_count, k_count) / np.maximum(npig, 1)
+    precision: np.ndarray
+    recall: np.ndarray
+    score: np.ndarray
 
-    needed = np.tile(needed, (t_count, 1))  # (T*K, R)
-    seg_first = tp.first[:, None]
-    seg_end = seg_first + tp.count[:, None]
-    valid = np.where(needed == 0, np.tile(firsts.exists, t_count)[:, None], needed <= tp.count[:, None])
-    at = np.where(valid, seg_first + np.maximum(needed - 1, 0), seg_end)  # index into the true positives
+    def fill(
+        self,
+        candidates: _Candidates,
+        det_scores: np.ndarray,
+        firsts: _FirstDetections,
+        npig: np.ndarray,
+        needed: np.ndarray,
+        r_order: np.ndarray,
+    ) -> None:
+        """The curves of ``candidates`` (the others: -1 where a category has no ground truth, by the caller).
 
-    # Interpolated precision: the largest precision at or after each query, within its segment.
-    # reduceat's pieces run from one query to the next (or the segment's end); an empty piece gives
-    # the true positive at its start, which is in the query's suffix anyway.
-    bounds = np.concatenate([at, seg_end], axis=1)
-    pieces = np.maximum.reduceat(tp.precision, bounds.ravel()).reshape(bounds.shape)[:, :-1]
-    pieces = np.where(at < seg_end, pieces, -np.inf)
-    q = np.maximum.accumulate(pieces[:, ::-1], axis=1)[:, ::-1]
-    q = np.where(valid, np.maximum(q, 0.0), 0.0)  # no true positive yet: pycocotools' precision is 0
-    first_score = np.tile(firsts.score, t_count)
-    tp_score = np.r_[det_scores[candidates.row], 0.0][np.r_[tp.candidate, -1][at]]  # at a segment's end: 0
-    ss = np.where(valid, np.where(needed == 0, first_score[:, None], tp_score), 0.0)
+        ``det_scores`` is per detection row. Segment ``t * K + k`` is category ``k`` at threshold ``t``.
+        ``needed`` (K, R): true positives needed to reach each recall threshold, thresholds in ascending
+        order ``r_order``. The arrays are written in place (with a thousand classes each is about 10 MB).
+        """
+        t_count, k_count, r_count = len(candidates.outcome), len(npig), len(r_order)
+        tp = _TruePositives(candidates)
+        np.divide(tp.count.reshape(t_count, k_count), np.maximum(npig, 1), out=self.recall)
 
-    # Back to the given threshold order; pycocotools stops at the first threshold out of reach.
-    reached = np.empty_like(valid)
-    reached[:, r_order] = valid
-    reached = np.logical_and.accumulate(reached, axis=1)
-    precision, score = np.empty_like(q), np.empty_like(ss)
-    precision[:, r_order], score[:, r_order] = q, ss
-    precision, score = (
-        np.where(reached, x, 0.0).reshape(t_count, k_count, len(r_order)).transpose(0, 2, 1) for x in (precision, score)
-    )
-    return precision, recall, score
+        needed = np.tile(needed, (t_count, 1))  # (T*K, R)
+        seg_first = tp.first[:, None]
+        seg_end = seg_first + tp.count[:, None]
+        valid = np.where(needed == 0, np.tile(firsts.exists, t_count)[:, None], needed <= tp.count[:, None])
+        at = np.where(valid, seg_first + np.maximum(needed - 1, 0), seg_end)  # index into the true positives
+
+        # With the thresholds in ascending order (as given, usually), straight into the arrays.
+        ascending = np.array_equal(r_order, np.arange(r_count))
+        precision, score = (x.reshape(t_count * k_count, r_count) for x in (self.precision, self.score))
+        q = precision if ascending else np.empty(at.shape)
+        ss = score if ascending else np.empty(at.shape)
+
+        # Interpolated precision: the largest precision at or after each query, within its segment.
+        # reduceat's pieces run from one query to the next (or the segment's end); an empty piece gives
+        # the true positive at its start, which is in the query's suffix anyway.
+        bounds = np.concatenate([at, seg_end], axis=1)
+        pieces = np.maximum.reduceat(tp.precision, bounds.ravel()).reshape(bounds.shape)[:, :-1]
+        pieces[at >= seg_end] = -np.inf
+        np.maximum.accumulate(pieces[:, ::-1], axis=1, out=q[:, ::-1])
+        np.maximum(q, 0.0, out=q)  # no true positive yet: pycocotools' precision is 0
+        tp_score = np.r_[det_scores[candidates.row[tp.candidate]], 0.0]  # at the last segment's end: 0
+        np.take(tp_score, at, out=ss)
+        np.copyto(ss, np.tile(firsts.score, t_count)[:, None], where=needed == 0)
+
+        if not ascending:  # back to the given threshold order
+            precision[:, r_order], score[:, r_order] = q, ss
+            valid = _in_given_order(valid, r_order)
+        # pycocotools stops at the first threshold out of reach: 0 from there on (a segment's end included)
+        unreached = ~np.logical_and.accumulate(valid, axis=1)
+        precision[unreached] = 0.0
+        score[unreached] = 0.0
+
+
+def _in_given_order(values: np.ndarray, r_order: np.ndarray) -> np.ndarray:
+    """(S, R) values at the recall thresholds in ascending order, put back in their given order."""
+    given = np.empty_like(values)
+    given[:, r_order] = values
+    return given
 
 
 class _TruePositives:
