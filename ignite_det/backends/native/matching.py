@@ -100,7 +100,7 @@ class ChunkedMatcher:
         self.pair_iou = pair_iou
         self._store: DetectionStore | None = None
         self._matched = 0  # images matched, in arrival order
-        self._start()
+        self._chunks: list[MatchRecords] = []  # each chunk's records, in image order; joined when read
 
     def update(self, store: DetectionStore) -> None:
         """Match whole chunks of the images that have arrived since the last call."""
@@ -122,13 +122,9 @@ class ChunkedMatcher:
         self._chunks = [MatchRecords.concatenate(self._chunks, self.params)]
         return self._chunks[0]
 
-    def _start(self) -> None:
-        self._chunks: list[MatchRecords] = []  # per chunk matched, in image order; joined when read
-
     def _follow(self, store: DetectionStore) -> None:
         if store is not self._store or self._matched > store.num_images:
-            self._store, self._matched = store, 0
-            self._start()
+            self._store, self._matched, self._chunks = store, 0, []
 
     def _match(self, store: DetectionStore, stop: int) -> None:
         """Match the images up to ``stop``, a chunk at a time (a large batch, or a loaded state, would
