@@ -172,14 +172,26 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--wandb-artifact logs to W&B: give --wandb-project too")
     if args.background_threshold is not None and args.errors is None:
         raise InputError("--background-threshold is for the error analysis: give --errors too")
-    if args.background_threshold is not None and not 0 <= args.background_threshold <= 1:
-        raise InputError(f"--background-threshold must be a number in [0, 1], got {args.background_threshold}")
+    error_iou = _error_analysis_iou(args.iou_thresholds)
+    if args.background_threshold is not None and not 0 < args.background_threshold < error_iou:
+        raise InputError(
+            f"--background-threshold must be a number in (0, {error_iou:g}): below the IoU at which the error "
+            f"analysis runs, {error_iou:g}, got {args.background_threshold}"
+        )
     if args.errors is not None and args.iou_type == "keypoints":
         raise InputError("--errors is for boxes and masks: TIDE defines no keypoint errors")
     if args.output is not None and not args.output.parent.is_dir():
         raise InputError(f"--output {args.output}: the directory {args.output.parent} does not exist")
     if args.images_dir is not None and not args.images_dir.is_dir():
         raise InputError(f"--images-dir {args.images_dir}: not a directory")
+
+
+def _error_analysis_iou(iou_thresholds: Sequence[float] | None) -> float:
+    """The IoU the error analysis runs at (TIDE's t_f): 0.5 when evaluated, else the lowest of the thresholds,
+    as the metric chooses it."""
+    if iou_thresholds is None or any(abs(t - 0.5) < 1e-9 for t in iou_thresholds):
+        return 0.5
+    return min(iou_thresholds)
 
 
 def _typed(values: Sequence[float]) -> str:

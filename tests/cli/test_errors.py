@@ -110,6 +110,14 @@ def test_background_threshold_reaches_the_analysis(tmp_path: Path, gt: dict, res
     assert (report["errors"]["main"], report["errors"]["counts"]) == (reference.main, reference.counts)
 
 
+def test_background_threshold_may_reach_the_lowest_iou_threshold_when_0_5_is_not_evaluated(tmp_path: Path) -> None:
+    """Without 0.5 among the thresholds the analysis runs at the lowest, and t_b may go up to it (the command
+    line's check agrees with the metric's)."""
+    code, report = _evaluate(tmp_path, "--errors", "--background-threshold", "0.65", "--iou-thresholds", "0.7", "0.9")
+    assert code == 0
+    assert report["errors"]["background_threshold"] == 0.65
+
+
 def test_masks(tmp_path: Path, gt: dict) -> None:
     code, report = _evaluate(tmp_path, "--errors", "--iou-type", "segm", results=SEGM_RESULTS_FILE)
     assert code == 0

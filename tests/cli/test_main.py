@@ -369,7 +369,14 @@ def test_output_directory_must_exist(tmp_path: Path, capsys) -> None:
         (["--iou-thresholds", "nan"], "--iou-thresholds must be numbers in [0, 1], got nan"),
         (["--max-dets", "0", "10"], "--max-dets must be integers >= 1, got 0 10"),
         (["--background-threshold", "0.2"], "--background-threshold is for the error analysis: give --errors too"),
-        (["--errors", "--background-threshold", "1.5"], "--background-threshold must be a number in [0, 1], got 1.5"),
+        (["--errors", "--background-threshold", "1.5"], "--background-threshold must be a number in (0, 0.5): below"),
+        (["--errors", "--background-threshold", "0.5"], "the IoU at which the error analysis runs, 0.5, got 0.5"),
+        (["--errors", "--background-threshold", "0"], "--background-threshold must be a number in (0, 0.5)"),
+        (
+            ["--errors", "--background-threshold", "0.75", "--iou-thresholds", "0.7", "0.9"],
+            "--background-threshold must be a number in (0, 0.7): below the IoU at which the error analysis runs, "
+            "0.7, got 0.75",
+        ),
         (["--errors", "--iou-type", "keypoints"], "--errors is for boxes and masks: TIDE defines no keypoint errors"),
         (["--wandb-artifact"], "--wandb-artifact logs to W&B: give --wandb-project too"),
     ],
