@@ -103,11 +103,11 @@ class EvaluationArtifactHandler(_WandBHandler):
         run = self._active_run(logger)
         if run is None and idist.backend() is None:
             return
+        step = self._given_step(engine, event_name)  # before the predictions are gathered (see _given_step)
         result = self._result(engine, self.metric_name)
         if result is None:
             return
-        step = self._step(engine, event_name, run) if run is not None else 0
-        self.log(run, result, step)
+        self.log(run, result, self._kept_step(step, run) if run is not None else 0)
 
     def log(self, run: Any, result: CocoResult, step: int) -> Any:
         """Write the files and log them to ``run`` (``None`` on a process without a run: it only helps

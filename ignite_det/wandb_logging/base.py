@@ -50,13 +50,19 @@ class _WandBHandler(BaseHandler):
             )
         return result
 
-    def _step(self, engine: Engine, event_name: Any, run: Any) -> int:
-        """The handler's step, raised to the run's current step when lower (W&B would drop the data)."""
+    def _given_step(self, engine: Engine, event_name: Any) -> int:
+        """``global_step_transform``'s step, checked. Every process reads it before any exchange between
+        processes: a wrong one then raises on all of them, not on the logging process alone while the
+        others wait for it in a gather (forever if it lives on)."""
         step = self.global_step_transform(engine, event_name)
         if not isinstance(step, numbers.Integral):
             raise TypeError(
                 f"global_step must be int, got {type(step)}. Please check the output of global_step_transform."
             )
+        return int(step)
+
+    def _kept_step(self, step: int, run: Any) -> int:
+        """``step``, raised to the run's current step when lower (W&B would drop the data)."""
         current = int(run.step)
         if step >= current:
             return int(step)

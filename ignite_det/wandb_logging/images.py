@@ -245,10 +245,11 @@ class DetectionImagesHandler(_WandBHandler):
 
     # --- the end of an evaluation: exchange (every process), choose, log (where the run is) ---
     def _log(self, engine: Engine, logger: WandBLogger | None, event_name: Any, run: Any) -> None:
+        step = self._given_step(engine, event_name)  # before the exchange (see _given_step)
         result = engine.state.metrics.get(self.metric_name) if self.metric_name else None
         images = self.images(logger, result if hasattr(result, "params") else None, active=run is not None)
         if images and logger is not None:
-            logger.log({f"{self.tag}/{self.key}": images}, step=self._step(engine, event_name, run))
+            logger.log({f"{self.tag}/{self.key}": images}, step=self._kept_step(step, run))
 
     def images(self, wandb: Any, result: CocoResult | None, active: bool = True) -> list[Any]:
         """The ``wandb.Image`` list of the evaluation captured since the last call, which it ends; ``wandb``

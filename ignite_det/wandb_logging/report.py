@@ -347,13 +347,14 @@ class CocoReportHandler(_WandBHandler):
         self.best_step: int | None = None
 
     def __call__(self, engine: Engine, logger: WandBLogger | None, event_name: Any) -> None:
+        given = self._given_step(engine, event_name)  # on every process (see _given_step)
         run = self._active_run(logger)
         if run is None or logger is None:
             return
         result = self._result(engine, self.metric_name)
         if result is None:
             return
-        step = self._step(engine, event_name, run)
+        step = self._kept_step(given, run)
         logger.log(self.payload(logger, result), step=step)
         self._update_best(run, result, step)
 

@@ -9,6 +9,7 @@ run in one spawn and log to one W&B run, a tag per case, to keep the suite fast.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import json
 import warnings
@@ -241,3 +242,45 @@ def test_each_logged_image_is_its_own(runs: dict[str, Any], case: str) -> None:
         index = index_of[int(image["caption"].split(";")[0].removeprefix("image_id "))]
         np.testing.assert_array_equal(image["pixels"], _image(index).permute(1, 2, 0).numpy())
         assert len(image["boxes"]["ground_truth"]["box_data"]) == len(targets[index]["labels"])
+
+
+def _wrong_step_worker(local_rank: int, out_dir: str) -> None:
+    """Evaluate a shard with a step transform that returns a float; write what each process raised."""
+    rank = idist.get_rank()
+    logger = None
+    if rank == 0:
+        logger = WandBLogger(project="ignite-det-tests", mode="offline", dir=out_dir, settings={"silent": True})
+    evaluator = Engine(lambda engine, batch: (batch[1], batch[2]))
+    metric = CocoMetric()
+    metric.attach(evaluator, "coco")
+    attach_wandb_logging(
+        logger, evaluator, num_images=2, global_step_transform=lambda engine, event: 1.5, artifact_metric=metric
+    )
+    predictions, targets = random_case(21)
+    mine = range(rank, 8, 2)
+    try:
+        evaluator.run([([_image(i)], [predictions[i]], [targets[i]]) for i in mine])
+    except TypeError as error:
+        Path(out_dir, f"rank{rank}.txt").write_text(str(error))
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def test_a_wrong_step_raises_on_every_process_instead_of_leaving_one_waiting(tmp_path: Path) -> None:
+    """Every process checks the step. When only the logging one raised (before this was fixed), the others
+    waited for it in the exchange of images and the gather of predictions: forever while it lived on, and
+    once it exited they failed with gloo's "Connection closed by peer", which does not name the cause."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CUDA_VISIBLE_DEVICES", "")
+        mp.setenv("WANDB_DATA_DIR", str(tmp_path / "data"))
+        idist.spawn(
+            "gloo",
+            _wrong_step_worker,
+            args=(str(tmp_path),),
+            nproc_per_node=2,
+            master_port=free_port(),
+            timeout=datetime.timedelta(seconds=60),  # a process left waiting fails the test rather than hangs it
+        )
+    for rank in (0, 1):
+        assert "global_step must be int, got <class 'float'>" in (tmp_path / f"rank{rank}.txt").read_text()
