@@ -245,13 +245,13 @@ def _run_distributed(workload_name: str, kind: str, backend: str, processes: int
 def child(method: str, workload_name: str) -> None:
     """Run one method once and print a JSON line."""
     sys.path.insert(0, str(HERE))
-    from workload import make_workload
+    from workload import SIZES, make_workload
 
     kind, backend = method.split(":")
     backend, _, processes = backend.partition("@")
     if processes:
         out = _run_distributed(workload_name, kind, backend, int(processes))
-        print(json.dumps({"method": method, **out}))
+        print(json.dumps({"method": method, "images": SIZES[workload_name][0], **out}))
         return
     workload = make_workload(workload_name)  # every method starts from the same per-image tensors
     before = _rss_kib("VmRSS")
@@ -267,6 +267,7 @@ def child(method: str, workload_name: str) -> None:
         json.dumps(
             {
                 "method": method,
+                "images": len(workload.targets),  # so that --table-from needs no --workload
                 "update_s": update_s,
                 "compute_s": compute_s,
                 "total_s": update_s + compute_s,
@@ -348,11 +349,18 @@ RATIOS = (
 )
 
 
-def _print_table(runs: dict[str, list[dict]], workload_name: str) -> None:
+def _num_images(runs: dict[str, list[dict]], workload_name: str) -> int:
+    """The images of the workload the runs were made on: recorded in each run (files saved before
+    2026-12-06's fourth COCO-sized run did not record it: then ``--workload``'s)."""
     sys.path.insert(0, str(HERE))
     from workload import SIZES
 
-    num_images = SIZES[workload_name][0]
+    recorded = {r["images"] for results in runs.values() for r in results if "images" in r}
+    return recorded.pop() if len(recorded) == 1 else SIZES[workload_name][0]
+
+
+def _print_table(runs: dict[str, list[dict]], workload_name: str) -> None:
+    num_images = _num_images(runs, workload_name)
     med, reference = _medians(runs), _reference_stats(runs)
     columns = ("update s", "us/image", "compute s", "total s", "peak MiB", "max |diff|", "x recipe")
     print(f"{'method':<30} " + " ".join(f"{c:>10}" for c in columns + tuple(r[0] for r in RATIOS)))
@@ -379,9 +387,7 @@ def _reference_stats(runs: dict[str, list[dict]]) -> list[float] | None:
 
 def _print_markdown(runs: dict[str, list[dict]], workload_name: str) -> None:
     """The README's table: times, memory, the largest difference and the ratios to three references."""
-    sys.path.insert(0, str(HERE))
-    from workload import SIZES
-
+    num_images = _num_images(runs, workload_name)
     med, reference = _medians(runs), _reference_stats(runs)
     print(
         "| method | update s | µs/image | compute s | total s | peak extra MiB | max diff | "
@@ -392,7 +398,7 @@ def _print_markdown(runs: dict[str, list[dict]], workload_name: str) -> None:
     for method, m in med.items():
         diff = max(abs(a - b) for a, b in zip(runs[method][0]["stats"], reference)) if reference else float("nan")
         ratios = [_ratio(m, key, med.get(other), other_key) for _, key, other, other_key in RATIOS]
-        cells = [method, f"{m['update_s']:.2f}", f"{m['update_s'] / SIZES[workload_name][0] * 1e6:.0f}"]
+        cells = [method, f"{m['update_s']:.2f}", f"{m['update_s'] / num_images * 1e6:.0f}"]
         cells += [f"{m['compute_s']:.2f}", f"{m['total_s']:.2f}", f"{m['peak_mib']:.0f}", f"{diff:.2g}"]
         print("| " + " | ".join(cells + [f"{r:.2f}" for r in ratios]) + " |")
 
