@@ -560,7 +560,7 @@ def _to_xywh(boxes: np.ndarray, box_format: str) -> np.ndarray:
         return boxes
     out = boxes.copy()
     if box_format == "xyxy":
-        out[:, 2:] = boxes[:, 2:] - boxes[:, :2]
+        np.subtract(boxes[:, 2:], boxes[:, :2], out=out[:, 2:])
     else:  # cxcywh
         out[:, :2] = boxes[:, :2] - boxes[:, 2:] / 2
     return out
