@@ -261,7 +261,7 @@ class _Curves(NamedTuple):
         needed: np.ndarray,
         r_order: np.ndarray,
     ) -> None:
-        """The curves of ``candidates`` (the others: -1 where a category has no ground truth, by the caller).
+        """The curves of ``candidates`` (a category without ground truth gets them too: the caller sets it to -1).
 
         ``det_scores`` is per detection row. Segment ``t * K + k`` is category ``k`` at threshold ``t``.
         ``needed`` (K, R): true positives needed to reach each recall threshold, thresholds in ascending

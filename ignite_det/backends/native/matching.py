@@ -114,7 +114,7 @@ class ChunkedMatcher:
 
         The chunks' records are joined here, once (and kept joined): the outcomes grow along their last
         axis, where a buffer that doubles would copy 40 strided rows at each growth and fault their tails
-        in afresh, which cost a third of ``update()`` at LVIS size (0.35 s of 0.9 s). One join costs one copy.
+        in afresh: about 0.3 s of 0.9 s of ``update()`` at LVIS size. One join costs one copy.
         """
         self._follow(store)
         if self._matched < store.num_images:
