@@ -80,13 +80,16 @@ def _greedy_pairs(det_i: np.ndarray, gt_i: np.ndarray, num_dets: int, num_gts: i
     index = np.arange(len(det_i))
     taken = []
     det_free, gt_free = np.ones(num_dets, dtype=bool), np.ones(num_gts, dtype=bool)
+    # Each one's first remaining pair; reset where a round wrote, so that a round costs what is left of the
+    # pairs (a long chain in one crowded image makes many rounds, each with few pairs left).
+    none = len(det_i)
+    first_of_det, first_of_gt = np.full(num_dets, none), np.full(num_gts, none)
     while len(index):
         d, g = det_i[index], gt_i[index]
-        first_of_det = np.full(num_dets, len(det_i))
-        first_of_gt = np.full(num_gts, len(det_i))
         np.minimum.at(first_of_det, d, index)
         np.minimum.at(first_of_gt, g, index)
         wins = (first_of_det[d] == index) & (first_of_gt[g] == index)
+        first_of_det[d], first_of_gt[g] = none, none
         det_free[d[wins]] = gt_free[g[wins]] = False
         taken.append(index[wins])
         index = index[det_free[d] & gt_free[g]]
