@@ -272,17 +272,18 @@ class Detections:
         full = Detections.from_tensors(images, no_detections, gts, None, gt_rles)
         columns = SCORED_COLUMNS.unpack(scored.detach().cpu().numpy().astype(np.float64, copy=False).reshape(-1, 3))
         rows = len(columns["scores"])
+        no_masks = Rles.empty(rows)  # the placeholders are read-only broadcasts: no memory, no time
         return Detections(
             **{
                 **full.__dict__,
                 "det_boxes": np.zeros((rows, 0)),
                 "det_scores": columns["scores"],
                 "det_labels": columns["labels"].astype(np.int64),
-                "det_area": np.full(rows, np.nan),
+                "det_area": np.broadcast_to(np.nan, (rows,)),
                 "det_position": columns["position"].astype(np.int64),
-                "det_rle": np.full(rows, b"", dtype=object),
-                "det_mask_size": np.zeros((rows, 2), np.int64),
-                "det_keypoints": np.full((rows, full.num_keypoints, 3), np.nan),
+                "det_rle": no_masks.counts,
+                "det_mask_size": no_masks.sizes,
+                "det_keypoints": np.broadcast_to(np.nan, (rows, full.num_keypoints, 3)),
             }
         )
 
