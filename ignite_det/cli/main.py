@@ -86,7 +86,8 @@ else at the lowest of --iou-thresholds): each false positive's bin (Cls, Loc, Bo
 missed objects (Miss), and the AP each bin costs (dAP, in AP points in the printed tables, as
 fractions in the --output report); --errors tidecv gives the tidecv package's own numbers instead
 (its matching, its AP), for comparison with published TIDE tables. --background-threshold is TIDE's
-t_b (0.1), between 0 and that IoU. With --per-image, the per-image rows count each image's errors by bin.
+t_b (0.1), between 0 and that IoU. With --per-image, the per-image rows count each image's errors
+by bin.
 
 W&B runs are offline unless WANDB_MODE or --wandb-mode says otherwise ("wandb sync" uploads them).
 --wandb-artifact also logs the results file and the JSON report as a W&B artifact (a copy of the
