@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ignite_det.backends.native.accumulate import Ranking, accumulate_records
+from ignite_det.backends.native.accumulate import Accumulation, Ranking
 from ignite_det.backends.native.matching import (
     FALSE_POSITIVE,
     NOT_COUNTED,
@@ -374,7 +374,8 @@ class _Base:
             d = replace(d, det_scores=scores, det_position=positions)
             ranking = _ranking(d, outcome, det_k)
         records = MatchRecords(np.zeros(len(outcome), np.int32), outcome[None, None, :])
-        return accumulate_records(d, records, det_k, self.category_ids, self.params, ranking).precision[0, :, :, 0, 0]
+        accumulation = Accumulation(d, records, det_k, self.category_ids, self.params, ranking)
+        return accumulation.computed().precision[0, :, :, 0, 0]
 
 
 def _ranking(d: Detections, outcome: np.ndarray, det_k: np.ndarray) -> Ranking:

@@ -81,28 +81,15 @@ class Ranking:
         return Ranking(by_score.astype(index), by_class.astype(index))
 
 
-def accumulate_records(
-    d: Detections,
-    records: MatchRecords,
-    det_k: np.ndarray,
-    category_ids: np.ndarray,
-    params: EvalParams,
-    ranking: Ranking,
-) -> CocoArrays:
-    """pycocotools' ``precision``, ``recall`` and ``scores`` from the records of ``d``'s detections.
+class Accumulation:
+    """pycocotools' ``precision``, ``recall`` and ``scores`` from the records of ``d``'s detections, in steps:
+    prepared when created, then :meth:`fill` for each area range (independent: any order, on any threads),
+    then :attr:`arrays`; or all at once, :meth:`computed`.
 
     ``d`` holds each image once (positions 0..I-1); ``records`` and ``det_k`` (each detection's
     index in ``category_ids``, -1 if not evaluated) are in its detection row order; ``ranking`` is
     :meth:`Ranking.create` on them.
     """
-    accumulation = Accumulation(d, records, det_k, category_ids, params, ranking)
-    map_in_threads(accumulation.fill, range(accumulation.area_count))
-    return accumulation.arrays
-
-
-class Accumulation:
-    """:func:`accumulate_records` in steps: prepared when created, then :meth:`fill` for each area range
-    (independent: any order, on any threads), then :attr:`arrays`."""
 
     def __init__(
         self,
@@ -144,6 +131,11 @@ class Accumulation:
             curves.fill(candidates, self._scores, self._firsts[m], npig, needed, r_order)
             for out in curves:
                 out[:, missing] = -1.0
+
+    def computed(self) -> CocoArrays:
+        """Every area range filled (on threads), then :attr:`arrays`."""
+        map_in_threads(self.fill, range(self.area_count))
+        return self.arrays
 
     @property
     def arrays(self) -> CocoArrays:
