@@ -463,8 +463,7 @@ def _broadcast(arrays: dict[str, np.ndarray] | None, shapes: dict[str, tuple[int
 def _f1_index(params: EvalParams, f1_iou_threshold: float | None) -> int:
     """Index of the operating point's IoU threshold: the one given, else 0.5 if evaluated, else the lowest."""
     if f1_iou_threshold is None:
-        half = params.iou_index(0.5)
-        return half if half is not None else int(np.argmin(params.iou_thresholds))
+        return params.operating_iou_index()
     index = params.iou_index(f1_iou_threshold)
     if index is None:
         raise ValueError(

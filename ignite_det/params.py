@@ -100,6 +100,12 @@ class EvalParams:
         hits = np.flatnonzero(np.abs(self.iou_thresholds - iou) < 1e-9)
         return int(hits[0]) if len(hits) else None
 
+    def operating_iou_index(self) -> int:
+        """Index of the IoU the operating point (best F1, error analysis) is found at unless one is given: 0.5
+        if evaluated, else the lowest threshold."""
+        half = self.iou_index(0.5)
+        return half if half is not None else int(np.argmin(self.iou_thresholds))
+
 
 def _thresholds(name: str, given: Sequence[float] | None, default: np.ndarray) -> np.ndarray:
     if given is None:

@@ -43,7 +43,7 @@ from ignite_det.backends.cocoeval import gc_paused
 from ignite_det.cli.coco_json import GroundTruth, InputError, Predictions, load_ground_truth, load_predictions
 from ignite_det.error_analysis import ERROR_MODES
 from ignite_det.metric import CocoMetric
-from ignite_det.params import IOU_TYPES, PROTOCOLS
+from ignite_det.params import IOU_TYPES, PROTOCOLS, EvalParams
 from ignite_det.plausibility import ImplausibleInputWarning
 from ignite_det.result import CocoResult
 from ignite_det.rle import Rles
@@ -188,11 +188,9 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _error_analysis_iou(iou_thresholds: Sequence[float] | None) -> float:
-    """The IoU the error analysis runs at (TIDE's t_f): 0.5 when evaluated, else the lowest of the thresholds,
-    as the metric chooses it."""
-    if iou_thresholds is None or any(abs(t - 0.5) < 1e-9 for t in iou_thresholds):
-        return 0.5
-    return min(iou_thresholds)
+    """The IoU the error analysis runs at (TIDE's t_f), as the metric chooses it (thresholds already checked)."""
+    params = EvalParams.create(iou_thresholds=iou_thresholds)
+    return float(params.iou_thresholds[params.operating_iou_index()])
 
 
 def _typed(values: Sequence[float]) -> str:
