@@ -65,7 +65,7 @@ class _WandBHandler(BaseHandler):
         """``step``, raised to the run's current step when lower (W&B would drop the data)."""
         current = int(run.step)
         if step >= current:
-            return int(step)
+            return step
         if not self._warned_step:  # once: an evaluation every epoch would repeat it every epoch
             self._warned_step = True
             warnings.warn(
