@@ -7,7 +7,9 @@ interpreter lacks a working torchvision, the example runs in a side venv:
 * ``<repo>/.venv-torchvision``, built on first use with ``pip install torch==2.14.1 torchvision==0.29.1``
   and ``pip install -e <repo>`` (a few minutes, several GB) and reused afterwards.
 
-A failed build fails the test with pip's output. ``IGNITE_DET_SKIP_TORCHVISION=1`` skips it instead.
+A failed build fails the test with pip's output and removes the half-built venv, so that the rest of
+the suite keeps its disk; a disk with too little room fails it before pip starts.
+``IGNITE_DET_SKIP_TORCHVISION=1`` skips it instead.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SIDE_VENV = REPO / ".venv-torchvision"
 READY_MARKER = SIDE_VENV / ".ignite-det-ready"  # written last, so a half-built venv is rebuilt
 TORCHVISION_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
 CHECK_IMPORTS = "import torchvision.models.detection, ignite, wandb, pycocotools, PIL"
+SIDE_VENV_BYTES = 7 * 2**30  # the CUDA build of torch 2.14.1 takes 5.6 GB in the venv, plus pip's unpacking
 RUN_TIMEOUT = 600
 
 
@@ -61,7 +64,10 @@ def _pip(python: Path, args: list[str], log: Path, say: Any) -> None:
     with log.open("a") as out:
         done = subprocess.run([str(python), "-m", "pip", "install", *args], stdout=out, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-60:])
+        # pip's "Location ... is ignored" warnings about this machine's local indexes would bury the error
+        lines = [line for line in log.read_text().splitlines() if "is ignored: it is neither" not in line]
+        tail = "\n".join(lines[-60:])
+        shutil.rmtree(SIDE_VENV, ignore_errors=True)
         pytest.fail(f"building {SIDE_VENV} failed: pip install {' '.join(args)} exited {done.returncode}:\n{tail}")
     say(f"  done in {time.time() - t0:.0f} s")
 
@@ -72,6 +78,13 @@ def _build_side_venv(say: Any) -> Path:
         return python
     say(f"building {SIDE_VENV} for torchvision (first run only, takes a few minutes)")
     shutil.rmtree(SIDE_VENV, ignore_errors=True)
+    free = shutil.disk_usage(REPO).free
+    if free < SIDE_VENV_BYTES:
+        pytest.fail(
+            f"building {SIDE_VENV} needs about {SIDE_VENV_BYTES / 2**30:.0f} GiB of disk, and only "
+            f"{free / 2**30:.1f} GiB is free: free some, point IGNITE_DET_TORCHVISION_PYTHON at a python "
+            "with torchvision, or set IGNITE_DET_SKIP_TORCHVISION=1"
+        )
     subprocess.run([sys.executable, "-m", "venv", str(SIDE_VENV)], check=True)
     log = SIDE_VENV / "pip.log"
     _pip(python, TORCHVISION_PINS, log, say)
