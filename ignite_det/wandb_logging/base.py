@@ -63,19 +63,31 @@ class _WandBHandler(BaseHandler):
 
     def _kept_step(self, step: int, run: Any) -> int:
         """``step``, raised to the run's current step when lower (W&B would drop the data)."""
-        current = int(run.step)
-        if step >= current:
-            return step
-        if not self._warned_step:  # once: an evaluation every epoch would repeat it every epoch
-            self._warned_step = True
-            warnings.warn(
-                f"{type(self).__name__}: step {step} is lower than the W&B run's current step {current}; logging at "
-                f"{current} instead (and so on for later steps), because W&B drops data logged at a lower step. "
-                "Pass global_step_transform=global_step_from_engine(trainer) with the event your training logs "
-                "use (e.g. Events.ITERATION_COMPLETED) so validation lines up with training.",
-                stacklevel=3,
-            )
-        return current
+        step, self._warned_step = kept_step(
+            step,
+            run,
+            type(self).__name__,
+            warned=self._warned_step,
+            advice="Pass global_step_transform=global_step_from_engine(trainer) with the event your training logs "
+            "use (e.g. Events.ITERATION_COMPLETED) so validation lines up with training.",
+        )
+        return step
+
+
+def kept_step(step: int, run: Any, who: str, warned: bool, advice: str) -> tuple[int, bool]:
+    """``step``, or the W&B run's current step when ``step`` is lower (W&B drops data logged at a lower
+    step), and whether the warning that says so has been given: once per caller (``warned``), as an
+    evaluation every epoch would repeat it every epoch. ``who`` names the caller, ``advice`` how to fix it."""
+    current = int(run.step)
+    if step >= current:
+        return step, warned
+    if not warned:
+        warnings.warn(
+            f"{who}: step {step} is lower than the W&B run's current step {current}; logging at {current} "
+            f"instead (and so on for later steps), because W&B drops data logged at a lower step. {advice}",
+            stacklevel=4,
+        )
+    return current, True
 
 
 class _EvaluationCounter:

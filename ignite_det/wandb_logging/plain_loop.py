@@ -8,13 +8,13 @@ handed over with the predictions, in one ``run.log`` call.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import ignite.distributed as idist
 
 from ignite_det.wandb_logging.artifact import EvaluationArtifactHandler
+from ignite_det.wandb_logging.base import kept_step
 from ignite_det.wandb_logging.images import DEFAULT_SCORE_FLOOR, MAX_IMAGES, DetectionImagesHandler
 from ignite_det.wandb_logging.report import DEFAULT_PLOT_CLASSES, CocoReportHandler
 
@@ -151,15 +151,11 @@ class WandBReport:
             self.artifact.log(run, result, step)
 
     def _kept_step(self, step: int, run: Any) -> int:
-        current = int(run.step)
-        if step >= current:
-            return step
-        if not self._warned_step:
-            self._warned_step = True
-            warnings.warn(
-                f"WandBReport.log: step {step} is lower than the W&B run's current step {current}; logging at "
-                f"{current} instead, because W&B drops data logged at a lower step. Pass the step your "
-                "training logs use (for example its iteration).",
-                stacklevel=3,
-            )
-        return current
+        step, self._warned_step = kept_step(
+            step,
+            run,
+            "WandBReport.log",
+            warned=self._warned_step,
+            advice="Pass the step your training logs use (for example its iteration).",
+        )
+        return step

@@ -296,10 +296,16 @@ def test_a_step_lower_than_the_runs_is_raised_with_a_warning(tmp_path: Path) -> 
     run = _init(tmp_path)
     metric, report = CocoMetric(class_names=CLASSES), WandBReport(num_images=2)
     run.log({"train/loss": 1.0}, step=10)
-    with pytest.warns(UserWarning, match="step 4 is lower than the W&B run's current step 10"):
+    with pytest.warns(UserWarning, match="step 4 is lower than the W&B run's current step 10") as caught:
         report.log(_loop(metric, report, case), step=4)
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name]  # points at the caller's line
+    with warnings.catch_warnings(record=True) as again:  # said once: every evaluation would repeat it
+        warnings.simplefilter("always")
+        report.log(_loop(metric, report, case), step=5)
+    assert not [w for w in again if "lower than" in str(w.message)]
     run.finish()
     rows = wr.history_rows(wr.find_run_dir(tmp_path))
+    # both at the run's step: W&B merges what is logged again at its current step into the same row
     assert [r["_step"] for r in rows] == [10] and "val/AP" in rows[0] and rows[0]["train/loss"] == 1.0
 
 
