@@ -13,6 +13,7 @@ holds a mask.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import NamedTuple, cast
 
 import ignite.distributed as idist
@@ -37,11 +38,16 @@ class _Sizes(NamedTuple):
 
 class Gathered(NamedTuple):
     """What :func:`gather_detections` returns: every process's detections and records, rank after rank,
-    and where this process's images start among them."""
+    and how many images each process had."""
 
     detections: Detections
     records: dict[str, np.ndarray]
-    first_image: int
+    images_per_rank: tuple[int, ...]
+
+    @property
+    def first_image(self) -> int:
+        """Where this process's images start among the gathered ones."""
+        return sum(self.images_per_rank[: idist.get_rank()])
 
 
 def gather_detections(
@@ -58,7 +64,7 @@ def gather_detections(
         ValueError: if some processes' targets carried ``image_id`` and others' did not.
     """
     if idist.backend() is None:  # no process group; a group of one still runs the collectives, so it is tested
-        return Gathered(local, dict(records), 0)
+        return Gathered(local, dict(records), (len(local.image_ids),))
     device = idist.device()
     det_bytes, gt_bytes = local.rle_tensors()
     if not geometry:
@@ -101,7 +107,7 @@ def gather_detections(
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = joined.renumbered()
     gathered = {name: _gather_rows(array, det_rows, device) for name, array in records.items()}
-    return Gathered(joined, gathered, sum(s.images for s in sizes[: idist.get_rank()]))
+    return Gathered(joined, gathered, tuple(s.images for s in sizes))
 
 
 def _joined_ranks(tables: list[list[torch.Tensor]], images: list[int], geometry: bool) -> Detections:
@@ -233,19 +239,25 @@ def _gather(tensor: torch.Tensor, rows: list[int], device: torch.device) -> list
     return [gathered[r * longest : r * longest + n] for r, n in enumerate(rows)]
 
 
-def sampler_order(local_images: int, gathered_ids: np.ndarray, kept_ids: np.ndarray) -> np.ndarray:
+def sampler_order(images_per_rank: Sequence[int], gathered_ids: np.ndarray, kept_ids: np.ndarray) -> np.ndarray:
     """The kept images' positions in the order one process would have seen them: under an unshuffled
     ``DistributedSampler`` rank r's i-th image is the data set's (i * world_size + r)-th, and a padded repeat
     stands where its first occurrence does. What depends on the order of images (tidecv's ties) then gives
-    the single-process answer. Without distribution, the arrival order itself.
+    the single-process answer. Without distribution (one rank), the arrival order itself.
 
-    ``gathered_ids``: the image ids of :func:`gather_detections`' record, before :func:`deduplicate`;
-    ``kept_ids``: those after it. One collective (every rank's image count).
+    ``images_per_rank`` and ``gathered_ids``: :func:`gather_detections`' counts and image ids, before
+    :func:`deduplicate`; ``kept_ids``: the image ids after it.
+
+    Example:
+        >>> # 5 images dealt to 2 ranks: rank 0 saw 10, 12, 14; rank 1 saw 11, 13 and 10 again (the padding)
+        >>> kept = np.array([10, 12, 14, 11, 13])  # the gathered ids, each image once
+        >>> sampler_order([3, 3], np.array([10, 12, 14, 11, 13, 10]), kept).tolist()
+        [0, 3, 1, 4, 2]
     """
-    if idist.backend() is None:
-        return np.arange(len(kept_ids))
-    counts = cast(torch.Tensor, idist.all_gather(torch.tensor([local_images], device=idist.device()))).cpu().numpy()
+    counts = np.asarray(images_per_rank, dtype=np.int64)
     world = len(counts)
+    if world == 1:
+        return np.arange(len(kept_ids))
     starts = np.cumsum(counts) - counts
     rank = np.repeat(np.arange(world), counts)
     key = (np.arange(len(gathered_ids)) - np.repeat(starts, counts)) * world + rank

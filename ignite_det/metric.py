@@ -287,7 +287,7 @@ class CocoMetric(Metric):
         detections, records = deduplicate(gathered.detections, gathered.records)
         if self.error_analysis == "tidecv":  # tidecv visits images in order: the order one process saw
             seen = gathered.detections.image_ids
-            self._tidecv_order = sampler_order(len(local.image_ids), seen, detections.image_ids)
+            self._tidecv_order = sampler_order(gathered.images_per_rank, seen, detections.image_ids)
         if len(detections.image_ids) == 0:
             raise NotComputableError("CocoMetric must have at least one image before it can be computed")
         warn_implausible(local)  # once per evaluation, on rank 0's boxes: in [0, 1], category ids shifted by one
