@@ -1,10 +1,11 @@
 """Bring every process's detections together, and count each image once.
 
 The gather uses a fixed number of collectives on flat tensors (one for the sizes, one each for
-images, detections and ground truth in float64, and one per array of the backend's per-detection
-records, such as the native backend's match ranks in int32 and outcomes in int8), never pickled
-Python objects. Each process has matched its own images, so the native backend's matching scales
-with their number.
+images, detections and ground truth in float64, and one per array of the backend's records: per
+detection, such as the native backend's match ranks in int32, or for some detections, a
+:class:`~ignite_det.backends.base.RowSubset` with one more for its sizes and one for its rows, such
+as the outcomes of the detections matched somewhere), never pickled Python objects. Each process
+has matched its own images, so the native backend's matching scales with their number.
 Masks travel as their RLE bytes: two more collectives, one uint8 tensor for the detections' and
 one for the ground truths' (each mask's length is in the tables), made only when some process
 holds a mask.
@@ -20,7 +21,7 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
-from ignite_det.backends.base import Records
+from ignite_det.backends.base import Records, RowSubset
 from ignite_det.repeats import warn_changed_predictions
 from ignite_det.table import Detections
 
@@ -41,7 +42,7 @@ class Gathered(NamedTuple):
     and how many images each process had."""
 
     detections: Detections
-    records: dict[str, np.ndarray]
+    records: dict[str, np.ndarray | RowSubset]
     images_per_rank: tuple[int, ...]
 
     @property
@@ -106,8 +107,29 @@ def gather_detections(
     joined = _joined_ranks(tables, [s.images for s in sizes], geometry)
     if not has_image_ids:  # arrival numbers restart on every rank: renumber globally
         joined = joined.renumbered()
-    gathered = {name: _gather_rows(array, det_rows, device) for name, array in records.items()}
+    gathered = _gather_records(records, det_rows, device)
     return Gathered(joined, gathered, tuple(s.images for s in sizes))
+
+
+def _gather_records(records: Records, det_rows: list[int], device: torch.device) -> dict[str, np.ndarray | RowSubset]:
+    """Every process's ``records`` (``det_rows[r]`` detections on process r), joined in rank order: a
+    :class:`RowSubset`'s rows moved past the ranks before (its sizes exchanged first, in one collective)."""
+    subsets = [name for name, record in records.items() if isinstance(record, RowSubset)]
+    subset_rows: list[list[int]] = [[] for _ in subsets]
+    if subsets:
+        mine = torch.tensor([[len(cast(RowSubset, records[name]).rows) for name in subsets]], device=device)
+        subset_rows = cast(torch.Tensor, idist.all_gather(mine)).cpu().T.tolist()
+    offsets = np.cumsum([0, *det_rows[:-1]])
+    gathered: dict[str, np.ndarray | RowSubset] = {}
+    for name, record in records.items():
+        if not isinstance(record, RowSubset):
+            gathered[name] = _gather_rows(record, det_rows, device)
+            continue
+        counts = subset_rows[subsets.index(name)]
+        rows = _gather(torch.from_numpy(np.ascontiguousarray(record.rows, dtype=np.int64)), counts, device)
+        moved = np.concatenate([part.numpy() + offset for part, offset in zip(rows, offsets)])
+        gathered[name] = RowSubset(moved, _gather_rows(record.values, counts, device))
+    return gathered
 
 
 def _joined_ranks(tables: list[list[torch.Tensor]], images: list[int], geometry: bool) -> Detections:
@@ -176,7 +198,7 @@ def first_occurrences(image_ids: np.ndarray) -> np.ndarray:
     return keep
 
 
-def deduplicate(detections: Detections, records: Records) -> tuple[Detections, dict[str, np.ndarray]]:
+def deduplicate(detections: Detections, records: Records) -> tuple[Detections, dict[str, np.ndarray | RowSubset]]:
     """Keep the first occurrence of each ``image_id`` (and the records of its detections); warn when a
     repeat carries other predictions than its first occurrence (a second evaluation without ``reset()``).
 
@@ -190,7 +212,8 @@ def deduplicate(detections: Detections, records: Records) -> tuple[Detections, d
     _check_repeats_match(detections, keep)
     warn_changed_predictions(detections, keep)
     kept_rows = keep[detections.det_position]
-    return detections.select_images(keep), {name: array[kept_rows] for name, array in records.items()}
+    kept = {name: r.select(kept_rows) if isinstance(r, RowSubset) else r[kept_rows] for name, r in records.items()}
+    return detections.select_images(keep), kept
 
 
 def _check_repeats_match(detections: Detections, keep: np.ndarray) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ignite_det import CocoMetric
+from ignite_det.backends.base import RowSubset
 from ignite_det.backends.native import matching as native_matching
 from tests.coco_reference import empty_cases, random_case, run_cocoeval, stats_dict, to_coco
 from tests.harness import free_port, spawn_gloo
@@ -167,3 +168,20 @@ def test_empty_evaluations_under_two_processes(tmp_path, case):
         assert got["stats"] == dict(expected)
         assert got["status"] == expected.best_f1.status
         np.testing.assert_array_equal(got["confusion"], expected.confusion_matrix)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_row_subset_is_deduplicated_as_the_dense_rows_it_stands_for(seed):
+    """deduplicate() keeps a RowSubset's values of the kept detections, renumbered as the kept rows are."""
+    rng = np.random.default_rng(seed)
+    total = 40
+    rows = np.flatnonzero(rng.random(total) < 0.3)
+    subset = RowSubset(rows, rng.integers(-1, 2, (len(rows), 2, 3)).astype(np.int8))
+    dense = np.full((total, 2, 3), 9, np.int8)  # 9: no value
+    dense[rows] = subset.values
+    kept = rng.random(total) < 0.6
+    selected = subset.select(kept)
+    again = np.full((int(kept.sum()), 2, 3), 9, np.int8)
+    again[selected.rows] = selected.values
+    np.testing.assert_array_equal(again, dense[kept])
+    assert np.all(np.diff(selected.rows) > 0)

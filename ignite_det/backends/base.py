@@ -6,9 +6,10 @@ in three steps:
 ==================  ===========================================================================
 ``update(store)``   after each batch is stored: work that can be done per image as images arrive
                     (the native engine matches them in chunks); nothing for COCOeval
-``records(store)``  at ``compute()``: per-detection arrays (axis 0 in the store's detection rows)
-                    that the gather carries with the detections and deduplicates with them;
-                    ``{}`` when the backend has nothing to carry
+``records(store)``  at ``compute()``: per-detection arrays (axis 0 in the store's detection rows),
+                    or values for some detections only (:class:`RowSubset`), that the gather
+                    carries with the detections and deduplicates with them; ``{}`` when the
+                    backend has nothing to carry
 ``evaluate(...)``   on rank 0, on every process's images: COCOeval's arrays, and each detection's
                     outcome at the operating IoU (area "all", the largest ``max_detections``) from
                     the one exact matcher (:mod:`ignite_det.backends.native.matching`)
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -31,8 +32,30 @@ from ignite_det.params import EvalParams
 from ignite_det.store import DetectionStore
 from ignite_det.table import Detections, category_index
 
-# Per-detection arrays by name, detections along axis 0: what a backend gathers beside the detections.
-Records = Mapping[str, np.ndarray]
+
+class RowSubset(NamedTuple):
+    """Values for some detections only: ``rows`` (S,) ascending detection rows, ``values`` (S, ...) theirs.
+    A record the gather carries and deduplicates as it does per-detection arrays, costing only its rows.
+
+    Example:
+        >>> subset = RowSubset(np.array([1, 4]), np.array([10, 40]))
+        >>> subset.select(np.array([True, True, False, True, True]))  # row 2 dropped: row 4 becomes 3
+        RowSubset(rows=array([1, 3]), values=array([10, 40]))
+    """
+
+    rows: np.ndarray
+    values: np.ndarray
+
+    def select(self, kept: np.ndarray) -> RowSubset:
+        """The subset among the detections where ``kept`` (bool per detection row), in their new rows."""
+        new_row = np.cumsum(kept) - 1
+        keep = kept[self.rows]
+        return RowSubset(new_row[self.rows[keep]], self.values[keep])
+
+
+# By name, what a backend gathers beside the detections: per-detection arrays, detections along axis 0, or
+# values for some detections (RowSubset).
+Records = Mapping[str, "np.ndarray | RowSubset"]
 
 
 @dataclass(frozen=True)

@@ -373,7 +373,7 @@ class _Base:
             scores, positions = np.r_[d.det_scores, d.det_scores[rows]], np.r_[d.det_position, d.det_position[rows]]
             d = replace(d, det_scores=scores, det_position=positions)
             ranking = _ranking(d, outcome, det_k)
-        records = MatchRecords(np.zeros(len(outcome), np.int32), outcome[None, None, :])
+        records = MatchRecords.from_outcome(np.zeros(len(outcome), np.int32), outcome[None, None, :])
         accumulation = Accumulation(d, records, det_k, self.category_ids, self.params, ranking)
         return accumulation.computed().precision[0, :, :, 0, 0]
 

@@ -118,6 +118,49 @@ def test_records_equal_pycocotools_evalimgs_at_every_threshold_and_area(seed, cu
     assert {-1, 0, 1} <= set(np.unique(records.outcome).tolist())
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_records_hold_every_detection_matched_nowhere_as_one_outcome_per_area(seed):
+    """The two parts of the records against pycocotools' evalImgs: the special detections are those that
+    evalImgs matches to some ground truth (crowd and ignored ones included) at some threshold and area range;
+    every other has one outcome at every threshold of an area range, a false positive where
+    ``false_positive`` says so, else not counted."""
+    predictions, targets = random_case(seed)
+    detections = _detections(predictions, targets)
+    records = match_images(detections, EvalParams.create())
+    coco_eval = run_cocoeval(*to_coco(predictions, targets))
+    expected = _evalimgs_outcomes(coco_eval, len(records.rank))
+    evaluated = np.isin(detections.det_labels, coco_eval.params.catIds)
+    matched = np.zeros(len(records.rank), bool)
+    for e in coco_eval.evalImgs:
+        if e is not None:
+            ids = np.asarray(e["dtIds"], dtype=np.int64) - 1
+            matched[ids] |= (np.asarray(e["dtMatches"]) > 0).any(axis=0)
+    special = np.zeros(len(records.rank), bool)
+    special[records.special] = True
+    assert np.all(np.diff(records.special) > 0)
+    np.testing.assert_array_equal(special[evaluated], matched[evaluated])
+    plain = evaluated & ~special
+    uniform = np.broadcast_to(records.false_positive[:, None, plain].astype(np.int8) - 1, expected[:, :, plain].shape)
+    np.testing.assert_array_equal(uniform, expected[:, :, plain])
+    assert 0 < special.sum() < len(special) / 2  # the point of two parts: most detections match nothing
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_records_from_dense_outcomes_and_through_the_gathers_columns_are_the_same(seed):
+    predictions, targets = random_case(seed, num_images=20)
+    records = match_images(_detections(predictions, targets), EvalParams.create())
+    dense = records.outcome
+    again = native_matching.MatchRecords.from_outcome(records.rank, dense)
+    np.testing.assert_array_equal(again.outcome, dense)
+    # special exactly where some area range holds other than all false positives or all not counted
+    plain = ({0}, {-1})
+    mixed = [n for n in range(dense.shape[2]) if any(set(dense[a, :, n]) not in plain for a in range(len(dense)))]
+    assert again.special.tolist() == mixed
+    carried = native_matching.MatchRecords.from_columns(records.as_columns())
+    np.testing.assert_array_equal(carried.outcome, dense)
+    np.testing.assert_array_equal(carried.rank, records.rank)
+
+
 def test_chunked_records_equal_one_pass(monkeypatch):
     """Chunks that cut batches, and batches that hold several chunks, give the records of one pass."""
     predictions, targets = random_case(4, num_images=30)

@@ -103,7 +103,7 @@ class Accumulation:
         t_count, r_count = len(params.iou_thresholds), len(params.rec_thresholds)
         k_count, a_count, m_count = len(category_ids), len(params.area_ranges), len(params.max_detections)
         self.area_count = a_count
-        self._scores, self._outcome, self._rec_thresholds = d.det_scores, records.outcome, params.rec_thresholds
+        self._scores, self._records, self._rec_thresholds = d.det_scores, records, params.rec_thresholds
         # Filled area range by area range, each list's curves (T, K, R) as computed: laid out (A, M, T, K, R)
         # and returned as views in pycocotools' axis order.
         self._precision = np.empty((a_count, m_count, t_count, k_count, r_count))
@@ -111,20 +111,25 @@ class Accumulation:
         self._recall = np.empty((a_count, m_count, t_count, k_count))
         self._npig = non_ignored_gt_counts(d, category_ids, params)  # (K, A)
         self._listing = _Listing.create(ranking.by_class, det_k, records.rank, params.max_detections, k_count)
+        self._specials = _ListedSpecials.of(self._listing, records.special, len(records.rank))
         self._firsts = [_FirstDetections.of(self._listing, within, d.det_scores) for within in self._listing.within]
         self._r_order = np.argsort(params.rec_thresholds, kind="stable")
 
     def fill(self, a: int) -> None:
         """Area range ``a``'s slices of the arrays (threads filling different ones write disjoint memory)."""
         listing, npig, r_order = self._listing, self._npig[:, a], self._r_order
-        outcome = self._outcome[a]
+        # Counted at some threshold (the others add to no count): a false positive everywhere, or special.
+        counted = self._records.false_positive[a][listing.rows]
+        specials = self._specials
+        outcome = self._records.special_outcome[a][:, specials.column]  # (T, S) in listing order
         best, worst = outcome.max(axis=0, initial=NOT_COUNTED), outcome.min(axis=0, initial=TRUE_POSITIVE)
-        counted = (best != NOT_COUNTED)[listing.rows]  # at some threshold: the others add to no count
+        counted[specials.place] = best != NOT_COUNTED
         # A false positive at every threshold adds to the counts between the others only: those are enough.
-        special = ((best == TRUE_POSITIVE) | (worst == NOT_COUNTED))[listing.rows]
+        candidate = (best == TRUE_POSITIVE) | ((worst == NOT_COUNTED) & (best != NOT_COUNTED))
         missing = npig == 0  # no ground truth to find: -1, as pycocotools leaves it
         needed = _tp_needed(npig, self._rec_thresholds[r_order])
-        every = _Candidates.of(listing, counted, special, outcome)  # the largest maxDets: the others' superset
+        # those of the largest maxDets, the others' superset
+        every = _Candidates.of(listing, counted, specials.place[candidate], outcome[:, candidate])
         for m, within in enumerate(listing.within):
             candidates = every if within is None else every.narrowed(listing, counted & within)
             curves = _Curves(self._precision[a, m], self._recall[a, m], self._score_at[a, m])
@@ -173,6 +178,25 @@ class _Listing:
 
 
 @dataclass(frozen=True)
+class _ListedSpecials:
+    """The special detections (matched somewhere: :class:`~.matching.MatchRecords`) that are in the
+    :class:`_Listing`, in its order: ``place`` (S,) ascending, their places in it; ``column``: their
+    indices among the records' special ones."""
+
+    place: np.ndarray
+    column: np.ndarray
+
+    @staticmethod
+    def of(listing: _Listing, special: np.ndarray, num_detections: int) -> _ListedSpecials:
+        place_of_row = np.full(num_detections, -1, dtype=np.int32 if num_detections < 2**31 else np.int64)
+        place_of_row[listing.rows] = np.arange(len(listing.rows))
+        place = place_of_row[special]
+        column = np.flatnonzero(place >= 0)
+        order = np.argsort(place[column])
+        return _ListedSpecials(place[column[order]], column[order])
+
+
+@dataclass(frozen=True)
 class _FirstDetections:
     """Per category, whether it has a detection among the (area range's, maxDets') evaluated ones, counted or
     not, and the score of the first one: what pycocotools reports at a recall threshold of 0, where
@@ -213,12 +237,10 @@ class _Candidates:
     category_start: np.ndarray
 
     @staticmethod
-    def of(listing: _Listing, listed: np.ndarray, special: np.ndarray, outcome: np.ndarray) -> _Candidates:
-        """``listed``, ``special``: bool per place in ``listing``, whether in the list, whether not a false
-        positive everywhere; ``outcome``: (T, N) per detection row."""
-        places = np.flatnonzero(special & listed)
-        rows = listing.rows[places]
-        return _Candidates._listed(listing, listed, places, listing.k[places], rows, np.take(outcome, rows, axis=1))
+    def of(listing: _Listing, listed: np.ndarray, places: np.ndarray, outcome: np.ndarray) -> _Candidates:
+        """``listed``: bool per place in ``listing``, whether in the list; ``places`` (S,) ascending: the
+        candidates' places, all listed; ``outcome``: (T, S) theirs."""
+        return _Candidates._listed(listing, listed, places, listing.k[places], listing.rows[places], outcome)
 
     def narrowed(self, listing: _Listing, listed: np.ndarray) -> _Candidates:
         """The candidates of a list within this one (``listed``: bool per place in ``listing``)."""
