@@ -38,9 +38,10 @@ def confusion_matrix(
     block = IMAGES_PER_BLOCK  # read at call time, so that tests can make it tiny
     k = len(category_ids)
     matrix = np.zeros((k + 1, k + 1), dtype=np.int64)
-    det_k = category_index(d.det_labels, category_ids)
+    above = np.flatnonzero(d.det_scores >= score_threshold)  # usually few: look up only their categories
+    above_k = category_index(d.det_labels[above], category_ids)
+    dets, dets_k = above[above_k >= 0], above_k[above_k >= 0]
     gt_k = category_index(d.gt_labels, category_ids)
-    dets = np.flatnonzero((det_k >= 0) & (d.det_scores >= score_threshold))
     ignored = d.gt_ignored()
     regular = np.flatnonzero((gt_k >= 0) & ~ignored)
     crowd = np.flatnonzero((gt_k >= 0) & ignored)
@@ -53,13 +54,13 @@ def confusion_matrix(
     det_paired = np.zeros(len(dets), dtype=bool)
     gt_paired = np.zeros(len(regular), dtype=bool)
     det_paired[di] = gt_paired[gi] = True
-    np.add.at(matrix, (gt_k[regular[gi]], det_k[dets[di]]), 1)
+    np.add.at(matrix, (gt_k[regular[gi]], dets_k[di]), 1)
     np.add.at(matrix[:, k], gt_k[regular[~gt_paired]], 1)
 
     spurious = ~det_paired
     covered, _, _ = _overlaps(d, dets, crowd, num_images, pair_iou, iou_threshold, block)
     spurious[covered] = False
-    np.add.at(matrix[k], det_k[dets[spurious]], 1)
+    np.add.at(matrix[k], dets_k[spurious], 1)
     return matrix
 
 

@@ -360,7 +360,7 @@ def category_index(labels: np.ndarray, category_ids: np.ndarray) -> np.ndarray:
     if span <= _LOOKUP_SPAN:  # ids and labels are below 2**53 in magnitude: no overflow
         table = np.full(span + 2, -1, dtype=np.int64)  # the first and last entries answer labels out of range
         table[category_ids - (low - 1)] = np.arange(len(category_ids))
-        offset = np.subtract(labels, low - 1, dtype=np.int64)
-        return table[np.clip(offset, 0, span + 1, out=offset)]
+        offset = labels if low == 1 else np.subtract(labels, low - 1, dtype=np.int64)
+        return np.take(table, offset, mode="clip")  # out of range: clipped to the first or last entry
     k = np.minimum(np.searchsorted(category_ids, labels), len(category_ids) - 1)
     return np.where(category_ids[k] == labels, k, -1)

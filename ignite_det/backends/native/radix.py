@@ -20,19 +20,23 @@ def descending_score_key(scores: np.ndarray) -> tuple[np.ndarray, int]:
         >>> np.argsort(keys, kind="stable").tolist(), bits
         ([2, 0, 3, 4, 1], 32)
     """
-    scores = scores + 0.0  # -0.0 becomes 0.0
-    narrow = scores.astype(np.float32)
-    if np.array_equal(narrow, scores):
-        bits, width = narrow.view(np.uint32), 32
+    # Built in place in one new array: at LVIS size (3 million scores) each temporary costs tens of ms.
+    with np.errstate(over="ignore"):  # a score beyond float32's range becomes inf: then not equal, 64 bits
+        narrow = scores.astype(np.float32)
+    if np.array_equal(narrow, scores):  # -0.0 equals 0.0 here
+        narrow += np.float32(0.0)  # -0.0 becomes 0.0
+        key, width = narrow.view(np.uint32), 32
     else:
-        bits, width = scores.view(np.uint64), 64
-    unsigned = bits.dtype.type
+        key, width = (scores + 0.0).view(np.uint64), 64
+    unsigned = key.dtype.type
     # IEEE bits order like the values once a positive number's sign bit is set and a negative one's
     # bits are all flipped; the descending key is the complement of that: a positive number's bits with
     # all but the sign flipped, a negative number's bits as they are.
-    negative = bits >> unsigned(width - 1)  # 1 for a negative number, else 0
-    flip = (negative - unsigned(1)) & unsigned(2 ** (width - 1) - 1)  # all but the sign, for a positive one
-    return bits ^ flip, width
+    flip = key >> unsigned(width - 1)  # 1 for a negative number, else 0
+    flip -= unsigned(1)  # then 0, else all bits
+    flip &= unsigned(2 ** (width - 1) - 1)  # all but the sign, for a positive number
+    key ^= flip
+    return key, width
 
 
 def radix_order(keys: np.ndarray, bits: int) -> np.ndarray:
