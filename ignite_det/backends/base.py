@@ -55,7 +55,7 @@ class RowSubset(NamedTuple):
 
 # By name, what a backend gathers beside the detections: per-detection arrays, detections along axis 0, or
 # values for some detections (RowSubset).
-Records = Mapping[str, "np.ndarray | RowSubset"]
+Records = Mapping[str, np.ndarray | RowSubset]
 
 
 @dataclass(frozen=True)
