@@ -293,7 +293,7 @@ class _CocoEvalBackend:
         cells = MatchCells.build(d, cat_ids, self.params.max_detections[-1], cell_iou(self.params, self._box_iou()))
         arrays = accumulate(d, cat_ids, self.params, self._run, cells)
         matched = self._area_all_records(d)
-        outcomes = np.where(det_k >= 0, matched.outcome[0], np.int8(-1))
+        outcomes = matched.evaluated_outcomes(det_k)
         kept = matched.rank < self.params.max_detections[-1]
         by_score = np.argsort(-d.det_scores, kind="stable")
         return Evaluation(arrays, outcomes[self.operating_iou], by_score, outcomes, kept)

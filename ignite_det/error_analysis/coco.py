@@ -117,7 +117,7 @@ def error_bins(
     if category_ids is None:
         category_ids = np.unique(np.r_[d.det_labels, d.gt_labels]).astype(np.int64)
     det_k = category_index(d.det_labels, category_ids)
-    outcome = match_images(d, params, pair_iou).outcome[0, iou_index]
+    outcome = match_images(d, params, pair_iou).outcome_at(0)[iou_index]
     outcome = np.where(det_k >= 0, outcome, np.int8(NOT_COUNTED))
     return bins_of_outcome(d, outcome, det_k, category_ids, params, iou_index, background_threshold, pair_iou)
 

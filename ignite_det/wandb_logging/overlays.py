@@ -204,7 +204,7 @@ def _coco_verdicts(d: Detections, point: OperatingPoint) -> Verdicts:
     params = point.params
     similarity = pair_iou(params)
     records = match_images(d, params, similarity)
-    outcome = records.outcome[0, point.iou_index]
+    outcome = records.outcome_at(0)[point.iou_index]
     matches = match_one_threshold(d, params, point.iou_index, 0, similarity)
     names = np.full(len(outcome), "ignored", dtype=object)
     names[outcome == TRUE_POSITIVE] = "TP"
@@ -240,7 +240,7 @@ def error_counts(
     category_ids = np.unique(np.r_[d.gt_labels, d.det_labels]) if ids is None else np.asarray(ids, dtype=np.int64)
     records = match_images(d, params, pair_iou(params))
     kept = records.rank < params.max_detections[-1]
-    rows = per_image_table(d, records.outcome[0], kept, category_index(d.det_labels, category_ids), params)
+    rows = per_image_table(d, records.outcome_at(0), kept, category_index(d.det_labels, category_ids), params)
     in_order = np.empty_like(rows)
     in_order[np.argsort(d.image_ids, kind="stable")] = rows  # per_image_table sorts by image id
     return in_order.astype(np.int64)

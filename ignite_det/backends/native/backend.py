@@ -7,7 +7,7 @@ import numpy as np
 
 from ignite_det.backends.base import CocoArrays, Evaluation, Records
 from ignite_det.backends.native.accumulate import Accumulation, Ranking
-from ignite_det.backends.native.matching import NOT_COUNTED, ChunkedMatcher, MatchRecords
+from ignite_det.backends.native.matching import ChunkedMatcher, MatchRecords
 from ignite_det.iou.by_type import pair_iou
 from ignite_det.parallel import Background
 from ignite_det.params import EvalParams
@@ -48,7 +48,6 @@ class NativeBackend:
             filling.result()
             return accumulation.arrays
 
-        outcomes = matched.outcome_at(0)  # area "all"
-        outcomes[:, det_k < 0] = NOT_COUNTED
+        outcomes = matched.evaluated_outcomes(det_k)
         kept = matched.rank < self.params.max_detections[-1]
         return Evaluation(arrays, outcomes[self.operating_iou], ranking.by_score, outcomes, kept, ranking.by_class)

@@ -100,6 +100,14 @@ class MatchRecords:
         outcome[:, self.special] = self.special_outcome[area_index]
         return outcome
 
+    def evaluated_outcomes(self, det_k: np.ndarray) -> np.ndarray:
+        """int8 (T, N): the outcomes in the first area range ("all"), :data:`NOT_COUNTED` for the detections of
+        a category not evaluated (``det_k`` -1): what each backend's :class:`~ignite_det.backends.base.Evaluation`
+        reports per detection."""
+        outcome = self.outcome_at(0)
+        outcome[:, det_k < 0] = NOT_COUNTED
+        return outcome
+
     @property
     def outcome(self) -> np.ndarray:
         """int8 (A, T, N): every detection's outcomes (a new array)."""
@@ -211,10 +219,11 @@ def match_images(d: Detections, params: EvalParams, pair_iou: PairIou = box_pair
     thresholds = np.minimum(params.iou_thresholds, 1 - 1e-10)  # cocoeval.py:276
     det_i, gt_rows, ious = _candidate_pairs(d, counted, det_cell, gt_cell, float(thresholds.min()), pair_iou)
     det_rows, t, a, gt = _greedy(det_i, gt_rows, ious, det_cell[counted], thresholds, gt_ignored, d.gt_crowd != 0)
+    matched_rows = counted[det_rows]
     is_special = np.zeros(len(rank), dtype=bool)  # matched somewhere
-    is_special[counted[det_rows]] = True
+    is_special[matched_rows] = True
     special = np.flatnonzero(is_special)
-    column = (np.cumsum(is_special) - 1)[counted[det_rows]]  # each match's detection among the special ones
+    column = (np.cumsum(is_special) - 1)[matched_rows]  # each match's detection among the special ones
     outcome = np.empty((len(ranges), t_count, len(special)), dtype=np.int8)
     np.subtract(unmatched[:, None, special], np.int8(1), out=outcome, dtype=np.int8)  # FALSE_POSITIVE 0, NOT_COUNTED -1
     # flat indices: several times faster than indexing three axes with arrays
